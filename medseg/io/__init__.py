@@ -1,0 +1,38 @@
+"""Reading and writing volumes: DICOM exports, NIfTI, NRRD, MHA; DICOM SEG and RTSTRUCT.
+
+Use :func:`read_volume` for any single input (file or DICOM folder) and
+:func:`write_volume` for any volume output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medseg.io.files import is_volume_file, read_volume_file, write_volume_file
+from medseg.volume import Kind, Volume
+
+__all__ = ["read_volume", "write_volume", "is_volume_file"]
+
+
+def read_volume(path: str | Path, kind: Kind = "image", series: str | None = None) -> Volume:
+    """Read one volume from a NIfTI/NRRD/MHA file or a DICOM file/folder.
+
+    ``series`` selects a DICOM series (UID, index from ``medseg series`` or a description
+    pattern); it is required when a folder holds several image series.
+    """
+    from medseg.errors import InputError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; check the path")
+    if is_volume_file(path):
+        return read_volume_file(path, kind=kind)
+    from medseg.io.dicom import load_volume
+
+    volume = load_volume(path, select=series)
+    return volume.as_label() if kind == "label" else volume
+
+
+def write_volume(volume: Volume, path: str | Path) -> Path:
+    """Write a volume by suffix (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``), atomically."""
+    return write_volume_file(volume, path)

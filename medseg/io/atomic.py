@@ -1,0 +1,65 @@
+"""Write outputs so that nothing half-written is ever left at the target path."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from medseg.errors import OutputError
+
+#: Multi-part suffixes that writers infer formats from; temp files keep them.
+_KNOWN_SUFFIXES = (".nii.gz", ".seg.nrrd", ".tar.gz")
+
+
+def full_suffix(path: Path) -> str:
+    """The format suffix of ``path``: ``.nii.gz`` for ``a.nii.gz``, else the last suffix."""
+    name = path.name.lower()
+    for suffix in _KNOWN_SUFFIXES:
+        if name.endswith(suffix):
+            return path.name[-len(suffix):]
+    return path.suffix
+
+
+def ensure_writable_dir(folder: Path) -> None:
+    """Create ``folder`` (and parents) or raise :class:`OutputError` saying why it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror}; choose a writable location") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {folder} is not writable; choose a writable location")
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` (same suffix); rename it onto ``target`` on success.
+
+    On any exception the temporary file is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    ensure_writable_dir(target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f".part{full_suffix(target)}", dir=target.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    atomic_write_bytes(target, text.encode("utf-8"))

@@ -1,0 +1,100 @@
+"""Volume files: NIfTI (nibabel), NRRD and MHA/MHD (SimpleITK). Reading and atomic writing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medseg.errors import InputError, OutputError
+from medseg.io.atomic import atomic_path, atomic_write_text, full_suffix
+from medseg.volume import Kind, Volume, VolumeMeta
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
+
+
+def is_volume_file(path: Path) -> bool:
+    """True when ``path`` names a NIfTI, NRRD or MHA/MHD file (by suffix)."""
+    return path.is_file() and full_suffix(path).lower() in VOLUME_SUFFIXES
+
+
+def read_volume_file(path: str | Path, kind: Kind = "image") -> Volume:
+    """Read a NIfTI/NRRD/MHA file into a Volume.
+
+    Needs an existing file with a known suffix. Promises finite values (NaN/Inf are refused
+    with the count), the file's own affine, and integer dtype for ``kind="label"``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; check the path")
+    suffix = full_suffix(path).lower()
+    meta = VolumeMeta(source=str(path))
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            volume = Volume.from_nibabel(nib.load(str(path)), meta=meta)
+        elif suffix in SITK_SUFFIXES:
+            import SimpleITK as sitk
+
+            volume = Volume.from_sitk(sitk.ReadImage(str(path)), meta=meta)
+        else:
+            raise InputError(
+                f"{path}: unknown volume format {suffix!r}; use one of {', '.join(VOLUME_SUFFIXES)} "
+                "or a DICOM folder"
+            )
+    except InputError:
+        raise
+    except Exception as exc:  # nibabel/SimpleITK raise many types for corrupt files
+        raise InputError(f"{path} could not be read as {suffix} ({exc}); is the file complete?") from None
+    _check_finite(volume, path)
+    return volume.as_label() if kind == "label" else volume
+
+
+def _check_finite(volume: Volume, path: Path) -> None:
+    array = volume.array
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise InputError(
+                f"{path} holds {bad} NaN/Inf voxel(s); fix or mask them before segmenting"
+            )
+
+
+def write_volume_file(volume: Volume, path: str | Path) -> Path:
+    """Write ``volume`` atomically to NIfTI (qform and sform set), NRRD or MHA by suffix.
+
+    A label volume written as NIfTI also gets a JSON sidecar ``<name>.json`` with its label
+    names when ``volume.meta.label_names`` is set. Returns the written path.
+    """
+    path = Path(path)
+    suffix = full_suffix(path).lower()
+    if suffix not in VOLUME_SUFFIXES:
+        raise OutputError(f"{path}: cannot write {suffix!r}; use one of {', '.join(VOLUME_SUFFIXES)}")
+    with atomic_path(path) as tmp:
+        if suffix in NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            nib.save(volume.to_nibabel(), str(tmp))
+        else:
+            import SimpleITK as sitk
+
+            sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=True)
+    if volume.kind == "label" and volume.meta.label_names:
+        write_label_sidecar(volume, sidecar_path(path))
+    return path
+
+
+def sidecar_path(path: Path) -> Path:
+    """``case.nii.gz`` -> ``case.json`` (the label-name sidecar beside a label file)."""
+    return path.with_name(path.name[: -len(full_suffix(path))] + ".json")
+
+
+def write_label_sidecar(volume: Volume, path: Path) -> None:
+    """Write ``{"labels": {"0": "background", ...}}`` for a label volume's names, atomically."""
+    names = {str(int(k)): str(v) for k, v in sorted((volume.meta.label_names or {}).items())}
+    payload = {"labels": names, "source_series_uid": volume.meta.series_uid}
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
