@@ -1,0 +1,290 @@
+"""The batch driver: decide what to run, hand cases to workers, record everything in the ledger.
+
+Resume rules (per case, see :func:`decide`):
+
+* done: skipped while every recorded output still exists with its SHA-256; redone when an
+  output is missing or changed, or with ``force``;
+* failed: kept unless ``retry_failed``;
+* running (the previous run was interrupted) and pending: run;
+* a case with a problem found before running (missing input file): recorded as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from medseg.batch.backend import Backend, Event, Finished, Loaded, Lost, StartFailed
+from medseg.batch.cases import Case, Discovery
+from medseg.batch.engine import CASES_DIR, Engine, ModelIdentity, remove_part_files, sha256_file
+from medseg.batch.ledger import LEDGER_NAME, CaseRow, Ledger
+from medseg.errors import ConfigError, MedsegError, OutputError
+from medseg.io.atomic import ensure_writable_dir
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_USER_ERROR, EXIT_SOME_FAILED = 0, 2, 3
+LOCK_NAME = ".medseg-batch.lock"
+SECRET_KEY = "pseudonym_secret"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How to run: backend, workers, resume flags, per-case timeout, progress bar."""
+
+    outdir: Path
+    workers: int = 1
+    backend: str = "local"
+    force: bool = False
+    retry_failed: bool = False
+    timeout: float | None = None
+    threads: int | None = None
+    progress: bool = True
+    ray_address: str | None = None
+    gpus_per_worker: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def threads_per_worker(self) -> int:
+        """CPU threads for each worker's torch: the given value, else CPUs / workers (at least 1)."""
+        return self.threads or max(1, (os.cpu_count() or 1) // max(1, self.workers))
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What one invocation did, and the exit code it implies (0 all done, 3 some failed)."""
+
+    run_id: int
+    ran: int
+    done: int
+    failed: int
+    skipped_done: int
+    kept_failed: int
+    not_selected: int
+    exit_code: int
+
+
+# ----------------------------------------------------------------------------- decisions
+def verify_outputs(row: CaseRow, outdir: Path) -> str | None:
+    """None when every output of a done case exists with its recorded checksum, else what is wrong."""
+    if not row.outputs:
+        return "no outputs recorded"
+    for output in row.outputs:
+        path = outdir / output.path
+        if not path.is_file():
+            return f"output {output.path} is missing"
+        if path.stat().st_size != output.bytes or sha256_file(path) != output.sha256:
+            return f"output {output.path} has changed since it was written"
+    return None
+
+
+def decide(case: Case, row: CaseRow | None, outdir: Path, force: bool, retry_failed: bool) -> tuple[bool, str]:
+    """Whether ``case`` runs now, and why (one short phrase)."""
+    status = row.status if row else None
+    if case.problem:
+        return False, f"fails: {case.problem}"
+    if status == "done":
+        if force:
+            return True, "done before; --force"
+        problem = verify_outputs(row, outdir)  # type: ignore[arg-type]
+        return (True, f"done before but {problem}") if problem else (False, "done")
+    if status == "failed":
+        return (True, "failed before; --retry-failed") if retry_failed else (False, "failed before (use --retry-failed)")
+    if status == "running":
+        return True, "interrupted before"
+    return True, "new" if row is None or status == "skipped" else "pending"
+
+
+# ----------------------------------------------------------------------------- output folder
+@contextmanager
+def locked_outdir(outdir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``outdir`` (released by the OS even on ``kill -9``)."""
+    ensure_writable_dir(outdir)
+    handle = open(outdir / LOCK_NAME, "a+")
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock on this platform: run unlocked
+            pass
+        except OSError:
+            raise OutputError(f"another `medseg batch` is writing to {outdir}; wait for it or choose another output folder") from None
+        yield
+    finally:
+        handle.close()
+
+
+def check_model(ledger: Ledger, identity: ModelIdentity, force: bool) -> None:
+    """Refuse to mix models in one output folder (unless ``force``, which redoes every case)."""
+    previous = ledger.get_meta("model_version")
+    if previous and previous != identity.version and not force:
+        raise ConfigError(
+            f"{ledger.path.parent} holds results of model {ledger.get_meta('model_id')} ({previous}), not "
+            f"{identity.id} ({identity.version}); use another output folder, or --force to redo every case"
+        )
+    ledger.set_meta("model_id", identity.id)
+    ledger.set_meta("model_version", identity.version)
+
+
+def pseudonym_secret(ledger: Ledger) -> bytes:
+    """The output folder's pseudonymisation secret, created on first use and kept in the ledger."""
+    value = ledger.get_meta(SECRET_KEY)
+    if value is None:
+        value = secrets.token_hex(32)
+        ledger.set_meta(SECRET_KEY, value)
+    return bytes.fromhex(value)
+
+
+def sync_ledger(ledger: Ledger, discovery: Discovery) -> None:
+    """Add new cases as pending and record skipped series with their reason (done cases stay done)."""
+    rows = {r.case_id: r for r in ledger.rows()}
+    for case in discovery.cases:
+        ledger.upsert_case(case.case_id, case.kind, case.source, case.series_uid, case.modality, case.description, case.n_slices)
+        if rows.get(case.case_id) and rows[case.case_id].status == "skipped":
+            ledger.set_status(case.case_id, "pending")
+    for item in discovery.skipped:
+        ledger.upsert_case(item.case_id, "dicom", item.source, item.series_uid, item.modality, item.description, item.n_slices)
+        if not rows.get(item.case_id) or rows[item.case_id].status != "done":
+            ledger.set_status(item.case_id, "skipped", item.reason)
+
+
+# ----------------------------------------------------------------------------- the run
+def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, options: BatchOptions, ledger: Ledger) -> BatchSummary:
+    """Run every case of ``discovery`` that :func:`decide` selects; the ledger records each step.
+
+    Needs the output folder locked (:func:`locked_outdir`) and ``ledger`` open in it.
+    """
+    outdir = Path(options.outdir)
+    check_model(ledger, identity, options.force)
+    sync_ledger(ledger, discovery)
+    stale = remove_part_files(outdir / CASES_DIR)
+    if stale:
+        log.info("removed %d unfinished temporary file(s) left by an interrupted run", stale)
+    rows = {r.case_id: r for r in ledger.rows()}
+    queue: deque[Case] = deque()
+    skipped_done = kept_failed = 0
+    for case in discovery.cases:
+        run, why = decide(case, rows.get(case.case_id), outdir, options.force, options.retry_failed)
+        if run:
+            log.debug("%s: will run (%s)", case.case_id, why)
+            queue.append(case)
+        elif case.problem:
+            ledger.mark_failed(case.case_id, case.problem)
+        elif why == "done":
+            skipped_done += 1
+        else:
+            kept_failed += 1
+    run_id = ledger.begin_run(options.backend, options.workers, {"force": options.force, "retry_failed": options.retry_failed, **options.extra})
+    log.info("%d case(s) to run, %d already done, %d failed before, %d series not selected",
+             len(queue), skipped_done, kept_failed, len(discovery.skipped))
+    done = failed = 0
+    if queue:
+        backend = make_backend(engine, options)
+        done, failed = drive(backend, queue, ledger, run_id, identity, options.progress)
+    ledger.end_run(run_id, done, failed)
+    statuses = {r.case_id: r.status for r in ledger.rows()}
+    any_failed = any(statuses.get(c.case_id) == "failed" for c in discovery.cases)
+    return BatchSummary(
+        run_id, done + failed, done, failed, skipped_done, kept_failed, len(discovery.skipped),
+        EXIT_SOME_FAILED if any_failed else EXIT_OK,
+    )
+
+
+def make_backend(engine: Engine, options: BatchOptions) -> Backend:
+    """The backend named in ``options`` (``local`` or ``ray``)."""
+    if options.backend == "local":
+        from medseg.batch.local import LocalBackend
+
+        return LocalBackend(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout)
+    if options.backend == "ray":
+        from medseg.batch.ray_backend import RayBackend
+
+        return RayBackend(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout,
+                          address=options.ray_address, gpus_per_worker=options.gpus_per_worker)
+    raise ConfigError(f"unknown backend {options.backend!r}; choose local or ray")
+
+
+def drive(backend: Backend, queue: deque[Case], ledger: Ledger, run_id: int, identity: ModelIdentity, progress: bool) -> tuple[int, int]:
+    """Feed ``queue`` to ``backend`` and record every event; returns (done, failed) counts."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    counts = {"done": 0, "failed": 0}
+    total = len(queue)
+    bar = tqdm(total=total, unit="case", desc="batch", disable=not progress, dynamic_ncols=True)
+    backend.start()
+    aborted = True
+    try:
+        with logging_redirect_tqdm():
+            while queue or backend.busy():
+                for worker in backend.free_workers():
+                    if not queue:
+                        break
+                    case = queue.popleft()
+                    ledger.mark_running(case.case_id, run_id, worker)
+                    backend.submit(worker, case)
+                for event in backend.poll(0.5):
+                    if _record(event, ledger, run_id, identity, counts):
+                        bar.update(1)
+                        bar.set_postfix(failed=counts["failed"], refresh=False)
+        aborted = False
+    finally:
+        backend.stop(abort=aborted)
+        bar.close()
+    return counts["done"], counts["failed"]
+
+
+def _record(event: Event, ledger: Ledger, run_id: int, identity: ModelIdentity, counts: dict) -> bool:
+    """Write one event to the ledger; True when a case finished."""
+    if isinstance(event, Loaded):
+        ledger.record_model_load(run_id, event.worker, event.host, event.pid, event.seconds)
+        log.debug("worker %s loaded the model in %.1f s", event.worker, event.seconds)
+        return False
+    if isinstance(event, StartFailed):
+        message = f"a batch worker could not load the model: {event.message}"
+        raise MedsegError(message) if event.user_error else RuntimeError(message)
+    if isinstance(event, Lost):
+        ledger.mark_failed(event.case_id, event.reason)
+        counts["failed"] += 1
+        log.warning("%s failed: %s", event.case_id, event.reason)
+        return True
+    outcome = event.outcome  # Finished
+    if outcome.ok:
+        ledger.mark_done(outcome.case_id, outcome.outputs, outcome.timings, outcome.stats, outcome.seconds,
+                         identity.id, identity.version)
+        counts["done"] += 1
+        log.info("%s done in %.1f s", outcome.case_id, outcome.seconds)
+    else:
+        ledger.mark_failed(outcome.case_id, outcome.error or "failed", outcome.timings, outcome.seconds)
+        counts["failed"] += 1
+        log.warning("%s failed: %s", outcome.case_id, outcome.error)
+    return True
+
+
+def dry_run_lines(discovery: Discovery, outdir: Path, force: bool, retry_failed: bool) -> list[tuple[str, str, str]]:
+    """``(case_id, action, reason)`` for every case and skipped series, without writing anything."""
+    ledger_path = Path(outdir) / LEDGER_NAME
+    rows: dict[str, CaseRow] = {}
+    if ledger_path.exists():
+        with Ledger(ledger_path, readonly=True) as ledger:
+            rows = {r.case_id: r for r in ledger.rows()}
+    lines = []
+    for case in discovery.cases:
+        run, why = decide(case, rows.get(case.case_id), Path(outdir), force, retry_failed)
+        lines.append((case.case_id, "run" if run else "keep" if not case.problem else "fail", why))
+    for item in discovery.skipped:
+        lines.append((item.case_id, "skip", item.reason))
+    return lines
+
+
+__all__ = [
+    "BatchOptions", "BatchSummary", "decide", "verify_outputs", "locked_outdir", "run_batch", "drive",
+    "dry_run_lines", "pseudonym_secret", "check_model", "sync_ledger", "EXIT_OK", "EXIT_SOME_FAILED",
+    "EXIT_USER_ERROR",
+]

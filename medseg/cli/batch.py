@@ -1,0 +1,103 @@
+"""``medseg batch INPUT -m MODEL -o OUTDIR``: segment every selected series of an export, resumably."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``batch`` subcommand."""
+    p = subparsers.add_parser(
+        "batch",
+        help="segment many studies: resumable, parallel, with a ledger and an HTML report",
+        description="Segment every selected series of a scanner export (or every row of a CSV manifest) into "
+        "OUTDIR. A ledger in OUTDIR makes reruns resume; failed cases do not stop the run. Exit code 0 when all "
+        "cases are done, 3 when some failed, 2 for bad input or options.",
+    )
+    p.add_argument("input", type=Path, metavar="INPUT", help="export folder (searched recursively), volume file, or CSV manifest (case,image[,...])")
+    p.add_argument("-m", "--model", type=Path, action="append", default=[], metavar="FOLDER",
+                   help="trained model folder (repeat for an ensemble)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder (ledger, cases/, report)")
+    p.add_argument("--recipe", type=Path, metavar="TOML", help="series selection rules ([select] table)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (local) or actors (ray), each loading the model once (default 1)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or a Ray cluster (default local)")
+    p.add_argument("--dry-run", action="store_true", help="list what would run and why series are skipped; write nothing")
+    p.add_argument("--force", action="store_true", help="redo cases that are already done")
+    p.add_argument("--retry-failed", action="store_true", help="run failed cases again")
+    p.add_argument("--pseudonymise", action="store_true", help="pseudonymised output names; the mapping goes to a separate CSV")
+    p.add_argument("--mapping", type=Path, metavar="CSV", help="where to write the pseudonym mapping (default OUTDIR/pseudonym_map.csv)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="fail a case that takes longer than this")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads per worker (default: CPUs / workers)")
+    p.add_argument("--ray-address", metavar="ADDRESS", help="Ray cluster to join (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs each Ray actor reserves (default 0)")
+    g = p.add_argument_group("prediction")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    g.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (default auto)")
+    g.add_argument("--tta", default="off", help="test-time augmentation: off | all (default off)")
+    g.add_argument("--fast", action="store_true", help="argmax on the model grid, nearest-neighbour back (faster)")
+    g.add_argument("--no-seg", action="store_true", help="do not write DICOM SEG for DICOM input")
+    g.add_argument("--no-qc", action="store_true", help="do not write QC images")
+    g.add_argument("--probabilities", action="store_true", help="also write class probabilities")
+    p.set_defaults(func=run)
+
+
+def make_engine(args: argparse.Namespace):
+    """The inference engine for the chosen models and prediction options."""
+    from medseg.batch.inference_engine import PredictEngine
+
+    return PredictEngine.from_cli(args)
+
+
+def _options(args: argparse.Namespace):
+    from medseg.batch.runner import BatchOptions
+    from medseg.errors import ConfigError
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError(f"--timeout must be positive, got {args.timeout}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    return BatchOptions(
+        outdir=args.output, workers=args.workers, backend=args.backend, force=args.force,
+        retry_failed=args.retry_failed, timeout=args.timeout, threads=args.threads,
+        progress=not getattr(args, "quiet", False), ray_address=args.ray_address,
+        gpus_per_worker=args.gpus_per_worker, extra={"models": [str(m) for m in args.model]},
+    )
+
+
+def _print_dry_run(lines: list[tuple[str, str, str]]) -> None:
+    width = max((len(c) for c, _, _ in lines), default=4)
+    print(f"{'case'.ljust(width)}  action  reason")
+    for case_id, action, reason in lines:
+        print(f"{case_id.ljust(width)}  {action.ljust(6)}  {reason}")
+    totals = {a: sum(1 for _, x, _ in lines if x == a) for a in ("run", "keep", "skip", "fail")}
+    print(f"{totals['run']} to run, {totals['keep']} kept from earlier runs, {totals['skip']} skipped, {totals['fail']} failing")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the batch; returns 0 (all done), 3 (some failed) or raises MedsegError (exit 2)."""
+    from medseg.batch.cases import load_rules
+    from medseg.batch.session import dry_run, run_session
+    from medseg.errors import ConfigError
+
+    rules = load_rules(args.recipe)
+    options = _options(args)
+    if args.dry_run:
+        _print_dry_run(dry_run(args.input, args.output, rules, args.pseudonymise, args.force, args.retry_failed))
+        return 0
+    if not args.model:
+        raise ConfigError("give the model folder with -m MODEL (or use --dry-run to only list the cases)")
+    result = run_session(args.input, lambda: make_engine(args), options, rules, args.pseudonymise, args.mapping)
+    s = result.summary
+    print(
+        f"batch: {s.done} done, {s.failed} failed in this run; {s.skipped_done} done before, "
+        f"{s.kept_failed} failed before, {s.not_selected} series not selected. Report: {result.report_html}",
+        file=sys.stderr if getattr(args, "quiet", False) else sys.stdout,
+    )
+    return s.exit_code

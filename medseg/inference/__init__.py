@@ -1,0 +1,31 @@
+"""Inference: a scan in, a labelled volume on the exact source grid out.
+
+Public API (see docs/inference.md)::
+
+    from medseg.inference import Predictor, PredictOptions, OutputOptions, predict_case
+
+    with Predictor.from_folders(["models/hippo"], PredictOptions(device="auto")) as predictor:
+        result = predict_case(predictor, "scan.nii.gz", "out/", OutputOptions())
+
+Modules along the flow: ``runtime`` (device, threads, precision) -> ``loading`` / ``backends``
+(model folders, torch / ONNX Runtime / OpenVINO) -> ``sliding`` (Gaussian-blended batched
+tiles, mirroring TTA) -> ``predictor`` (preprocess, ensemble, exact inverse) -> ``postprocess``
+-> ``writer`` / ``outputs`` / ``qc`` (files). ``export`` writes ONNX; ``sources`` expands inputs.
+"""
+
+from medseg.inference.options import OutputOptions, PredictOptions
+from medseg.inference.postprocess import PostprocessOptions
+from medseg.inference.predictor import CaseResult, Prediction, Predictor, predict_case
+from medseg.inference.sources import CaseSource, find_sources
+
+__all__ = [
+    "CaseResult",
+    "CaseSource",
+    "OutputOptions",
+    "PostprocessOptions",
+    "Prediction",
+    "PredictOptions",
+    "Predictor",
+    "find_sources",
+    "predict_case",
+]

@@ -1,0 +1,156 @@
+"""Network runtimes behind one call signature: float32 tiles in, float32 logits out.
+
+* ``torch``: the model folder's PyTorch network (autocast bf16 on CPUs with native bf16, fp16 AMP
+  on CUDA, channels-last memory layout).
+* ``onnxruntime`` / ``openvino``: an ONNX file written by :mod:`medseg.inference.export`
+  (optional extra ``medseg[fast]``). OpenVINO honours ``bf16`` on CPUs that support it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from medseg.errors import ConfigError
+from medseg.inference.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+
+
+class Backend(Protocol):
+    """Runs the network on a batch of tiles.
+
+    ``__call__`` needs float32 tiles (B, C, *patch) on any device and promises float32 logits
+    (B, K, *patch) (on the backend's device for torch, on the CPU otherwise).
+    """
+
+    name: str
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor: ...
+
+    def describe(self) -> dict: ...
+
+
+def require_backend_package(name: str) -> None:
+    """Raise a ConfigError naming the install command when a backend's package is missing."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name != "torch" and importlib.util.find_spec(name) is None:
+        raise ConfigError(f"--backend {name} needs the {name} package; pip install 'medseg[fast]'")
+
+
+def _first_output(out: torch.Tensor | list | tuple) -> torch.Tensor:
+    """Full-resolution logits from a network that may return deep-supervision outputs."""
+    if isinstance(out, (list, tuple)):
+        return out[0]
+    return out
+
+
+class TorchBackend:
+    """A PyTorch network in eval mode on the runtime's device, under inference mode and autocast."""
+
+    name = "torch"
+
+    def __init__(self, network: torch.nn.Module, runtime: Runtime, channels_last: bool = True) -> None:
+        self.runtime = runtime
+        self.network = network.eval().to(runtime.device)
+        self.memory_format: torch.memory_format | None = None
+        if channels_last:
+            dims = _conv_dims(self.network)
+            self.memory_format = {3: torch.channels_last_3d, 2: torch.channels_last}.get(dims)
+            if self.memory_format is not None:
+                self.network = self.network.to(memory_format=self.memory_format)
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        x = tiles.to(self.runtime.device, dtype=torch.float32, non_blocking=True)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        with torch.inference_mode(), self.runtime.autocast():
+            out = _first_output(self.network(x))
+        return out.float().contiguous()
+
+    def describe(self) -> dict:
+        return {"backend": self.name, **self.runtime.describe(), "channels_last": self.memory_format is not None}
+
+
+def _conv_dims(network: torch.nn.Module) -> int | None:
+    """2 or 3 for networks made of Conv2d/Conv3d layers, else None."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.Conv3d):
+            return 3
+        if isinstance(module, torch.nn.Conv2d):
+            return 2
+    return None
+
+
+class OnnxRuntimeBackend:
+    """An ONNX model run by ONNX Runtime (CUDA provider on a GPU when installed, else CPU; fp32)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, runtime: Runtime) -> None:
+        require_backend_package(self.name)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = runtime.threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        if runtime.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.providers = self.session.get_providers()
+        self.threads = runtime.threads
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(tiles.detach().cpu().numpy(), dtype=np.float32)
+        out = self.session.run(None, {self.input_name: x})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        return {"backend": self.name, "version": ort.__version__, "providers": self.providers,
+                "precision": "fp32", "threads": self.threads}
+
+
+class OpenVinoBackend:
+    """An ONNX model compiled by OpenVINO for the CPU, in bf16 when the runtime precision is bf16."""
+
+    name = "openvino"
+
+    def __init__(self, onnx_path: Path, runtime: Runtime) -> None:
+        require_backend_package(self.name)
+        import openvino as ov
+
+        if runtime.device.type == "cuda":
+            log.info("the openvino backend runs on the CPU; the GPU is not used")
+        self.precision = "bf16" if runtime.precision == "bf16" else "fp32"
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": runtime.threads,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self.compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.output = self.compiled.output(0)
+        self.threads = runtime.threads
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(tiles.detach().cpu().numpy(), dtype=np.float32)
+        out = self.request.infer({0: x})[self.output]
+        return torch.from_numpy(np.array(out, dtype=np.float32))
+
+    def describe(self) -> dict:
+        import openvino as ov
+
+        return {"backend": self.name, "version": ov.__version__, "device": "CPU",
+                "precision": self.precision, "threads": self.threads}

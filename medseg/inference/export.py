@@ -1,0 +1,174 @@
+"""Export a trained model to ONNX for ONNX Runtime / OpenVINO, with its preprocessing spec.
+
+An export folder holds ``model.onnx`` (input ``image`` (batch, C, *patch), output ``logits``
+(batch, K, *patch); the batch axis is dynamic, the spatial axes are the plan's patch size unless
+exported with dynamic spatial axes), ``plan.json`` and ``medseg_export.json`` (format version,
+labels, channels, patch size, slice axis, the preprocessing steps and sliding-window settings,
+and the largest difference from the PyTorch network measured at export time). ``medseg
+predict -m EXPORT --backend onnxruntime|openvino`` runs it with the same preprocessing and
+inverse as the PyTorch model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medseg.errors import ConfigError, InputError
+from medseg.inference.loading import EXPORT_JSON, ModelInfo
+from medseg.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
+from medseg.training.plan import Plan
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "medseg-onnx"
+EXPORT_VERSION = 1
+ONNX_NAME = "model.onnx"
+OPSET = 18
+
+
+class _Logits(torch.nn.Module):
+    """Wraps a network so the exported graph returns full-resolution logits only."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = self.network(image)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def _export_graph(network: torch.nn.Module, example: torch.Tensor, path: Path, dynamic_spatial: bool) -> None:
+    """torch.onnx.export with a dynamic batch axis (and spatial axes when asked).
+
+    Uses the dynamo exporter when onnxscript is installed, else the TorchScript exporter.
+    """
+    import warnings
+
+    spatial = range(2, example.dim())
+    use_dynamo = importlib.util.find_spec("onnxscript") is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if use_dynamo:
+            dims = {0: torch.export.Dim("batch", min=1, max=1024)}
+            if dynamic_spatial:
+                dims.update({a: torch.export.Dim.AUTO for a in spatial})
+            program = torch.onnx.export(network, (example,), dynamo=True, input_names=["image"],
+                                        output_names=["logits"], dynamic_shapes=(dims,), opset_version=OPSET,
+                                        verbose=False)
+            program.save(str(path), external_data=False)
+        else:
+            axes = {0: "batch", **({a: f"dim{a}" for a in spatial} if dynamic_spatial else {})}
+            torch.onnx.export(network, (example,), str(path), dynamo=False, input_names=["image"],
+                              output_names=["logits"], dynamic_axes={"image": axes, "logits": axes},
+                              opset_version=17)
+
+
+def export_onnx(network: torch.nn.Module, plan: Plan, info: ModelInfo, out_dir: str | Path,
+                dynamic_spatial: bool = False) -> Path:
+    """Write ``model.onnx``, ``plan.json`` and ``medseg_export.json`` into ``out_dir``.
+
+    Needs the network (any device; exported in fp32 on the CPU, eval mode). Promises an ONNX
+    model whose output matches the PyTorch network (the max abs difference on a random batch
+    is checked with ONNX Runtime when installed and recorded). Returns the ONNX path.
+    """
+    out_dir = Path(out_dir)
+    ensure_writable_dir(out_dir)
+    network = _Logits(network.float().cpu().eval())
+    patch = tuple(plan.config(info.spatial_dims).patch_size)
+    example = torch.randn(2, info.in_channels, *patch, generator=torch.Generator().manual_seed(0))
+    target = out_dir / ONNX_NAME
+    with atomic_path(target) as tmp:
+        _export_graph(network, example, tmp, dynamic_spatial)
+    diff = _max_difference(network, example, target)
+    plan.save(out_dir / "plan.json")
+    spec = export_spec(plan, info, dynamic_spatial, diff)
+    atomic_write_text(out_dir / EXPORT_JSON, json.dumps(spec, indent=2) + "\n")
+    return target
+
+
+def _max_difference(network: torch.nn.Module, example: torch.Tensor, onnx_path: Path) -> float | None:
+    """Largest |torch - onnxruntime| logit difference on ``example`` (None without onnxruntime)."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = network(example).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
+    return float(np.max(np.abs(got - expected)))
+
+
+def export_spec(plan: Plan, info: ModelInfo, dynamic_spatial: bool, max_abs_diff: float | None) -> dict[str, Any]:
+    """The JSON description of an export: model info, tensor layout, preprocessing, windowing."""
+    from medseg.inference.outputs import package_versions
+
+    patch = list(plan.config(info.spatial_dims).patch_size)
+    spatial = ["dynamic"] * len(patch) if dynamic_spatial else patch
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "onnx": ONNX_NAME,
+        "model": info.to_dict(),
+        "input": {"name": "image", "shape": ["batch", info.in_channels, *spatial], "dtype": "float32"},
+        "output": {"name": "logits", "shape": ["batch", info.out_channels, *spatial], "dtype": "float32"},
+        "patch_size": patch,
+        "slice_axis": plan.slice_axis if info.spatial_dims == 2 else None,
+        "preprocessing": {
+            "steps": ["reorient to the closest RAS axes (permute/flip only)",
+                      f"resample to {list(plan.target_spacing)} mm ({plan.image_interpolation}) when the spacing differs",
+                      "normalise each channel as in plan.normalization"],
+            "channels": list(plan.channels),
+            "target_spacing": list(plan.target_spacing),
+            "normalization": [n.__dict__ for n in plan.normalization],
+            "plan": "plan.json",
+        },
+        "sliding_window": {"overlap": 0.5, "gaussian_sigma": "patch / 8", "mirror_tta_axes": list(range(info.spatial_dims))},
+        "max_abs_diff_vs_torch": max_abs_diff,
+        "exported_with": package_versions(),
+    }
+
+
+def load_export(folder: str | Path) -> tuple[Plan, ModelInfo, Path]:
+    """Read an export folder: its plan, model info and ONNX path (InputError/ConfigError if unusable)."""
+    folder = Path(folder)
+    try:
+        spec = json.loads((folder / EXPORT_JSON).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{folder / EXPORT_JSON} cannot be read ({exc}); export the model again") from None
+    if spec.get("format") != EXPORT_FORMAT or spec.get("version") != EXPORT_VERSION:
+        raise ConfigError(
+            f"{folder} holds export format {spec.get('format')!r} v{spec.get('version')}; this medseg reads "
+            f"{EXPORT_FORMAT} v{EXPORT_VERSION}; export the model again"
+        )
+    onnx_path = folder / spec.get("onnx", ONNX_NAME)
+    if not onnx_path.is_file():
+        raise InputError(f"{onnx_path} is missing; export the model again with 'medseg export'")
+    return Plan.load(folder / "plan.json"), ModelInfo.from_dict(spec["model"]), onnx_path
+
+
+def export_model_folder(model_folder: str | Path, out_dir: str | Path, dynamic_spatial: bool = False) -> Path:
+    """Export a trained model folder (``medseg export``). Returns the ONNX path."""
+    from medseg.inference.loading import folder_kind
+    from medseg.training.model_folder import load_model_folder
+
+    model_folder = Path(model_folder)
+    if folder_kind(model_folder) != "model":
+        raise InputError(f"{model_folder} is already an export; pass the trained model folder")
+    trained = load_model_folder(model_folder, device="cpu")
+    info = ModelInfo.from_spec(trained.spec, str(model_folder))
+    return export_onnx(trained.network, trained.plan, info, out_dir, dynamic_spatial)
+
+
+def temporary_export_dir() -> tempfile.TemporaryDirectory:
+    """A temporary folder for exports made on the fly by a predictor (removed on close)."""
+    return tempfile.TemporaryDirectory(prefix="medseg-onnx-")

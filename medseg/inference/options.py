@@ -1,0 +1,66 @@
+"""Typed option groups for prediction: how the network runs, and what is written per case."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medseg.errors import ConfigError
+from medseg.inference.backends import BACKENDS
+from medseg.inference.postprocess import PostprocessOptions
+from medseg.inference.runtime import DEVICES, PRECISIONS
+
+TTA_MODES = ("off", "all")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        import difflib
+
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown {name} {value!r}; {hint}choose one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How the models run; fixed when a :class:`~medseg.inference.predictor.Predictor` is created.
+
+    ``tta``: ``off`` or ``all`` (mirroring over every spatial axis, 8 passes in 3D).
+    ``tiles_per_batch``: tiles per network call (None = 2 on CPU, 4 on CUDA).
+    ``fast``: argmax on the preprocessed grid, then nearest-neighbour back to the source grid
+    (instead of resampling probabilities linearly). ``threads``: CPU threads (None = all
+    available). ``precision``: auto = bf16 on CPUs with native bf16, fp16 AMP on CUDA, else fp32.
+    """
+
+    device: str = "auto"
+    backend: str = "torch"
+    precision: str = "auto"
+    tta: str = "off"
+    overlap: float = 0.5
+    tiles_per_batch: int | None = None
+    fast: bool = False
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice("device", self.device, DEVICES)
+        _choice("backend", self.backend, BACKENDS)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("TTA mode", self.tta, TTA_MODES)
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.tiles_per_batch is not None and self.tiles_per_batch < 1:
+            raise ConfigError(f"tiles per batch must be at least 1, got {self.tiles_per_batch}")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What :func:`~medseg.inference.predictor.predict_case` writes besides the label file.
+
+    ``dicom_seg``: a DICOM SEG when the input was DICOM. ``probabilities``: the 4D class
+    probabilities. ``qc``: the QC PNG. ``postprocess``: label post-processing.
+    """
+
+    dicom_seg: bool = True
+    probabilities: bool = False
+    qc: bool = True
+    postprocess: PostprocessOptions = field(default_factory=PostprocessOptions)

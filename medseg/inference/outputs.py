@@ -1,0 +1,148 @@
+"""Per-case outputs (labels, DICOM SEG, probabilities, statistics, instances) and the run manifest.
+
+Every file is written atomically (a temp file beside the target, renamed on success). Names are
+flat inside the output folder, keyed by the case id::
+
+    <case>.nii.gz               labels on the exact source grid (+ <case>.json label names)
+    <case>_seg.dcm              DICOM SEG (DICOM input only)
+    <case>_probabilities.nii.gz 4D class probabilities (uint16, scl_slope 1/65535)
+    <case>_stats.json / .csv    voxels and mL per label
+    <case>_qc.png               three orthogonal slices with the overlay
+    <case>_instances.nii.gz/.csv  instance map and table (``--instances``)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from medseg.io import write_volume
+from medseg.io.atomic import atomic_path, atomic_write_text
+from medseg.volume import Volume
+
+OUTPUT_SUFFIXES = {
+    "labels": ".nii.gz",
+    "seg": "_seg.dcm",
+    "probabilities": "_probabilities.nii.gz",
+    "stats_json": "_stats.json",
+    "stats_csv": "_stats.csv",
+    "qc": "_qc.png",
+    "instances": "_instances.nii.gz",
+    "instances_csv": "_instances.csv",
+}
+PROBABILITY_SCALE = 65535
+
+
+def case_paths(out_dir: Path, case_id: str) -> dict[str, Path]:
+    """The output path of every kind of output for ``case_id`` (not all are written)."""
+    return {kind: Path(out_dir) / f"{case_id}{suffix}" for kind, suffix in OUTPUT_SUFFIXES.items()}
+
+
+def label_stats(labels: Volume, names: Mapping[int, str]) -> dict[str, Any]:
+    """Voxel counts and volumes (mL) per label: every named foreground label, found or not,
+    plus any other value present. Needs an integer label volume."""
+    array = np.asarray(labels.array)
+    counts = np.bincount(array.ravel().astype(np.int64, copy=False)) if array.size else np.zeros(1, np.int64)
+    voxel_mm3 = abs(float(np.linalg.det(labels.affine[:3, :3])))
+    values = sorted({int(k) for k in names if int(k) != 0} | {int(v) for v in np.nonzero(counts)[0] if v != 0})
+    rows = []
+    for v in values:
+        n = int(counts[v]) if v < len(counts) else 0
+        rows.append({"label": v, "name": names.get(v, f"label_{v}"), "voxels": n,
+                     "volume_ml": round(n * voxel_mm3 / 1000.0, 4)})
+    return {"shape": list(labels.spatial_shape), "spacing_mm": [round(s, 6) for s in labels.spacing],
+            "voxel_volume_mm3": round(voxel_mm3, 6), "labels": rows}
+
+
+def _csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") for c in columns})
+    return buffer.getvalue()
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: Path, columns: Sequence[str] | None = None) -> Path:
+    """Write dict rows as CSV atomically (columns default to the first row's keys)."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    atomic_write_text(path, _csv_text(rows, columns))
+    return Path(path)
+
+
+def write_json(payload: Any, path: Path) -> Path:
+    """Write indented JSON atomically."""
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+    return Path(path)
+
+
+def write_stats(stats: Mapping[str, Any], json_path: Path, csv_path: Path) -> None:
+    """The statistics as JSON (everything) and CSV (one row per label)."""
+    write_json(stats, json_path)
+    write_csv(stats["labels"], csv_path, ["label", "name", "voxels", "volume_ml"])
+
+
+def write_probabilities(probabilities: np.ndarray, reference: Volume, path: Path) -> Path:
+    """Write (K, I, J, K) probabilities as a 4D NIfTI (I, J, K, class) on ``reference``'s grid.
+
+    NIfTI has no float16, so values in [0, 1] are stored as uint16 with scl_slope 1/65535
+    (as small as float16, 1.5e-5 resolution); readers that apply the slope get probabilities.
+    """
+    import nibabel as nib
+
+    if probabilities.shape[1:] != reference.spatial_shape:
+        raise ValueError(f"probabilities {probabilities.shape} do not match the grid {reference.spatial_shape}")
+    data = np.empty((*reference.spatial_shape, probabilities.shape[0]), dtype=np.uint16)
+    for c in range(probabilities.shape[0]):
+        channel = np.clip(probabilities[c].astype(np.float32), 0.0, 1.0)
+        data[..., c] = np.rint(channel * PROBABILITY_SCALE).astype(np.uint16)
+    image = nib.Nifti1Image(data, reference.affine)
+    image.set_qform(reference.affine, code=1)
+    image.set_sform(reference.affine, code=1)
+    image.header.set_slope_inter(1.0 / PROBABILITY_SCALE, 0.0)
+    image.header.set_intent("estimate")
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)
+
+
+def write_labels(labels: Volume, path: Path) -> Path:
+    """Write the label volume (and its label-name sidecar when names are set)."""
+    return write_volume(labels, path)
+
+
+def write_dicom_seg(labels: Volume, source_series: Any, path: Path, names: Mapping[int, str]) -> Path:
+    """Write a DICOM SEG referencing ``source_series`` (a ``DicomSeries``) via medseg.io.seg."""
+    from medseg.io.seg import write_seg
+
+    write_seg(labels, source_series, path, dict(names))
+    return Path(path)
+
+
+def write_instances(instances: np.ndarray, rows: Iterable[Mapping[str, Any]], reference: Volume,
+                    map_path: Path, csv_path: Path) -> None:
+    """Write an instance map on ``reference``'s grid and its table."""
+    write_volume(reference.with_array(instances, kind="label", label_names=None), map_path)
+    columns = ["instance", "class", "name", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm",
+               "centroid_z_mm", "bbox_i", "bbox_j", "bbox_k"]
+    write_csv(list(rows), csv_path, columns)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python, medseg and the libraries that shape results (absent ones omitted)."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("medseg", "torch", "monai", "numpy", "scipy", "nibabel", "SimpleITK", "pydicom",
+                 "highdicom", "onnxruntime", "openvino"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

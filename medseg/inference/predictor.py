@@ -1,0 +1,324 @@
+"""The predictor: model folders in once, then scans in and labelled volumes out.
+
+Public API (stable; used by ``medseg predict`` and ``medseg batch``)::
+
+    predictor = Predictor.from_folders([folder, ...], PredictOptions(...))
+    prediction = predictor.predict([volume, ...])          # one Volume per input channel
+    result = predict_case(predictor, source, out_dir, OutputOptions(...))
+
+Per case: preprocess with each model's plan (once per distinct plan), sliding-window logits,
+softmax, average over the ensemble, then back onto the exact source grid (restore_labels /
+restore_probabilities from the plan's preprocessing record).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from medseg.errors import ConfigError, InputError
+from medseg.inference.loading import LoadedModel, ModelInfo, check_compatible, load_model
+from medseg.inference.options import OutputOptions, PredictOptions
+from medseg.inference.runtime import Runtime, configure_runtime
+from medseg.inference.sliding import predict_volume
+from medseg.training.plan import Plan
+from medseg.volume import Volume, VolumeMeta
+
+log = logging.getLogger(__name__)
+
+#: GPU memory kept free for the network's activations when placing the stitching buffer
+GPU_RESERVE_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Labels on the source grid; class probabilities (K, I, J, K) float16 when asked; seconds per stage."""
+
+    labels: Volume
+    probabilities: np.ndarray | None
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What :func:`predict_case` did: written files by kind, label statistics, seconds per stage
+    (read, preprocess, network, inverse, postprocess, write, total)."""
+
+    case_id: str
+    outputs: dict[str, Path]
+    stats: dict[str, Any]
+    timings: dict[str, float]
+    source: str = ""
+
+
+class Predictor:
+    """One or more models (an ensemble with identical labels) loaded once, ready for many cases."""
+
+    def __init__(self, models: Sequence[LoadedModel], options: PredictOptions, runtime: Runtime,
+                 resources: Sequence[Any] = ()) -> None:
+        if not models:
+            raise ConfigError("no model given; pass at least one -m MODEL_FOLDER")
+        check_compatible(list(models))
+        self.models = list(models)
+        self.options = options
+        self.runtime = runtime
+        self.tiles_per_batch = options.tiles_per_batch or (4 if runtime.device.type == "cuda" else 2)
+        self._resources = list(resources)
+        self._groups = _group_by_preprocessing(self.models)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_folders(cls, paths: Sequence[str | Path], options: PredictOptions | None = None) -> "Predictor":
+        """Load every model folder (trained folders, or ONNX exports for the ONNX backends) once."""
+        from medseg.inference.export import temporary_export_dir
+
+        options = options or PredictOptions()
+        runtime = configure_runtime(options.device, options.precision, options.threads)
+        workdir = temporary_export_dir() if options.backend != "torch" else None
+        models = []
+        for n, path in enumerate(paths):
+            target = Path(workdir.name) / f"model{n}" if workdir else Path(".")
+            models.append(load_model(path, options.backend, runtime, target))
+        return cls(models, options, runtime, [workdir] if workdir else [])
+
+    @classmethod
+    def from_network(cls, network: torch.nn.Module, plan: Plan, info: ModelInfo,
+                     options: PredictOptions | None = None) -> "Predictor":
+        """A predictor around an in-memory PyTorch network (tests, notebooks, benchmarks)."""
+        from medseg.inference.backends import TorchBackend
+
+        options = options or PredictOptions()
+        if options.backend != "torch":
+            raise ConfigError("from_network runs PyTorch networks only; export first for other backends")
+        runtime = configure_runtime(options.device, options.precision, options.threads)
+        return cls([LoadedModel(info, plan, TorchBackend(network, runtime))], options, runtime)
+
+    def close(self) -> None:
+        """Release temporary exports."""
+        for resource in self._resources:
+            resource.cleanup()
+        self._resources = []
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def labels(self) -> dict[int, str]:
+        """Label value -> name (shared by all models)."""
+        return dict(self.models[0].info.labels)
+
+    @property
+    def in_channels(self) -> int:
+        """How many input images (channels) a case needs."""
+        return self.models[0].info.in_channels
+
+    @property
+    def postprocessing(self) -> dict:
+        """The first model's validated post-processing choices (``model.json``)."""
+        return dict(self.models[0].info.postprocessing)
+
+    def describe(self) -> dict[str, Any]:
+        """Models, backend, device and options, for the run manifest."""
+        return {
+            "models": [{**m.info.to_dict(), "patch_size": list(m.patch_size),
+                        "backend": m.backend.describe()} for m in self.models],
+            "runtime": self.runtime.describe(),
+            "options": asdict(self.options),
+            "tiles_per_batch": self.tiles_per_batch,
+        }
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, images: Sequence[Volume], probabilities: bool = False) -> Prediction:
+        """Labels (and optionally probabilities) for one case on the exact grid of ``images[0]``.
+
+        Needs one 3D Volume per model input channel, all on one grid. Promises a label Volume
+        with the source shape and affine, label names in its meta, uint8 (uint16 beyond 255).
+        """
+        from medseg.training.preprocess import preprocess_case
+
+        if len(images) != self.in_channels:
+            raise InputError(
+                f"the model takes {self.in_channels} input channel(s) but {len(images)} image(s) were given"
+            )
+        timings: dict[str, float] = defaultdict(float)
+        results = []
+        for plan, models in self._groups:
+            start = time.perf_counter()
+            pre = preprocess_case(images, plan)
+            timings["preprocess"] += time.perf_counter() - start
+            start = time.perf_counter()
+            probs = self._probabilities(pre.array, plan, models)
+            timings["network"] += time.perf_counter() - start
+            results.append((pre.record, probs, len(models)))
+        start = time.perf_counter()
+        labels, probs_out = self._restore(results, probabilities)
+        timings["inverse"] += time.perf_counter() - start
+        meta = VolumeMeta(source=images[0].meta.source, series_uid=images[0].meta.series_uid,
+                          label_names=self.labels)
+        return Prediction(Volume(labels, images[0].affine, "label", meta), probs_out, dict(timings))
+
+    def _probabilities(self, array: np.ndarray, plan: Plan, models: list[LoadedModel]) -> np.ndarray:
+        """Mean softmax (K, X, Y, Z) float32 of ``models`` on a preprocessed array (C, X, Y, Z)."""
+        num_classes = models[0].info.out_channels
+        device = self.runtime.device
+        values = (num_classes + 1 + array.shape[0]) * int(np.prod(_padded(array.shape[1:], models)))
+        where = accumulator_device(device, values)
+        image = torch.from_numpy(array).to(where)
+        total = None
+        for model in models:
+            window = model.window(self.options.overlap, self.tiles_per_batch, self.options.tta == "all")
+            logits = predict_volume(model.backend, image, num_classes, window, plan.slice_axis, where)
+            probs = softmax_(logits)
+            total = probs if total is None else total.add_(probs)
+        if len(models) > 1:
+            total.div_(len(models))
+        return total.cpu().numpy()
+
+    def _restore(self, results: list, want_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels on the source grid (and float16 probabilities when asked) from per-plan results."""
+        from medseg.training.preprocess import restore_labels, restore_probabilities
+
+        if len(results) == 1:
+            record, probs, _ = results[0]
+            labels = None
+            if self.options.fast or not record.resampled:  # nearest back is exact without resampling
+                labels = np.asarray(restore_labels(argmax_labels(probs), record).array)
+                if not want_probs:
+                    return labels, None
+            full = restore_probabilities(probs, record, dtype=_restore_dtype(probs, record, want_probs))
+            labels = argmax_labels(full) if labels is None else labels
+            return labels, full.astype(np.float16, copy=False) if want_probs else None
+        if self.options.fast:
+            log.info("--fast with models of different plans: averaging probabilities on the source grid")
+        weights = sum(n for _, _, n in results)
+        full = None
+        for record, probs, n in results:
+            restored = restore_probabilities(probs, record, dtype=np.float32)
+            restored *= n / weights
+            full = restored if full is None else np.add(full, restored, out=full)
+        return argmax_labels(full), full.astype(np.float16) if want_probs else None
+
+
+def _group_by_preprocessing(models: list[LoadedModel]) -> list[tuple[Plan, list[LoadedModel]]]:
+    """Models whose plans preprocess identically share one preprocessing pass."""
+    groups: dict[str, tuple[Plan, list[LoadedModel]]] = {}
+    for model in models:
+        key = json.dumps(model.plan.preprocessing_fields(), sort_keys=True)
+        groups.setdefault(key, (model.plan, []))[1].append(model)
+    return list(groups.values())
+
+
+def _padded(shape: Sequence[int], models: list[LoadedModel]) -> tuple[int, ...]:
+    """The largest grid a sliding window allocates (volume padded up to the 3D patch)."""
+    out = list(shape)
+    for model in models:
+        if len(model.patch_size) == 3:
+            out = [max(s, p) for s, p in zip(out, model.patch_size)]
+    return tuple(out)
+
+
+def _restore_dtype(probs: np.ndarray, record: Any, want_probs: bool) -> Any:
+    """float32 for the full-resolution probabilities unless they would pass 512 MB (then float16)."""
+    values = probs.shape[0] * int(np.prod(record.source_shape))
+    return np.float16 if want_probs or values * 4 > 512 * 1024**2 else np.float32
+
+
+def accumulator_device(device: torch.device, values: int, free_bytes: int | None = None,
+                       reserve_bytes: int = GPU_RESERVE_BYTES) -> torch.device:
+    """Where the float32 stitching buffers (``values`` numbers) live, decided before running.
+
+    CPU runs: the CPU. CUDA runs: the GPU when the buffers fit its free memory
+    (``torch.cuda.mem_get_info``) minus ``reserve_bytes`` for the network, else the CPU.
+    """
+    if device.type != "cuda":
+        return device
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    need = values * 4
+    if need <= free_bytes - reserve_bytes:
+        return device
+    log.info("stitching buffers (%.1f GB) do not fit the GPU's free memory (%.1f GB); keeping them on the CPU",
+             need / 1e9, free_bytes / 1e9)
+    return torch.device("cpu")
+
+
+def softmax_(logits: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """Softmax over the class axis (0) of (K, X, Y, Z) logits in place, a few slices at a time."""
+    for start in range(0, logits.shape[-1], chunk):
+        part = logits[..., start : start + chunk]
+        part.copy_(torch.softmax(part, dim=0))
+    return logits
+
+
+def argmax_labels(probs: np.ndarray) -> np.ndarray:
+    """Class index of the largest value along axis 0 (ties -> lower class), uint8 (uint16 if > 255
+    classes), without an int64 full-size temporary."""
+    dtype = np.uint8 if probs.shape[0] <= 256 else np.uint16
+    labels = np.zeros(probs.shape[1:], dtype=dtype)
+    best = np.array(probs[0], copy=True)
+    for c in range(1, probs.shape[0]):
+        better = probs[c] > best
+        labels[better] = c
+        np.copyto(best, probs[c], where=better)
+    return labels
+
+
+# ---------------------------------------------------------------------- per-case pipeline
+def predict_case(predictor: Predictor, source: Any, out_dir: str | Path, options: OutputOptions | None = None,
+                 case_id: str | None = None) -> CaseResult:
+    """Read one case, predict, post-process and write its outputs into ``out_dir``.
+
+    ``source`` is a volume file path, a DICOM series (``SeriesInfo``), a
+    :class:`~medseg.inference.sources.CaseSource`, or a list of channel Volumes. Promises the
+    label file on the exact source grid, statistics, and the optional outputs asked for in
+    ``options``; ``timings`` break the case down into read / preprocess / network / inverse /
+    postprocess / write.
+    """
+    from medseg.inference.writer import write_case_outputs
+
+    options = options or OutputOptions()
+    out_dir = Path(out_dir)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    case_id, images, dicom, described = _read_case(source, predictor.in_channels, case_id)
+    timings["read"] = time.perf_counter() - start
+    prediction = predictor.predict(images, probabilities=options.probabilities)
+    timings.update(prediction.timings)
+    outputs, stats, post_timings = write_case_outputs(predictor, case_id, images[0], prediction, dicom,
+                                                      out_dir, options)
+    timings.update(post_timings)
+    timings["total"] = time.perf_counter() - start
+    stats = {"case_id": case_id, "source": described, **stats}
+    return CaseResult(case_id, outputs, stats, {k: round(v, 4) for k, v in timings.items()}, described)
+
+
+def _read_case(source: Any, channels: int, case_id: str | None) -> tuple[str, list[Volume], Any, str]:
+    """(case id, channel volumes, DicomSeries or None, description) for any accepted source."""
+    from medseg.inference.sources import CaseSource, dicom_case_id, find_sources, read_source
+
+    if isinstance(source, (list, tuple)) and source and all(isinstance(v, Volume) for v in source):
+        name = Path(source[0].meta.source).name.split(".")[0] if source[0].meta.source else "case"
+        return case_id or name, list(source), None, source[0].meta.source or "in-memory volumes"
+    if isinstance(source, (str, Path)):
+        found = find_sources(source, channels=channels)
+        if len(found) != 1:
+            raise InputError(f"{source} holds {len(found)} cases; predict_case takes one (use find_sources)")
+        source = found[0]
+    elif not isinstance(source, CaseSource) and hasattr(source, "files") and hasattr(source, "uid"):
+        source = CaseSource(dicom_case_id(source), series=source)
+    if not isinstance(source, CaseSource):
+        raise InputError(f"cannot predict from {type(source).__name__}; pass a file path, a SeriesInfo or Volumes")
+    images, dicom = read_source(source)
+    return case_id or source.case_id, images, dicom, source.describe()

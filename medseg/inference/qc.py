@@ -1,0 +1,100 @@
+"""A quality-control picture per case: three orthogonal slices through the segmentation's centre
+of mass, with a coloured label overlay and a legend. Rendered with matplotlib's Agg canvas (no
+display, no pyplot global state) and written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from medseg.io.atomic import atomic_path
+from medseg.volume import Volume
+
+
+def _to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Permute/flip the first three axes to the closest RAS order (no interpolation); spacing too."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    reoriented = nib.orientations.apply_orientation(array, ornt)
+    return reoriented, spacing[np.argsort(ornt[:, 0])]
+
+
+def _centre(labels: np.ndarray) -> tuple[int, int, int]:
+    """Centre of mass of the foreground (rounded), or the array centre when there is none."""
+    idx = np.nonzero(labels)
+    if not idx[0].size:
+        return tuple(s // 2 for s in labels.shape)  # type: ignore[return-value]
+    return tuple(int(round(float(np.mean(a)))) for a in idx)  # type: ignore[return-value]
+
+
+def _window(image: np.ndarray) -> tuple[float, float]:
+    """Display range from the 0.5 and 99.5 percentiles (on a subsample of large images)."""
+    step = max(1, int(round((image.size / 2e6) ** (1 / 3))))
+    sample = image[::step, ::step, ::step].astype(np.float32)
+    low, high = np.percentile(sample, [0.5, 99.5])
+    return float(low), float(high if high > low else low + 1.0)
+
+
+def _colours(values: list[int]):
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    base = colormaps["tab20"] if len(values) > 10 else colormaps["tab10"]
+    return {v: base(i % base.N) for i, v in enumerate(values)}, ListedColormap
+
+
+def render_qc(image: Volume, labels: Volume, names: Mapping[int, str], path: Path, title: str = "") -> Path:
+    """Write a PNG with sagittal, coronal and axial slices through the labels' centre of mass.
+
+    Needs ``image`` and ``labels`` on the same grid (the first channel of a 4D image is shown).
+    The image is windowed by percentiles; slices are shown in radiological convention.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    img = np.asarray(image.array)
+    img = img[..., 0] if img.ndim == 4 else img
+    img, spacing = _to_ras(img, image.affine)
+    lab, _ = _to_ras(np.asarray(labels.array), labels.affine)
+    values = [int(v) for v in np.unique(lab) if v != 0]
+    colours, listed = _colours(values)
+    lut = np.zeros(int(max(values, default=0)) + 1, dtype=np.int32)
+    for n, v in enumerate(values):
+        lut[v] = n
+    cmap = listed([colours[v] for v in values] or [(0, 0, 0, 0)])
+    low, high = _window(img)
+    ci, cj, ck = _centre(lab)
+    views = [("sagittal", (ci, slice(None), slice(None)), (1, 2), False),
+             ("coronal", (slice(None), cj, slice(None)), (0, 2), True),
+             ("axial", (slice(None), slice(None), ck), (0, 1), True)]
+    fig = Figure(figsize=(12, 4.6), dpi=100)
+    FigureCanvasAgg(fig)
+    for n, (name, index, axes, flip_x) in enumerate(views):
+        ax = fig.add_subplot(1, 3, n + 1)
+        aspect = spacing[axes[1]] / spacing[axes[0]]
+        ax.imshow(img[index].T, cmap="gray", vmin=low, vmax=high, origin="lower", aspect=aspect,
+                  interpolation="nearest")
+        sl = lab[index].T
+        if values:
+            overlay = np.ma.masked_where(sl == 0, lut[sl])
+            ax.imshow(overlay, cmap=cmap, vmin=0, vmax=max(len(values) - 1, 1), alpha=0.45,
+                      origin="lower", aspect=aspect, interpolation="nearest")
+        if flip_x:
+            ax.invert_xaxis()
+        ax.set_title(name, fontsize=10)
+        ax.set_axis_off()
+    handles = [Patch(color=colours[v], label=f"{v} {names.get(v, '')}".strip()) for v in values]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
+    else:
+        fig.text(0.5, 0.04, "no structure found", ha="center", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)

@@ -1,0 +1,165 @@
+"""Dataset fingerprint: the statistics the planner decides from.
+
+Per case (on the closest-RAS axes, as preprocessing will see them): voxel spacing and shape;
+per channel a sample of foreground intensities (voxels with label > 0); per class the voxel
+count. Pooled: intensity percentiles 0.5 / 50 / 99.5, mean, std, min, max per channel and class
+frequencies. Cases are read with :func:`medseg.training.dataset.read_case`, so the dataset checks
+run here too and a bad case stops planning with its name.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from medseg.training.dataset import Case, DatasetSpec, read_case
+from medseg.training.preprocess import canonical_geometry
+
+log = logging.getLogger(__name__)
+
+#: foreground intensities sampled per case and channel (nnU-Net samples 10,000)
+SAMPLES_PER_CASE = 10_000
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Foreground intensity statistics of one channel, pooled over the sampled voxels."""
+
+    p00_5: float
+    median: float
+    p99_5: float
+    mean: float
+    std: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "ChannelStats":
+        """Statistics of a 1D sample (all zeros when the sample is empty)."""
+        if values.size == 0:
+            return cls(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+        v = values.astype(np.float64)
+        low, mid, high = np.percentile(v, [0.5, 50.0, 99.5])
+        return cls(float(low), float(mid), float(high), float(v.mean()), float(v.std()), float(v.min()), float(v.max()))
+
+
+@dataclass(frozen=True, eq=False)
+class Fingerprint:
+    """Statistics of ``n_sampled`` of a dataset's ``n_cases`` cases (all unless subsampled).
+
+    ``spacings`` and ``shapes`` are (n_sampled, 3) along canonical axes; ``class_voxels`` counts
+    voxels per label value over the sampled cases.
+    """
+
+    n_cases: int
+    spacings: np.ndarray
+    shapes: np.ndarray
+    channels: tuple[str, ...]
+    intensities: tuple[ChannelStats, ...]
+    class_voxels: dict[int, int]
+
+    @property
+    def n_sampled(self) -> int:
+        """Number of cases the statistics were computed from."""
+        return int(len(self.spacings))
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary (what ``plan.json`` stores under ``fingerprint``)."""
+        total = max(1, sum(self.class_voxels.values()))
+        return {
+            "n_cases": self.n_cases,
+            "n_cases_sampled": self.n_sampled,
+            "spacing": _range(self.spacings, float),
+            "shape": _range(self.shapes, int),
+            "intensity": [
+                {"channel": name, **{k: round(v, 6) for k, v in vars(stats).items()}}
+                for name, stats in zip(self.channels, self.intensities)
+            ],
+            "class_frequency": {str(k): round(v / total, 8) for k, v in sorted(self.class_voxels.items())},
+        }
+
+
+def _range(values: np.ndarray, kind: type) -> dict[str, list]:
+    return {
+        "median": [kind(v) for v in np.median(values, axis=0)],
+        "min": [kind(v) for v in values.min(axis=0)],
+        "max": [kind(v) for v in values.max(axis=0)],
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class _CaseStats:
+    spacing: tuple[float, ...]
+    shape: tuple[int, ...]
+    samples: tuple[np.ndarray, ...]
+    class_voxels: dict[int, int]
+
+
+def compute_fingerprint(
+    spec: DatasetSpec,
+    max_cases: int | None = None,
+    samples_per_case: int = SAMPLES_PER_CASE,
+    seed: int = 0,
+    workers: int = 2,
+) -> Fingerprint:
+    """Read (up to ``max_cases``, spread evenly over the dataset) cases and pool their statistics.
+
+    Needs labelled cases (foreground = label > 0). Deterministic for a given ``seed``.
+    """
+    cases = _pick(spec.cases, max_cases)
+    rng_seeds = np.random.SeedSequence(seed).spawn(len(cases))
+
+    def one(index: int) -> _CaseStats:
+        return _case_stats(cases[index], spec, samples_per_case, np.random.default_rng(rng_seeds[index]))
+
+    if workers > 1 and len(cases) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            stats = list(pool.map(one, range(len(cases))))
+    else:
+        stats = [one(i) for i in range(len(cases))]
+    counts: dict[int, int] = {}
+    for s in stats:
+        for k, v in s.class_voxels.items():
+            counts[k] = counts.get(k, 0) + v
+    intensities = tuple(
+        ChannelStats.of(np.concatenate([s.samples[c] for s in stats])) for c in range(len(spec.channels))
+    )
+    return Fingerprint(
+        n_cases=len(spec.cases),
+        spacings=np.array([s.spacing for s in stats], dtype=np.float64),
+        shapes=np.array([s.shape for s in stats], dtype=np.int64),
+        channels=spec.channels,
+        intensities=intensities,
+        class_voxels=dict(sorted(counts.items())),
+    )
+
+
+def _pick(cases: tuple[Case, ...], max_cases: int | None) -> list[Case]:
+    if max_cases is None or max_cases >= len(cases):
+        return list(cases)
+    if max_cases < 1:
+        from medseg.errors import ConfigError
+
+        raise ConfigError(f"max_cases must be at least 1, got {max_cases}")
+    index = np.unique(np.linspace(0, len(cases) - 1, max_cases).round().astype(int))
+    log.info("fingerprint from %d of %d cases", len(index), len(cases))
+    return [cases[i] for i in index]
+
+
+def _case_stats(case: Case, spec: DatasetSpec, samples: int, rng: np.random.Generator) -> _CaseStats:
+    images, label = read_case(case, spec)
+    shape, spacing = canonical_geometry(images[0].affine, images[0].spatial_shape)
+    if label is None:
+        from medseg.errors import InputError
+
+        raise InputError(f"case {case.id} has no label; planning needs labelled cases")
+    label_array = np.asarray(label.array)
+    foreground = np.flatnonzero(label_array.ravel() > 0)
+    pick = foreground if foreground.size <= samples else rng.choice(foreground, samples, replace=False)
+    drawn = tuple(np.asarray(image.array).ravel()[pick].astype(np.float64) for image in images)
+    counts = np.bincount(label_array.ravel().astype(np.intp))
+    return _CaseStats(spacing, shape, drawn, {int(k): int(v) for k, v in enumerate(counts) if v})

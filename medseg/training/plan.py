@@ -1,0 +1,248 @@
+"""The training plan: how a dataset is preprocessed and which network shapes train on it.
+
+A :class:`Plan` is produced by :func:`medseg.training.planner.plan_dataset`, saved as readable JSON
+(``plan.json``) that a user may edit, and travels inside every trained model folder, because
+inference must preprocess exactly as training did. Every object is validated when constructed,
+so an edited ``plan.json`` that makes no sense fails on load with the field named.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from medseg.errors import ConfigError, InputError
+
+#: bumped when the JSON layout changes incompatibly
+PLAN_VERSION = 1
+NORMALIZATION_SCHEMES = ("zscore", "ct", "none")
+IMAGE_INTERPOLATIONS = ("linear", "cubic")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How one input channel is normalised.
+
+    ``"zscore"``: per-image z-score (MR and other modalities). ``"ct"``: clip to the dataset's
+    foreground 0.5/99.5 percentiles ``clip_low``/``clip_high``, then z-score with the dataset's
+    foreground ``mean``/``std``. ``"none"``: values used as they are.
+    """
+
+    scheme: str
+    clip_low: float | None = None
+    clip_high: float | None = None
+    mean: float | None = None
+    std: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheme not in NORMALIZATION_SCHEMES:
+            raise ConfigError(
+                f"unknown normalization scheme {self.scheme!r}; use one of {', '.join(NORMALIZATION_SCHEMES)}"
+            )
+        if self.scheme == "ct":
+            values = (self.clip_low, self.clip_high, self.mean, self.std)
+            if any(v is None or not math.isfinite(v) for v in values):
+                raise ConfigError("a 'ct' normalization needs finite clip_low, clip_high, mean and std")
+            if self.clip_low > self.clip_high or self.std <= 0:  # type: ignore[operator]
+                raise ConfigError(
+                    f"'ct' normalization needs clip_low <= clip_high and std > 0, got "
+                    f"{self.clip_low}, {self.clip_high}, std {self.std}"
+                )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Patch, batch and U-Net topology for one spatial dimensionality (3D or 2D).
+
+    ``features``, ``kernel_sizes`` and ``strides`` have one entry per stage; the first stride is
+    all ones (no downsampling at full resolution). The patch size is divisible, per axis, by the
+    product of that axis's strides, so every stage has whole feature maps.
+    """
+
+    patch_size: tuple[int, ...]
+    batch_size: int
+    features: tuple[int, ...]
+    kernel_sizes: tuple[tuple[int, ...], ...]
+    strides: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch_size", tuple(int(v) for v in self.patch_size))
+        object.__setattr__(self, "features", tuple(int(v) for v in self.features))
+        object.__setattr__(self, "kernel_sizes", tuple(tuple(int(v) for v in k) for k in self.kernel_sizes))
+        object.__setattr__(self, "strides", tuple(tuple(int(v) for v in s) for s in self.strides))
+        dims = len(self.patch_size)
+        if dims not in (2, 3) or min(self.patch_size) < 1:
+            raise ConfigError(f"patch_size must hold 2 or 3 positive sizes, got {list(self.patch_size)}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        n = len(self.features)
+        if n < 1 or len(self.kernel_sizes) != n or len(self.strides) != n:
+            raise ConfigError(
+                f"features, kernel_sizes and strides need one entry per stage; got {n}, "
+                f"{len(self.kernel_sizes)}, {len(self.strides)}"
+            )
+        if any(len(k) != dims for k in self.kernel_sizes) or any(len(s) != dims for s in self.strides):
+            raise ConfigError(f"every kernel size and stride needs {dims} values (one per patch axis)")
+        if any(v != 1 for v in self.strides[0]):
+            raise ConfigError(f"the first stage's stride must be all 1s, got {list(self.strides[0])}")
+        bad = [p for p, d in zip(self.patch_size, self.divisor) if p % d]
+        if bad:
+            raise ConfigError(
+                f"patch_size {list(self.patch_size)} is not divisible by the network's total stride "
+                f"{list(self.divisor)}; use multiples of it, e.g. {list(round_up(self.patch_size, self.divisor))}"
+            )
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3."""
+        return len(self.patch_size)
+
+    @property
+    def divisor(self) -> tuple[int, ...]:
+        """Per-axis product of all strides: every patch size must be a multiple of it."""
+        return tuple(math.prod(s[d] for s in self.strides) for d in range(len(self.patch_size)))
+
+
+def round_up(shape: tuple[int, ...], divisor: tuple[int, ...]) -> tuple[int, ...]:
+    """Each size rounded up to a multiple of its divisor (at least one multiple)."""
+    return tuple(max(d, int(math.ceil(s / d)) * d) for s, d in zip(shape, divisor))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything needed to preprocess cases and build the networks for one dataset.
+
+    ``target_spacing`` is in mm along the canonical (closest-RAS) i, j, k axes; ``config_2d``
+    works on slices across ``slice_axis`` (its patch axes are the other two canonical axes in
+    increasing order). ``labels`` includes ``0: "background"``. ``fingerprint`` holds dataset
+    statistics for information only.
+    """
+
+    name: str
+    channels: tuple[str, ...]
+    labels: dict[int, str]
+    target_spacing: tuple[float, float, float]
+    normalization: tuple[Normalization, ...]
+    config_3d: NetworkConfig
+    config_2d: NetworkConfig
+    slice_axis: int
+    fingerprint: dict = field(default_factory=dict)
+    image_interpolation: str = "linear"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))
+        object.__setattr__(self, "labels", {int(k): str(v) for k, v in sorted(self.labels.items())})
+        object.__setattr__(self, "target_spacing", tuple(float(v) for v in self.target_spacing))
+        object.__setattr__(self, "normalization", tuple(self.normalization))
+        if not self.channels:
+            raise ConfigError("a plan needs at least one input channel")
+        if len(self.normalization) != len(self.channels):
+            raise ConfigError(
+                f"the plan has {len(self.channels)} channel(s) but {len(self.normalization)} "
+                "normalization entries; give one per channel"
+            )
+        if 0 not in self.labels or len(self.labels) < 2:
+            raise ConfigError("plan labels need 0 (background) and at least one foreground class")
+        if len(self.target_spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in self.target_spacing):
+            raise ConfigError(f"target_spacing needs 3 positive values in mm, got {list(self.target_spacing)}")
+        if self.slice_axis not in (0, 1, 2):
+            raise ConfigError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")
+        if self.config_3d.spatial_dims != 3 or self.config_2d.spatial_dims != 2:
+            raise ConfigError("config_3d needs a 3D patch size and config_2d a 2D patch size")
+        if self.image_interpolation not in IMAGE_INTERPOLATIONS:
+            raise ConfigError(
+                f"unknown image_interpolation {self.image_interpolation!r}; use one of "
+                f"{', '.join(IMAGE_INTERPOLATIONS)}"
+            )
+
+    # ------------------------------------------------------------------ access
+    @property
+    def num_classes(self) -> int:
+        """Number of network outputs: the largest label value + 1."""
+        return max(self.labels) + 1
+
+    def config(self, spatial_dims: int) -> NetworkConfig:
+        """``config_3d`` for 3, ``config_2d`` for 2."""
+        if spatial_dims == 3:
+            return self.config_3d
+        if spatial_dims == 2:
+            return self.config_2d
+        raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+
+    @property
+    def in_plane_axes(self) -> tuple[int, int]:
+        """The two canonical axes a 2D slice keeps (increasing order)."""
+        return tuple(a for a in range(3) if a != self.slice_axis)  # type: ignore[return-value]
+
+    def with_config(self, spatial_dims: int, config: NetworkConfig) -> "Plan":
+        """A copy with the 3D or 2D network configuration replaced."""
+        key = "config_3d" if spatial_dims == 3 else "config_2d"
+        return replace(self, **{key: config})
+
+    def preprocessing_fields(self) -> dict[str, Any]:
+        """The fields that decide the preprocessed arrays (what a cache key must cover)."""
+        return {
+            "channels": list(self.channels),
+            "labels": {str(k): v for k, v in self.labels.items()},
+            "target_spacing": list(self.target_spacing),
+            "normalization": [asdict(n) for n in self.normalization],
+            "image_interpolation": self.image_interpolation,
+        }
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with a ``version`` field (lists for tuples, string label keys)."""
+        data = asdict(self)
+        data["labels"] = {str(k): v for k, v in self.labels.items()}
+        return {"version": PLAN_VERSION, **_lists(data)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+        """Build a validated Plan from :meth:`to_dict` output (raises ConfigError naming the problem)."""
+        version = data.get("version")
+        if version != PLAN_VERSION:
+            raise ConfigError(f"plan version {version!r} is not supported; this medseg reads version {PLAN_VERSION}")
+        try:
+            fields = {k: v for k, v in data.items() if k != "version"}
+            fields["labels"] = {int(k): v for k, v in fields["labels"].items()}
+            fields["normalization"] = tuple(Normalization(**n) for n in fields["normalization"])
+            fields["config_3d"] = NetworkConfig(**fields["config_3d"])
+            fields["config_2d"] = NetworkConfig(**fields["config_2d"])
+            return cls(**fields)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"the plan is malformed ({type(exc).__name__}: {exc}); regenerate it with 'medseg plan'") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write the plan as indented JSON, atomically; returns the path."""
+        from medseg.io.atomic import atomic_write_text
+
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plan":
+        """Read a plan JSON written by :meth:`save` (possibly edited by hand)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"plan file {path} does not exist; create one with 'medseg plan DATASET -o {path}'")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc}); fix or regenerate it") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+def _lists(value: Any) -> Any:
+    """Tuples -> lists, recursively (JSON shows them the same; keeps equality after a round trip)."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value

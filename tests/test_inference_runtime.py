@@ -1,0 +1,92 @@
+"""Device, precision and thread selection; backends; where the stitching buffer lives."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.errors import ConfigError
+from medseg.inference import runtime as rt
+from medseg.inference.backends import TorchBackend, require_backend_package
+from medseg.inference.predictor import accumulator_device, argmax_labels, softmax_
+
+
+def test_cpu_runtime_threads_and_precision():
+    before = torch.get_num_threads()
+    try:
+        runtime = rt.configure_runtime("cpu", "fp32", threads=1)
+        assert runtime.device.type == "cpu" and runtime.precision == "fp32" and torch.get_num_threads() == 1
+        assert runtime.autocast_dtype is None
+        auto = rt.configure_runtime("cpu", "auto", threads=1)
+        assert auto.precision == ("bf16" if rt.cpu_supports_bf16() else "fp32")
+        assert 1 <= rt.available_cpus() <= (os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bf16_falls_back_cleanly_without_native_support(monkeypatch):
+    monkeypatch.setattr(rt, "cpu_supports_bf16", lambda: False)
+    cpu = torch.device("cpu")
+    assert rt.resolve_precision("auto", cpu) == "fp32"
+    assert rt.resolve_precision("bf16", cpu) == "fp32"
+    monkeypatch.setattr(rt, "cpu_supports_bf16", lambda: True)
+    assert rt.resolve_precision("auto", cpu) == "bf16"
+    with pytest.raises(ConfigError, match="CUDA only"):
+        rt.resolve_precision("fp16", cpu)
+
+
+def test_unknown_device_and_missing_gpu_are_user_errors():
+    with pytest.raises(ConfigError, match="unknown device"):
+        rt.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            rt.resolve_device("cuda")
+        assert rt.resolve_device("auto").type == "cpu"
+
+
+def test_stitching_buffer_placement_is_decided_from_free_memory():
+    gpu = torch.device("cuda")
+    gib = 1024**3
+    assert accumulator_device(gpu, values=gib // 4, free_bytes=8 * gib) == gpu  # 1 GiB fits in 8 - 2
+    assert accumulator_device(gpu, values=8 * gib // 4, free_bytes=8 * gib).type == "cpu"
+    assert accumulator_device(torch.device("cpu"), values=10**12).type == "cpu"
+
+
+def test_bf16_torch_backend_agrees_with_fp32():
+    if not rt.cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.InstanceNorm3d(8),
+                              torch.nn.LeakyReLU(), torch.nn.Conv3d(8, 3, 1))
+    x = torch.randn(2, 1, 16, 16, 16)
+    fp32 = TorchBackend(net, rt.Runtime(torch.device("cpu"), "fp32", 1))(x)
+    bf16 = TorchBackend(net, rt.Runtime(torch.device("cpu"), "bf16", 1))(x)
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    assert float((bf16.argmax(1) == fp32.argmax(1)).float().mean()) > 0.97
+
+
+def test_backend_returns_full_resolution_output_of_deep_supervision():
+    class Deep(torch.nn.Module):
+        def forward(self, x):
+            return [x * 2, x[:, :, ::2, ::2, ::2]]
+
+    out = TorchBackend(Deep(), rt.Runtime(torch.device("cpu"), "fp32", 1), channels_last=False)(torch.ones(1, 2, 4, 4, 4))
+    assert out.shape == (1, 2, 4, 4, 4) and float(out.max()) == 2.0
+
+
+def test_unknown_backend_names_the_choices():
+    with pytest.raises(ConfigError, match="torch, onnxruntime, openvino"):
+        require_backend_package("tensorrt")
+
+
+def test_softmax_in_place_and_argmax_labels():
+    logits = torch.randn(3, 5, 6, 40)
+    expected = torch.softmax(logits, 0)
+    out = softmax_(logits.clone(), chunk=7)
+    torch.testing.assert_close(out, expected)
+    labels = argmax_labels(out.numpy())
+    assert labels.dtype == np.uint8
+    assert (labels == out.argmax(0).numpy()).all()
