@@ -132,9 +132,11 @@ def test_dry_run_says_what_would_happen_and_writes_nothing(tmp_path: Path) -> No
 def test_cli_exit_codes_and_dry_run_listing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_cases(tmp_path / "in", 2)
     assert main(["batch", str(tmp_path / "nope"), "-m", "x", "-o", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "o")]) == 2
+    assert "give the model folder with -m MODEL" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "in"), "-m", "x", "-o", str(tmp_path / "o"), "--workers", "0"]) == 2
-    assert "give the model folder" in capsys.readouterr().err or True
+    assert "--workers must be at least 1" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "in"), "-m", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
     assert "not a model folder" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--dry-run"]) == 0

@@ -76,10 +76,10 @@ def test_remap_labels_and_names():
 
 def test_largest_component_modes():
     names = {0: "background", 1: "a", 2: "b"}
-    assert largest_component_classes("auto", {"largest_component": [2]}, names) == [2]
+    assert largest_component_classes("auto", {"keep_largest_component": [2]}, names) == [2]
     assert largest_component_classes("auto", {}, names) == []
     assert largest_component_classes("on", {}, names) == [1, 2]
-    assert largest_component_classes("off", {"largest_component": [2]}, names) == []
+    assert largest_component_classes("off", {"keep_largest_component": [2]}, names) == []
     with pytest.raises(ConfigError, match="largest-component"):
         PostprocessOptions(largest_component="yes")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 from medseg.batch.naming import Namer
+from medseg.batch.privacy import name_parts
 from medseg.errors import ConfigError, InputError
 from medseg.io.atomic import full_suffix
 from medseg.io.files import VOLUME_SUFFIXES
@@ -77,6 +78,7 @@ class Skipped:
     modality: str | None = None
     description: str | None = None
     n_slices: int | None = None
+    redact: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def key(self) -> str:
@@ -249,7 +251,8 @@ def _scan_folder(root: Path, rules: SelectionRules, namer: Namer) -> tuple[list[
             cases.append(case)
         else:
             skipped.append(
-                Skipped(case.case_id, case.source, reason, case.series_uid, case.modality, case.description, case.n_slices)
+                Skipped(case.case_id, case.source, reason, case.series_uid, case.modality, case.description,
+                        case.n_slices, case.redact)
             )
     return cases, skipped
 
@@ -297,21 +300,28 @@ def _series_case(info: Any, root: Path, namer: Namer) -> Case:
         modality=info.modality,
         description=info.description,
         n_slices=info.n_slices,
-        redact=patient_name_parts(info.files[0]) if info.files else (),
+        redact=patient_name_parts(info),
     )
 
 
-def patient_name_parts(dicom_file: Path) -> tuple[str, ...]:
-    """The PatientName of a DICOM file and its parts of 3+ letters, for redaction (empty if none)."""
-    import pydicom
+def patient_name_parts(info: Any) -> tuple[str, ...]:
+    """The PatientName of a series and its parts of 3+ letters, for redaction (empty if none).
 
+    Uses the header datasets discovery kept, else reads the first file's header.
+    """
+    name = ""
     try:
-        ds = pydicom.dcmread(dicom_file, stop_before_pixels=True, specific_tags=["PatientName"], force=True)
-        name = str(ds.get("PatientName", "") or "")
+        frames = getattr(info, "frames", ()) or ()
+        if frames:
+            name = str(frames[0].header.dataset.get("PatientName", "") or "")
+        elif info.files:
+            import pydicom
+
+            ds = pydicom.dcmread(info.files[0], stop_before_pixels=True, specific_tags=["PatientName"], force=True)
+            name = str(ds.get("PatientName", "") or "")
     except Exception:  # unreadable headers are reported when the case runs
         return ()
-    parts = {name.strip()} | {p for p in re.split(r"[\^\s=,]+", name) if len(p) >= 3}
-    return tuple(sorted((p for p in parts if p), key=len, reverse=True))
+    return name_parts(name)
 
 
 def _unique(cases: list[Case], skipped: list[Skipped], namer: Namer) -> Discovery:
@@ -370,10 +380,3 @@ def read_manifest(path: Path, namer: Namer) -> list[Case]:
     if not cases:
         raise InputError(f"{path} lists no cases; add rows below the header")
     return cases
-
-
-def redact(text: str, terms: Sequence[str]) -> str:
-    """``text`` with every term (case-insensitive) replaced by ``[redacted]``."""
-    for term in terms:
-        text = re.sub(re.escape(term), "[redacted]", text, flags=re.I)
-    return text

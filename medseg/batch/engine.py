@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from medseg.batch.cases import Case, redact
+from medseg.batch.cases import Case
 from medseg.batch.ledger import OutputFile
 from medseg.batch.naming import safe_join
+from medseg.batch.privacy import redact, redacting_logs
 from medseg.errors import InputError, MedsegError
 
 CASES_DIR = "cases"
@@ -88,7 +89,8 @@ def execute_case(engine: Engine, state: Any, case: Case, outdir: Path) -> CaseOu
         folder = case_dir(outdir, case.case_id)
         folder.mkdir(parents=True, exist_ok=True)
         remove_part_files(folder)
-        result = engine.run_case(state, case, folder)
+        with redacting_logs(case.redact):
+            result = engine.run_case(state, case, folder)
         outputs = checksum_outputs(getattr(result, "outputs", {}) or {}, Path(outdir))
         return CaseOutcome(
             case.case_id, True, name, time.perf_counter() - start, outputs,

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Iterator
 
 from medseg.batch.backend import Backend, Event, Finished, Loaded, Lost, StartFailed
-from medseg.batch.cases import Case, Discovery
+from medseg.batch.cases import Case, Discovery, Skipped
 from medseg.batch.engine import CASES_DIR, Engine, ModelIdentity, remove_part_files, sha256_file
 from medseg.batch.ledger import LEDGER_NAME, CaseRow, Ledger
+from medseg.batch.privacy import redact
 from medseg.errors import ConfigError, MedsegError, OutputError
 from medseg.io.atomic import ensure_writable_dir
 
@@ -142,16 +143,23 @@ def pseudonym_secret(ledger: Ledger) -> bytes:
 
 
 def sync_ledger(ledger: Ledger, discovery: Discovery) -> None:
-    """Add new cases as pending and record skipped series with their reason (done cases stay done)."""
+    """Add new cases as pending and record skipped series with their reason (done cases stay done).
+
+    Source paths and descriptions are stored with patient name parts redacted.
+    """
     rows = {r.case_id: r for r in ledger.rows()}
-    for case in discovery.cases:
-        ledger.upsert_case(case.case_id, case.kind, case.source, case.series_uid, case.modality, case.description, case.n_slices)
-        if rows.get(case.case_id) and rows[case.case_id].status == "skipped":
-            ledger.set_status(case.case_id, "pending")
-    for item in discovery.skipped:
-        ledger.upsert_case(item.case_id, "dicom", item.source, item.series_uid, item.modality, item.description, item.n_slices)
-        if not rows.get(item.case_id) or rows[item.case_id].status != "done":
-            ledger.set_status(item.case_id, "skipped", item.reason)
+    for item in (*discovery.cases, *discovery.skipped):
+        kind = getattr(item, "kind", "dicom")
+        ledger.upsert_case(
+            item.case_id, kind, redact(item.source, item.redact), item.series_uid, item.modality,
+            redact(item.description, item.redact) if item.description else item.description, item.n_slices,
+        )
+        previous = rows.get(item.case_id)
+        if isinstance(item, Skipped):
+            if not previous or previous.status != "done":
+                ledger.set_status(item.case_id, "skipped", redact(item.reason, item.redact))
+        elif previous and previous.status == "skipped":
+            ledger.set_status(item.case_id, "pending")
 
 
 # ----------------------------------------------------------------------------- the run
@@ -175,7 +183,7 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
             log.debug("%s: will run (%s)", case.case_id, why)
             queue.append(case)
         elif case.problem:
-            ledger.mark_failed(case.case_id, case.problem)
+            ledger.mark_failed(case.case_id, redact(case.problem, case.redact))
         elif why == "done":
             skipped_done += 1
         else:
@@ -217,7 +225,7 @@ def drive(backend: Backend, queue: deque[Case], ledger: Ledger, run_id: int, ide
 
     counts = {"done": 0, "failed": 0}
     total = len(queue)
-    bar = tqdm(total=total, unit="case", desc="batch", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="case", desc="batch", disable=None if progress else True, dynamic_ncols=True)
     backend.start()
     aborted = True
     try:

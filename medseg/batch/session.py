@@ -16,6 +16,7 @@ from medseg.batch.cases import Discovery, SelectionRules, discover_cases
 from medseg.batch.engine import Engine
 from medseg.batch.ledger import LEDGER_NAME, Ledger
 from medseg.batch.naming import Namer
+from medseg.batch.privacy import held_logs, redacting_logs
 from medseg.batch.report import write_pseudonym_map, write_reports
 from medseg.batch.runner import SECRET_KEY, BatchOptions, BatchSummary, dry_run_lines, locked_outdir, pseudonym_secret, run_batch
 from medseg.errors import ConfigError
@@ -68,15 +69,25 @@ def run_session(
         if not ledger.wal:
             log.warning("the ledger could not use WAL mode here (network file system?); it stays safe but is slower")
         namer = _naming(ledger, pseudonymise)
-        discovery = discover_cases(Path(input_path), rules, namer)
-        engine = make_engine()
-        identity = engine.identity()
-        summary = run_batch(discovery, engine, identity, options, ledger)
+        found: list[Discovery] = []
+        with held_logs(lambda: _all_terms(found)):  # discovery logs wait until names are known
+            found.append(discover_cases(Path(input_path), rules, namer))
+        discovery = found[0]
+        with redacting_logs(_all_terms(found)):
+            engine = make_engine()
+            identity = engine.identity()
+            summary = run_batch(discovery, engine, identity, options, ledger)
         csv_path, html_path = write_reports(ledger, outdir, pseudonymise)
         mapping_path = None
         if pseudonymise:
             mapping_path = write_pseudonym_map(mapping or outdir / MAPPING_NAME, _mapping_items(discovery))
     return SessionResult(summary, csv_path, html_path, mapping_path)
+
+
+def _all_terms(found: list[Discovery]) -> tuple[str, ...]:
+    """Every patient name part of the discovered series, longest first."""
+    terms = {t for d in found for item in (*d.cases, *d.skipped) for t in item.redact}
+    return tuple(sorted(terms, key=len, reverse=True))
 
 
 def _mapping_items(discovery: Discovery) -> list[tuple[str, str, str, str, str]]:

@@ -2,7 +2,7 @@
 
 An export folder holds ``model.onnx`` (input ``image`` (batch, C, *patch), output ``logits``
 (batch, K, *patch); the batch axis is dynamic, the spatial axes are the plan's patch size unless
-exported with dynamic spatial axes), ``plan.json`` and ``medseg_export.json`` (format version,
+exported with dynamic spatial axes, which then take multiples of the network's total stride), ``plan.json`` and ``medseg_export.json`` (format version,
 labels, channels, patch size, slice axis, the preprocessing steps and sliding-window settings,
 and the largest difference from the PyTorch network measured at export time). ``medseg
 predict -m EXPORT --backend onnxruntime|openvino`` runs it with the same preprocessing and
@@ -47,29 +47,30 @@ class _Logits(torch.nn.Module):
 
 
 def _export_graph(network: torch.nn.Module, example: torch.Tensor, path: Path, dynamic_spatial: bool) -> None:
-    """torch.onnx.export with a dynamic batch axis (and spatial axes when asked).
+    """torch.onnx.export with a dynamic batch axis (and dynamic spatial axes when asked).
 
-    Uses the dynamo exporter when onnxscript is installed, else the TorchScript exporter.
+    Fixed spatial axes use the TorchScript exporter (fast, needs only ``onnx``; shapes computed
+    in Python are constants there, which is right at a fixed patch size). Dynamic spatial axes
+    need the dynamo exporter (``pip install onnxscript``), which keeps such shapes symbolic.
     """
     import warnings
 
     spatial = range(2, example.dim())
-    use_dynamo = importlib.util.find_spec("onnxscript") is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if use_dynamo:
-            dims = {0: torch.export.Dim("batch", min=1, max=1024)}
-            if dynamic_spatial:
-                dims.update({a: torch.export.Dim.AUTO for a in spatial})
-            program = torch.onnx.export(network, (example,), dynamo=True, input_names=["image"],
-                                        output_names=["logits"], dynamic_shapes=(dims,), opset_version=OPSET,
-                                        verbose=False)
-            program.save(str(path), external_data=False)
-        else:
-            axes = {0: "batch", **({a: f"dim{a}" for a in spatial} if dynamic_spatial else {})}
+        if not dynamic_spatial:
+            axes = {"image": {0: "batch"}, "logits": {0: "batch"}}
             torch.onnx.export(network, (example,), str(path), dynamo=False, input_names=["image"],
-                              output_names=["logits"], dynamic_axes={"image": axes, "logits": axes},
-                              opset_version=17)
+                              output_names=["logits"], dynamic_axes=axes, opset_version=17)
+            return
+        if importlib.util.find_spec("onnxscript") is None:
+            raise ConfigError("--dynamic-spatial needs the onnxscript package; pip install onnxscript")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        dims = {0: torch.export.Dim("batch", min=1, max=1024), **{a: torch.export.Dim.AUTO for a in spatial}}
+        program = torch.onnx.export(network, (example,), dynamo=True, input_names=["image"],
+                                    output_names=["logits"], dynamic_shapes=(dims,), opset_version=OPSET,
+                                    verbose=False)
+        program.save(str(path), external_data=False)
 
 
 def export_onnx(network: torch.nn.Module, plan: Plan, info: ModelInfo, out_dir: str | Path,
@@ -122,6 +123,7 @@ def export_spec(plan: Plan, info: ModelInfo, dynamic_spatial: bool, max_abs_diff
         "input": {"name": "image", "shape": ["batch", info.in_channels, *spatial], "dtype": "float32"},
         "output": {"name": "logits", "shape": ["batch", info.out_channels, *spatial], "dtype": "float32"},
         "patch_size": patch,
+        "spatial_multiple_of": list(plan.config(info.spatial_dims).divisor),
         "slice_axis": plan.slice_axis if info.spatial_dims == 2 else None,
         "preprocessing": {
             "steps": ["reorient to the closest RAS axes (permute/flip only)",

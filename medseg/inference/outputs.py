@@ -146,3 +146,28 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+MANIFEST_NAME = "medseg_run.json"
+
+
+def build_manifest(predictor: Any, output_options: Any, results: Sequence[Any], failures: Sequence[Mapping[str, str]],
+                   timings: Mapping[str, float], inputs: Sequence[str], command: Sequence[str] = ()) -> dict[str, Any]:
+    """A reproducibility record of one run: versions, device/backend, models, options, and per
+    case its source, outputs and seconds per stage (``results`` are CaseResult objects)."""
+    import datetime as _dt
+    from dataclasses import asdict
+
+    return {
+        "medseg_run": 1,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": list(command),
+        "inputs": list(inputs),
+        "versions": package_versions(),
+        "predictor": predictor.describe(),
+        "output_options": asdict(output_options),
+        "timings": {k: round(float(v), 4) for k, v in timings.items()},
+        "cases": [{"case_id": r.case_id, "source": r.source, "outputs": {k: str(v) for k, v in r.outputs.items()},
+                   "timings": r.timings, "labels": r.stats.get("labels", [])} for r in results],
+        "failures": list(failures),
+    }

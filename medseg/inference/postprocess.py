@@ -16,6 +16,8 @@ from scipy import ndimage
 from medseg.errors import ConfigError
 
 LARGEST_COMPONENT_MODES = ("auto", "on", "off")
+#: the key of model.json's post-processing decision (classes validation found it helps for)
+MODEL_LARGEST_COMPONENT_KEY = "keep_largest_component"
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class PostprocessOptions:
     """What to do to the predicted labels before writing them.
 
     ``largest_component``: ``auto`` keeps only the largest component of the classes the model's
-    validation found it helps (``spec.postprocessing["largest_component"]``), ``on`` for every
+    validation found it helps (``spec.postprocessing["keep_largest_component"]``), ``on`` for every
     foreground class, ``off`` never. ``min_size_mm3`` removes smaller components (0 = keep all).
     ``remap`` maps label values to new ones (0 deletes). ``instances`` lists classes to split
     into instances (an extra output).
@@ -164,7 +166,7 @@ def largest_component_classes(mode: str, model_postprocessing: Mapping, labels: 
         return []
     if mode == "on":
         return sorted(int(k) for k in labels if int(k) != 0)
-    return sorted(int(c) for c in model_postprocessing.get("largest_component", []) or [])
+    return sorted(int(c) for c in model_postprocessing.get(MODEL_LARGEST_COMPONENT_KEY, []) or [])
 
 
 def postprocess(

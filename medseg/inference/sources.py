@@ -136,6 +136,6 @@ def read_source(source: CaseSource) -> tuple[list[Volume], Any]:
     if source.series is not None:
         from medseg.io.dicom import load_series
 
-        dicom = load_series(source.series)
-        return [dicom.volume], dicom
+        dicom = load_series(source.series, resample=True)  # repairs tilt / uneven spacing only
+        return [dicom.volume.require_3d()], dicom
     return [read_volume_file(p).require_3d() for p in source.paths], None

@@ -3,9 +3,12 @@ probabilities, DICOM SEG, instances and the QC picture."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from medseg.inference.options import OutputOptions
 from medseg.inference.outputs import (case_paths, label_stats, write_dicom_seg, write_instances, write_labels,
@@ -14,6 +17,17 @@ from medseg.inference.postprocess import (instance_map, largest_component_classe
                                           remap_names)
 from medseg.io.files import sidecar_path
 from medseg.volume import Volume
+
+log = logging.getLogger(__name__)
+
+
+def seg_skip_reason(labels: Volume, dicom: Any) -> str | None:
+    """Why a DICOM SEG cannot reference this series (None when it can)."""
+    if not np.asarray(labels.array).any():
+        return "the segmentation is empty"
+    if getattr(dicom, "resampled", False):
+        return "the series was resampled onto a regular grid (gantry tilt or uneven slices)"
+    return None
 
 
 def write_case_outputs(predictor: Any, case_id: str, image: Volume, prediction: Any, dicom: Any,
@@ -43,7 +57,12 @@ def write_case_outputs(predictor: Any, case_id: str, image: Volume, prediction: 
     if options.probabilities and prediction.probabilities is not None:
         outputs["probabilities"] = write_probabilities(prediction.probabilities, labels, paths["probabilities"])
     if dicom is not None and options.dicom_seg:
-        outputs["seg"] = write_dicom_seg(labels, dicom, paths["seg"], names)
+        reason = seg_skip_reason(labels, dicom)
+        if reason:
+            log.warning("%s: no DICOM SEG written: %s", case_id, reason)
+            stats["seg_skipped"] = reason
+        else:
+            outputs["seg"] = write_dicom_seg(labels, dicom, paths["seg"], names)
     if post.instances:
         instances, table = instance_map(array, labels.affine, post.instances, names)
         rows = [inst.row() for inst in table]

@@ -2,7 +2,7 @@
 
 Each ROI's CLOSED_PLANAR contours are converted from patient LPS millimetres to voxel indices of
 the referenced series, assigned to the slice they lie on (within
-:data:`medseg.io.seg.POSITION_TOLERANCE` of a slice), and filled in the slice plane with
+:attr:`medseg.io.seg.ReferenceGrid.tolerance` of a slice), and filled in the slice plane with
 matplotlib's polygon test at voxel centres. Contours of one ROI on one slice are combined with
 the even-odd rule, so an inner contour cuts a hole. POINT and OPEN contours carry no area and are
 skipped.
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from medseg.errors import DicomError, InputError
-from medseg.io.seg import POSITION_TOLERANCE, ReferenceGrid
+from medseg.io.seg import ReferenceGrid
 from medseg.volume import Volume, VolumeMeta
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ def _contour_in_slice(points: np.ndarray, grid: ReferenceGrid) -> tuple[int, np.
     """``(k, ij)`` for a contour lying on slice ``k`` (ij: N x 2 voxel indices), else None."""
     index = grid.to_index(points)
     k = int(round(float(np.mean(index[:, 2]))))
-    if not 0 <= k < grid.shape[2] or np.max(np.abs(index[:, 2] - k)) > POSITION_TOLERANCE:
+    if not 0 <= k < grid.shape[2] or np.max(np.abs(index[:, 2] - k)) > grid.tolerance[2]:
         return None
     return k, index[:, :2]
 

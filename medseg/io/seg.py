@@ -19,10 +19,11 @@ import copy
 import logging
 import re
 import warnings
+from collections.abc import MutableSequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -36,13 +37,13 @@ if TYPE_CHECKING:
 
     from medseg.io.dicom import DicomSeries
 
-    Reference = Union[DicomSeries, Volume]
-
 log = logging.getLogger(__name__)
 
 #: Largest offset, in voxels along each axis, between a frame (or contour) position and the
 #: reference voxel it is placed on. Half a voxel would be ambiguous; real files agree to ~1e-4.
 POSITION_TOLERANCE = 0.2
+#: ... and never more than this many millimetres, so thick slices cannot swallow nearby frames.
+POSITION_TOLERANCE_MM = 0.5
 
 SEG_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation",
@@ -57,17 +58,18 @@ class ReferenceGrid:
 
     ``lps`` maps voxel indices ``(i, j, k)`` to LPS millimetres; ``slice_positions`` holds the LPS
     position of voxel ``(0, 0, k)`` of every slice (the source ``ImagePositionPatient`` for a DICOM
-    series, so irregular slice spacing is honoured); ``sop_to_k`` maps the SOPInstanceUID of
-    each single-frame source instance to its slice ``k`` (empty for a plain Volume or an enhanced
-    multi-frame series).
+    series, so irregular slice spacing is honoured); ``source_to_k`` maps ``(SOPInstanceUID,
+    1-based frame number)`` of each source frame to its slice ``k`` (empty for a plain Volume or
+    a resampled series, whose slices are no source frames).
     """
 
     volume: Volume
     lps: np.ndarray
     slice_positions: np.ndarray
-    sop_to_k: Mapping[str, int] = field(default_factory=dict)
+    source_to_k: Mapping[tuple[str, int], int] = field(default_factory=dict)
     series_uid: str | None = None
     frame_of_reference_uid: str | None = None
+    resampled: bool = False
 
     @classmethod
     def of(cls, reference: "DicomSeries | Volume") -> "ReferenceGrid":
@@ -79,24 +81,26 @@ class ReferenceGrid:
             positions = (lps[:3, 2:3] * ks).T + lps[:3, 3]
             return cls(volume, lps, positions, {}, volume.meta.series_uid)
         volume = reference.volume.require_3d()
-        datasets = tuple(reference.datasets)
-        sop_to_k: dict[str, int] = {}
-        if len(datasets) == volume.spatial_shape[2]:  # classic series: one instance per slice
-            sop_to_k = {str(ds.SOPInstanceUID): k for k, ds in enumerate(datasets)}
-        first = datasets[0] if datasets else None
+        first = reference.datasets[0]
         return cls(
             volume,
             LPS_TO_RAS @ volume.affine,
             np.asarray(reference.frame_positions, dtype=np.float64).reshape(-1, 3),
-            sop_to_k,
-            str(first.SeriesInstanceUID) if first is not None else None,
-            str(first.get("FrameOfReferenceUID", "")) or None if first is not None else None,
+            _source_to_k(reference),
+            str(first.SeriesInstanceUID),
+            str(first.get("FrameOfReferenceUID", "")) or None,
+            bool(reference.resampled),
         )
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """The reference's spatial shape ``(I, J, K)``."""
         return self.volume.spatial_shape
+
+    @property
+    def tolerance(self) -> np.ndarray:
+        """Per-axis placement tolerance in voxels: :data:`POSITION_TOLERANCE`, at most 0.5 mm."""
+        return np.minimum(POSITION_TOLERANCE, POSITION_TOLERANCE_MM / np.asarray(self.volume.spacing))
 
     def to_index(self, points: np.ndarray) -> np.ndarray:
         """Continuous voxel indices ``(N, 3)`` of LPS points ``(N, 3)``.
@@ -114,6 +118,18 @@ class ReferenceGrid:
         local = np.linalg.solve(axes, (points - self.slice_positions[k]).T).T
         local[:, 2] += k
         return local
+
+
+def _source_to_k(series: "DicomSeries") -> dict[tuple[str, int], int]:
+    """``(SOPInstanceUID, frame number) -> k`` for every source frame of slice k (volume 0)."""
+    if series.resampled:
+        return {}
+    uids = [str(ds.SOPInstanceUID) for ds in series.datasets]
+    if series.source_frames:
+        return {(uids[frames[0][0]], int(frames[0][1])): k for k, frames in enumerate(series.source_frames)}
+    if len(uids) == series.volume.spatial_shape[2]:  # classic series, one instance per slice
+        return {(uid, 1): k for k, uid in enumerate(uids)}
+    return {}
 
 
 # ---------------------------------------------------------------------------- reading
@@ -160,25 +176,43 @@ def read_seg(path: str | Path, reference: "DicomSeries | Volume") -> Volume:
     return Volume(labels, grid.volume.affine, "label", meta)
 
 
-def _open_seg(path: Path) -> "hd.seg.Segmentation":
-    """Parse ``path`` with highdicom, turning every failure into a one-line user error."""
-    import highdicom as hd
+def seg_referenced_series_uids(path: str | Path) -> list[str]:
+    """SeriesInstanceUIDs of the image series a SEG file references (headers only)."""
+    path = Path(path)
+    ds = _read_header(path)
+    return [
+        str(item.SeriesInstanceUID)
+        for item in ds.get("ReferencedSeriesSequence", [])
+        if "SeriesInstanceUID" in item
+    ]
+
+
+def _read_header(path: Path) -> "pydicom.Dataset":
+    """The header of a DICOM SEG file (no pixel data), or a one-line error."""
     import pydicom
 
     if not path.is_file():
         raise InputError(f"{path} does not exist or is not a file; pass the DICOM SEG file")
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        header = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises many types for non-DICOM or truncated files
         raise DicomError(f"{path} is not a readable DICOM file ({exc}); pass a DICOM SEG file") from None
     sop_class = str(header.get("SOPClassUID", ""))
     if sop_class not in SEG_SOP_CLASSES:
         name = getattr(header.get("SOPClassUID"), "name", sop_class or "unknown")
         raise DicomError(f"{path} is a {name} object, not a DICOM SEG; pass a Segmentation file")
+    return header
+
+
+def _open_seg(path: Path) -> "hd.seg.Segmentation":
+    """Parse ``path`` with highdicom, turning every failure into a one-line user error."""
+    import highdicom as hd
+
+    _read_header(path)
     try:
         return hd.seg.segread(path)
     except Exception as exc:
-        raise DicomError(f"{path}: the SEG could not be decoded ({exc}); is the file complete?") from None
+        raise DicomError(f"{path}: the SEG could not be decoded ({type(exc).__name__}: {exc}); is the file complete and valid?") from None
 
 
 def _check_frame_of_reference(seg: "pydicom.Dataset", grid: ReferenceGrid, path: Path) -> None:
@@ -216,7 +250,11 @@ def _place_frames(seg: "pydicom.Dataset", grid: ReferenceGrid, path: Path) -> li
                     "instance of the reference series; pass the image series the SEG was made on"
                 )
             placement = ((0, 0, uid_k), (0, 1), (1, 1))  # same pixel grid as the source instance
-            _check_frame_fits(seg, placement, grid.shape, path, number)
+            if (int(seg.Columns), int(seg.Rows)) != grid.shape[:2]:
+                raise GeometryError(
+                    f"{path}: frame {number} is {seg.Rows}x{seg.Columns} pixels but its source image "
+                    f"{grid.shape[1]}x{grid.shape[0]}, and it has no plane position to place it; re-export the SEG"
+                )
         elif uid_k is not None and placement[0][2] != uid_k:
             raise GeometryError(
                 f"{path}: frame {number} references slice {uid_k + 1} of the series but its plane "
@@ -225,7 +263,21 @@ def _place_frames(seg: "pydicom.Dataset", grid: ReferenceGrid, path: Path) -> li
         else:
             _check_frame_fits(seg, placement, grid.shape, path, number)
         frames.append(_Frame(number, segment, *placement))
+    _check_one_frame_per_slice(frames, path)
     return frames
+
+
+def _check_one_frame_per_slice(frames: list[_Frame], path: Path) -> None:
+    """Refuse two frames of one segment on one reference slice (a coarser reference grid)."""
+    seen: dict[tuple, int] = {}
+    for frame in frames:
+        key = (frame.segment, frame.origin, frame.col_axis, frame.row_axis)
+        if key in seen:
+            raise GeometryError(
+                f"{path}: frames {seen[key]} and {frame.number} land on the same slice of the reference; "
+                "its slices are coarser than the SEG's, pass the image series the SEG was made on"
+            )
+        seen[key] = frame.number
 
 
 def _frame_segment(seg: "pydicom.Dataset", groups: Any, number: int, path: Path) -> int:
@@ -242,10 +294,18 @@ def _frame_source_slice(groups: Any, grid: ReferenceGrid) -> int | None:
         return None
     for derivation in groups.get("DerivationImageSequence", []):
         for source in derivation.get("SourceImageSequence", []):
-            k = grid.sop_to_k.get(str(source.get("ReferencedSOPInstanceUID", "")))
+            key = (str(source.get("ReferencedSOPInstanceUID", "")), _first_int(source.get("ReferencedFrameNumber")))
+            k = grid.source_to_k.get(key)
             if k is not None:
                 return k
     return None
+
+
+def _first_int(value: Any, default: int = 1) -> int:
+    """The first number of a (possibly multi-valued or empty) DICOM integer element."""
+    if isinstance(value, MutableSequence):
+        value = value[0] if len(value) else None
+    return default if value in (None, "") else int(value)
 
 
 def _frame_geometry(
@@ -273,12 +333,13 @@ def _frame_geometry(
         col_axis is None
         or row_axis is None
         or col_axis[0] == row_axis[0]
-        or np.max(np.abs(origin - rounded)) > POSITION_TOLERANCE
+        or np.any(np.abs(origin - rounded) > grid.tolerance)
         or extent * _axis_error(axes) > POSITION_TOLERANCE
     ):
+        hint = "load the series without --resample" if grid.resampled else "pass the image series the SEG was made on"
         raise GeometryError(
             f"a SEG frame at {np.round(ipp, 2).tolist()} mm (orientation {np.round(iop, 4).tolist()}) "
-            "does not lie on the voxels of the reference series; pass the image series the SEG was made on"
+            f"does not lie on the voxels of the reference series; {hint}"
         )
     return (tuple(int(v) for v in rounded), col_axis, row_axis)  # type: ignore[return-value]
 
@@ -389,12 +450,13 @@ def write_seg(
     absent = sorted(set(range(1, top + 1)) - set(np.unique(labels.array).tolist()))
     if absent:
         log.info("label value(s) %s are absent; written as empty segments to keep numbering", absent)
-    datasets = _writable_sources(source.datasets)
+    images, frames = _source_images_and_frames(labels, source)
+    datasets = _writable_sources(images)
     first = datasets[0]
     with _quiet_highdicom():
         seg = hd.seg.Segmentation(
             source_images=datasets,
-            pixel_array=_source_frames(labels, source),
+            pixel_array=frames,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
             series_instance_uid=hd.UID(),
@@ -460,14 +522,11 @@ def _checked_labels(labels: Volume, source: "DicomSeries") -> Volume:
 
 
 def _check_source_slices(source: "DicomSeries") -> None:
-    """Refuse a series whose voxel grid is not its source instances' pixel grid (e.g. resampled)."""
+    """Refuse a series whose voxels are not its source frames' pixels (resampled or reoriented)."""
     lps = LPS_TO_RAS @ source.volume.affine
-    first = source.datasets[0]
-    iop = _dataset_orientation(first)
-    expected = np.asarray(source.frame_positions, dtype=np.float64)
-    grid_positions = (lps[:3, 2:3] * np.arange(len(expected))).T + lps[:3, 3]
-    in_plane = np.allclose(lps[:3, 0] / np.linalg.norm(lps[:3, 0]), iop[:3], atol=1e-3)
-    if not in_plane or not np.allclose(grid_positions, expected, atol=0.05 * source.volume.spacing[2] + 1e-3):
+    iop = _dataset_orientation(source.datasets[0])
+    axes = lps[:3, :2] / np.linalg.norm(lps[:3, :2], axis=0)
+    if source.resampled or not np.allclose(axes.T, iop.reshape(2, 3), atol=1e-3):
         raise GeometryError(
             f"series {source.info.uid} was resampled or reoriented when loaded, so its voxels are not "
             "its DICOM slices; load it without resampling to write a DICOM SEG"
@@ -482,24 +541,41 @@ def _dataset_orientation(ds: "pydicom.Dataset") -> np.ndarray:
     return np.asarray(item.ImageOrientationPatient, dtype=np.float64)
 
 
-def _source_frames(labels: Volume, source: "DicomSeries") -> np.ndarray:
-    """Label frames ``(frames, rows, columns)`` in the order of the source instances/frames."""
-    frames = np.ascontiguousarray(np.transpose(labels.array, (2, 1, 0)))
-    frames = frames.astype(np.uint8 if frames.max() < 256 else np.uint16, copy=False)
-    if len(source.datasets) == frames.shape[0]:
-        return frames  # one classic instance per slice, already in k order
-    dataset = source.datasets[0]
-    positions = np.asarray(
-        [_functional_item(dataset, g, "PlanePositionSequence").ImagePositionPatient
-         for g in dataset.PerFrameFunctionalGroupsSequence],
-        dtype=np.float64,
+def _source_slices(source: "DicomSeries") -> list[tuple[int, int]]:
+    """``(dataset index, 1-based frame number)`` of the source frame of every slice k."""
+    if source.source_frames:
+        return [tuple(frames[0]) for frames in source.source_frames]  # type: ignore[misc]
+    if len(source.datasets) == source.volume.spatial_shape[2]:
+        return [(k, 1) for k in range(len(source.datasets))]
+    raise GeometryError(
+        f"series {source.info.uid} does not say which DICOM frame each slice came from; "
+        "load it with medseg.io.dicom.load_series to write a DICOM SEG"
     )
-    out = np.zeros((len(positions), *frames.shape[1:]), dtype=frames.dtype)
-    distance = np.linalg.norm(positions[:, None, :] - np.asarray(source.frame_positions)[None], axis=2)
-    for frame_index, k in enumerate(np.argmin(distance, axis=1)):
-        if distance[frame_index, k] < 1e-2 + 0.05 * source.volume.spacing[2]:
-            out[frame_index] = frames[k]
-    return out
+
+
+def _source_images_and_frames(labels: Volume, source: "DicomSeries") -> tuple[list["pydicom.Dataset"], np.ndarray]:
+    """The source datasets and label frames ``(frames, rows, columns)`` in matching order.
+
+    Classic series: one dataset per slice, in k order. Enhanced multi-frame: the one
+    multi-frame dataset and one label frame per source frame (frames of other volumes stay empty).
+    """
+    frames = np.transpose(labels.array, (2, 1, 0))  # (k, rows, columns)
+    frames = frames.astype(np.uint8 if int(labels.array.max()) < 256 else np.uint16, copy=False)
+    slices = _source_slices(source)
+    used = sorted({index for index, _ in slices})
+    multiframe = [int(source.datasets[i].get("NumberOfFrames", 1) or 1) > 1 for i in used]
+    if not any(multiframe):
+        return [source.datasets[index] for index, _ in slices], np.ascontiguousarray(frames)
+    if len(used) > 1:
+        raise DicomError(
+            f"series {source.info.uid} is spread over {len(used)} multi-frame files; DICOM SEG "
+            "can reference only one multi-frame image, so convert the series to single frames first"
+        )
+    dataset = source.datasets[used[0]]
+    out = np.zeros((int(dataset.NumberOfFrames), *frames.shape[1:]), dtype=frames.dtype)
+    for k, (_, number) in enumerate(slices):
+        out[number - 1] = frames[k]
+    return [dataset], out
 
 
 def _segment_description(number: int, name: str, algorithm: str, version: str) -> "hd.seg.SegmentDescription":

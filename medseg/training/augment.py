@@ -70,7 +70,7 @@ class PatchAugmenter:
         self.rotation_axes = self._rotation_axes()
         self.intensity = _intensity_transforms(aug, spatial_dims)
         self.rng = np.random.default_rng(0)
-        self._elastic = _elastic_transform(spatial_dims, self.patch) if aug.elastic else None
+        self._elastic = _elastic_transform(aug, spatial_dims, self.patch, self.max_angle) if aug.elastic else None
 
     def _rotation_axes(self) -> tuple[int, ...]:
         """Axes to rotate about: all three, only the thin one for very anisotropic 3D patches, one in 2D."""
@@ -108,10 +108,11 @@ class PatchAugmenter:
         """Input region (same parity as the patch) that the draw samples from, around the patch centre."""
         if params.matrix is None and not params.elastic:
             return self.patch
-        matrix = params.matrix if params.matrix is not None else np.eye(self.dims)
-        extent = np.abs(matrix) @ (np.asarray(self.patch, dtype=np.float64) - 1) + 3
-        if params.elastic:
-            extent *= 1.25
+        if params.elastic:  # MONAI draws its own rotation/scaling: cover the worst case
+            grow = max(self.aug.scaling[1], 1.0) * (math.sqrt(self.dims) if self.max_angle else 1.0) * 1.25
+            extent = (np.asarray(self.patch, dtype=np.float64) - 1) * grow + 3
+        else:
+            extent = np.abs(params.matrix) @ (np.asarray(self.patch, dtype=np.float64) - 1) + 3
         sizes = []
         for e, p in zip(extent, self.patch):
             n = max(p, int(math.ceil(e)))
@@ -120,7 +121,6 @@ class PatchAugmenter:
 
     def __call__(self, image: "torch.Tensor", label: "torch.Tensor", params: SpatialParams):
         """Spatial transform of image and label (one resample), mirroring, then intensity transforms."""
-        import torch
         from monai.transforms import Flip
 
         image, label = self._spatial(image, label.float(), params)
@@ -128,13 +128,12 @@ class PatchAugmenter:
             flip = Flip(spatial_axis=list(params.flips))
             image, label = flip(image), flip(label)
         image = self.intensity(image)
-        return torch.as_tensor(image, dtype=torch.float32), torch.as_tensor(label).round().long()
+        return _plain(image).float(), _plain(label).round().long()
 
     def _spatial(self, image: "torch.Tensor", label: "torch.Tensor", params: SpatialParams):
         if params.elastic:
             elastic = self._elastic
             elastic.randomize(self.patch)
-            angle = self.max_angle if params.matrix is not None else 0.0
             return (
                 elastic(image, self.patch, mode="bilinear", padding_mode="zeros", randomize=False),
                 elastic(label, self.patch, mode="nearest", padding_mode="zeros", randomize=False),
@@ -147,6 +146,12 @@ class PatchAugmenter:
         homogeneous[: self.dims, : self.dims] = params.matrix
         affine = Affine(affine=homogeneous, spatial_size=self.patch, padding_mode="zeros", image_only=True)
         return affine(image, mode="bilinear"), affine(label, mode="nearest")
+
+
+def _plain(tensor: "torch.Tensor") -> "torch.Tensor":
+    """A plain tensor (MONAI returns MetaTensors unless metadata tracking is off, as in workers)."""
+    as_tensor = getattr(tensor, "as_tensor", None)
+    return as_tensor() if as_tensor is not None else tensor
 
 
 def train_transforms(aug: "AugmentationConfig", spatial_dims: int, patch_size: Sequence[int]) -> PatchAugmenter:
@@ -166,15 +171,17 @@ def _center_crop(tensor: "torch.Tensor", patch: tuple[int, ...]) -> "torch.Tenso
     return tensor[index]
 
 
-def _elastic_transform(dims: int, patch: tuple[int, ...]):
-    """MONAI elastic deformation (its affine part stays identity: rotation/scaling are drawn here)."""
+def _elastic_transform(aug: "AugmentationConfig", dims: int, patch: tuple[int, ...], max_angle: float):
+    """MONAI elastic deformation with rotation and scaling in the same resample (its own draws)."""
     from monai.transforms import Rand2DElastic, Rand3DElastic
 
+    angles = ((-max_angle, max_angle),) * (3 if dims == 3 else 1) if max_angle else None
+    scales = ((aug.scaling[0] - 1.0, aug.scaling[1] - 1.0),) * dims
+    common = dict(prob=1.0, rotate_range=angles, scale_range=scales, spatial_size=patch, padding_mode="zeros")
     if dims == 3:
-        return Rand3DElastic(sigma_range=(9, 13), magnitude_range=(0, 200), prob=1.0, spatial_size=patch,
-                             padding_mode="zeros")
-    spacing = tuple(max(4, p // 8) for p in patch)
-    return Rand2DElastic(spacing=spacing, magnitude_range=(0, 2), prob=1.0, spatial_size=patch, padding_mode="zeros")
+        return Rand3DElastic(sigma_range=(5, 8), magnitude_range=(50, 150), **common)
+    spacing = tuple(max(8, p // 4) for p in patch)
+    return Rand2DElastic(spacing=spacing, magnitude_range=(0, 2), **common)
 
 
 def _intensity_transforms(aug: "AugmentationConfig", dims: int):

@@ -80,7 +80,8 @@ def plot_curves(rows: Sequence[Mapping[str, float]], path: Path) -> Path | None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    fig = Figure(figsize=(10, 3.6))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
     loss_ax, dice_ax, lr_ax = fig.subplots(1, 3)
     epochs = [r["epoch"] for r in rows]
     loss_ax.plot(epochs, [r.get("train_loss", math.nan) for r in rows], label="train loss")

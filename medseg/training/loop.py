@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -140,22 +141,28 @@ class EpochResult:
 
 def run_epoch(step: TrainStep, batches: Iterator[Mapping[str, torch.Tensor]], iterations: int,
               set_lr: Callable[[int], float], start_iteration: int,
-              on_iteration: Callable[[torch.Tensor], None] | None = None) -> EpochResult:
-    """Run ``iterations`` steps drawing from ``batches``; ``set_lr(global_iteration)`` before each.
+              on_iteration: Callable[[torch.Tensor], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> EpochResult:
+    """Run up to ``iterations`` steps drawing from ``batches``; ``set_lr(global_iteration)`` before each.
 
-    ``on_iteration(loss_tensor)`` is called after each step (progress bar). A non-finite loss stops with
-    a FloatingPointError naming the iteration.
+    ``on_iteration(loss_tensor)`` is called after each step (progress bar); ``should_stop()``
+    before each step ends the epoch early (wall-clock budget). A non-finite mean loss raises
+    ConfigError naming the iteration.
     """
     start = time.perf_counter()
     total = torch.zeros((), device=step.device)
+    done = 0
     for i in range(iterations):
+        if should_stop is not None and should_stop():
+            break
         set_lr(start_iteration + i)
         loss = step(next(batches))
         total += loss
+        done += 1
         if on_iteration is not None:
             on_iteration(loss)
-    mean = float(total) / max(iterations, 1)
-    if mean != mean or mean in (float("inf"), float("-inf")):
-        raise FloatingPointError(f"training loss became {mean} before iteration {start_iteration + iterations}; "
+    mean = float(total) / max(done, 1)
+    if not math.isfinite(mean):
+        raise ConfigError(f"training loss became {mean} before iteration {start_iteration + done}; "
                                  "lower the learning rate or use precision = \"fp32\"")
-    return EpochResult(mean, iterations, time.perf_counter() - start)
+    return EpochResult(mean, done, time.perf_counter() - start)

@@ -1,5 +1,5 @@
 """Validation: sliding-window prediction of whole preprocessed volumes, Dice per class, and the
-keep-largest-component post-processing decision (nnU-Net's rule).
+keep-largest-component post-processing decision (nnU-Net's rule, per class).
 
 Prediction is MONAI ``sliding_window_inference`` with Gaussian weighting (sigma 1/8 of the tile)
 and 0.5 overlap. A 2D model predicts slice by slice across ``slice_axis`` and the slices are
@@ -43,7 +43,7 @@ class Predictor:
     def logits(self, image: np.ndarray) -> torch.Tensor:
         """Logits ``(K, X, Y, Z)`` (float32, on the device) for an image ``(C, X, Y, Z)``."""
         self.network.eval()
-        volume = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32, device=self.device)
+        volume = torch.from_numpy(np.array(image, dtype=np.float32)).to(self.device)  # copy: memmaps are read-only
         if self.spatial_dims == 3:
             return self._windows(volume[None])[0]
         slices = volume.movedim(1 + self.slice_axis, 0)  # (S, C, H, W)
@@ -68,13 +68,19 @@ def dice_per_class(prediction: np.ndarray, reference: np.ndarray, num_classes: i
 
 
 def keep_largest_component(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
-    """Keep only the largest connected component of each class in ``classes`` (MONAI, full connectivity)."""
-    if not classes:
-        return labels
-    from monai.transforms import KeepLargestConnectedComponent
+    """Keep only the largest connected component (full connectivity) of each class in ``classes``;
+    removed voxels become background. Uses ``scipy.ndimage.label``."""
+    from scipy import ndimage
 
-    transform = KeepLargestConnectedComponent(applied_labels=list(classes), is_onehot=False, independent=True)
-    return np.asarray(transform(torch.as_tensor(labels[None]))[0]).astype(labels.dtype)
+    out = np.array(labels, copy=True)
+    structure = np.ones((3,) * labels.ndim, dtype=bool)
+    for c in classes:
+        components, count = ndimage.label(labels == c, structure=structure)
+        if count > 1:
+            sizes = np.bincount(components.ravel())
+            sizes[0] = 0
+            out[(components != 0) & (components != int(sizes.argmax()))] = 0
+    return out
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,8 @@ def build_stack(frames: Sequence[Frame], label: str) -> Stack:
         )
     spacings = np.array([f.pixel_spacing for f in frames], dtype=np.float64)
     if np.ptp(spacings, axis=0).max() > 1e-3 * spacings.max():
-        raise GeometryError(f"{label} mixes pixel spacings {sorted({tuple(s) for s in spacings.tolist()})}; not one volume")
+        found = sorted({tuple(s) for s in spacings.tolist()})
+        raise GeometryError(f"{label} mixes pixel spacings {found}; not one volume")
     row, col, normal = directions(first.orientation)
     positions = np.array([f.position for f in frames], dtype=np.float64)
     distances = positions @ normal

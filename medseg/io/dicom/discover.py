@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from medseg.errors import DicomError, InputError
+from medseg.errors import DicomError, GeometryError, InputError
 from medseg.io.dicom.checks import directions, orientation_groups, position_groups
 from medseg.io.dicom.headers import frames_of, read_header
 from medseg.io.dicom.series import FileHeader, Frame, SeriesInfo
@@ -164,7 +164,10 @@ def _info(
     ds = headers[0].dataset
     n_slices, n_frames, spacing, orientation, extra = _geometry_summary(frames) if is_image else (
         len(headers), 1, (0.0, 0.0, 0.0), "", ())
-    series_number = ds.get("SeriesNumber")
+    try:
+        series_number: int | None = int(ds.get("SeriesNumber"))
+    except (TypeError, ValueError):
+        series_number = None
     return SeriesInfo(
         index=0,
         uid=uid,
@@ -172,7 +175,7 @@ def _info(
         patient_id=str(ds.get("PatientID", "") or ""),
         modality=str(ds.get("Modality", "") or ""),
         description=str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "").strip(),
-        series_number=int(series_number) if series_number not in (None, "") else None,
+        series_number=series_number,
         sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
         n_slices=n_slices,
         matrix=(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)),
@@ -190,9 +193,13 @@ def _info(
 
 def _geometry_summary(frames: Sequence[Frame]) -> tuple[int, int, tuple[float, float, float], str, tuple[str, ...]]:
     """(slices, frames per slice, spacing (i, j, k), axis codes, notes) without raising."""
+    no_geometry = (len(frames), 1, (0.0, 0.0, 0.0), "", ("no slice geometry (2D image)",))
     if any(f.position is None or f.orientation is None or f.pixel_spacing is None for f in frames):
-        return len(frames), 1, (0.0, 0.0, 0.0), "", ("no slice geometry (2D image)",)
-    row, col, normal = directions(frames[0].orientation)
+        return no_geometry
+    try:
+        row, col, normal = directions(frames[0].orientation)
+    except GeometryError:
+        return no_geometry
     distances = _distances(frames)
     groups = position_groups(distances)
     counts = [len(g) for g in groups]

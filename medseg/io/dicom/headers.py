@@ -7,15 +7,12 @@ non-DICOM files (JSON, NIfTI, text, images) are skipped without being parsed.
 
 from __future__ import annotations
 
-import logging
 import struct
 from pathlib import Path
 from typing import Any
 
 from medseg.errors import DicomError
 from medseg.io.dicom.series import FileHeader, Frame
-
-log = logging.getLogger(__name__)
 
 #: Media Storage Directory (DICOMDIR): an index of files, not a data object
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -52,7 +49,7 @@ def read_header(path: Path) -> FileHeader | None:
 
     Promises a header-only dataset (pixel data never read) and, for uncompressed little-endian
     files, the byte offset of the Pixel Data element. Raises :class:`DicomError` when the file
-    looks like DICOM but cannot be parsed (truncated or corrupt).
+    looks like DICOM but cannot be parsed or ends early (truncated or corrupt).
     """
     import pydicom
 
@@ -63,7 +60,8 @@ def read_header(path: Path) -> FileHeader | None:
                 return None
             fp.seek(0)
             dataset = pydicom.dcmread(fp, stop_before_pixels=True, force=not kind)
-            offset = _pixel_offset(fp, dataset)
+            position = fp.tell()
+            next_tag = fp.read(4)
     except OSError as exc:
         raise DicomError(f"{path} cannot be read ({exc.strerror}); check the file permissions") from None
     except Exception as exc:  # pydicom raises many exception types for corrupt files
@@ -71,29 +69,39 @@ def read_header(path: Path) -> FileHeader | None:
             f"{path} looks like DICOM but cannot be parsed ({type(exc).__name__}: {exc}); "
             "the file is truncated or corrupt: re-export it"
         ) from None
-    if not _is_data_object(dataset):
+    if _is_directory(dataset):
         return None
+    if _truncated(dataset, preamble=kind, at_end=next_tag == b""):
+        raise DicomError(f"{path} ends before its pixel data (truncated or corrupt DICOM file); re-export it")
+    if "SOPClassUID" not in dataset and "SeriesInstanceUID" not in dataset:
+        return None
+    offset = position if next_tag == _PIXEL_DATA_TAG and _native(dataset) else None
     return FileHeader(path=path, dataset=dataset, pixel_offset=offset)
 
 
-def _pixel_offset(fp: Any, dataset: Any) -> int | None:
-    """Where pydicom stopped (the Pixel Data element), for uncompressed little-endian files."""
+def _native(dataset: Any) -> bool:
+    """Uncompressed little-endian pixel data (no file meta means implicit VR little endian)."""
     meta = getattr(dataset, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    if syntax and syntax not in NATIVE_LITTLE_ENDIAN:
-        return None  # compressed, deflated or big endian: pydicom decodes those
-    offset = fp.tell()
-    if fp.read(4) != _PIXEL_DATA_TAG:
-        return None
-    return offset
+    return not syntax or syntax in NATIVE_LITTLE_ENDIAN
 
 
-def _is_data_object(dataset: Any) -> bool:
+def _is_directory(dataset: Any) -> bool:
     meta = getattr(dataset, "file_meta", None)
-    sop_class = str(dataset.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
-    if sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in dataset:
+    sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    return sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in dataset
+
+
+def _truncated(dataset: Any, preamble: bool, at_end: bool) -> bool:
+    """An image header that reached the end of the file without pixel data, or a DICM file without UIDs."""
+    if not at_end:
         return False
-    return "SOPClassUID" in dataset or "SeriesInstanceUID" in dataset
+    from pydicom.uid import UID
+
+    sop_name = UID(str(dataset.get("SOPClassUID", "") or "")).name
+    if "Rows" in dataset or sop_name.endswith("Image Storage"):
+        return True
+    return preamble and "SeriesInstanceUID" not in dataset
 
 
 def frames_of(header: FileHeader) -> list[Frame]:

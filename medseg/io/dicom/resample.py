@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medseg.io.dicom.checks import Stack, spacing_is_uniform
+from medseg.io.dicom.checks import TILT_TOL_PIXELS, Stack, spacing_is_uniform
 
-#: tolerance (in pixels) when rounding the in-plane drift to whole output rows/columns
-_ROUND_EPS = 1e-6
+#: in-plane drift (pixels) ignored when sizing the output: the same bound the tilt check uses
+_ROUND_EPS = TILT_TOL_PIXELS
+#: in-plane shifts closer than this (pixels) to a whole pixel are rounding noise in the positions
+_SNAP_PIXELS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def resample_stack(values: np.ndarray, stack: Stack, grid: RegularGrid) -> np.nd
     out_rows, out_cols = grid.shape[1], grid.shape[0]
     moved = np.empty((values.shape[0], out_rows, out_cols), dtype=np.float32)
     for k in range(values.shape[0]):
-        offset = (
+        offset = _snap(
             grid.row_shift - float(shifts[k] @ stack.col_dir) / row_spacing,
             grid.col_shift - float(shifts[k] @ stack.row_dir) / col_spacing,
         )
@@ -120,6 +122,11 @@ def resample_stack(values: np.ndarray, stack: Stack, grid: RegularGrid) -> np.nd
             output_shape=(out_rows, out_cols), output=moved[k], order=1, mode="constant", cval=fill,
         )
     return _blend(moved, stack.distances, grid.distances)
+
+
+def _snap(*offsets: float) -> tuple[float, ...]:
+    """Offsets within :data:`_SNAP_PIXELS` of a whole pixel (position rounding noise) made whole."""
+    return tuple(float(round(o)) if abs(o - round(o)) < _SNAP_PIXELS else o for o in offsets)
 
 
 def _blend(moved: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -55,8 +55,8 @@ def _only_image(infos: Sequence[SeriesInfo], images: Sequence[SeriesInfo]) -> Se
             f"no image series found, only non-image objects ({', '.join(kinds)}); "
             "point medseg at the image series (e.g. the CT or MR the segmentation refers to)"
         )
-    split = sorted({info.series_instance_uid for info in images if info.notes and "split" in " ".join(info.notes)})
-    why = f" ({len(split)} series split because of mixed orientations/matrices/stacks)" if split else ""
+    reasons = sorted({note.split("split for ", 1)[1] for info in images for note in info.notes if "split for " in note})
+    why = f" (one series UID was split into parts: {'; '.join(reasons)})" if reasons else ""
     raise DicomError(f"found {len(images)} image series{why}; {CHOOSE_HINT}: {listing(images)}")
 
 

@@ -99,7 +99,8 @@ class SeriesInfo:
     @property
     def label(self) -> str:
         """``#index 'description' (UID)``: how messages name this series."""
-        return f"#{self.index} '{self.description}' ({self.uid})"
+        described = f" '{self.description}'" if self.description else ""
+        return f"#{self.index}{described} ({self.uid})"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,438 @@
+"""Inference benchmark: ``python -m medseg.benchmarks.inference [--model FOLDER]``.
+
+Measures, side by side in one run:
+
+1. the machine's matmul ceiling (4096x4096, fp32 and bf16) and the network's achieved GFLOP/s;
+2. hippocampus cases end to end (read -> write, N cases, one model load);
+3. network only: medseg's sliding window vs MONAI ``sliding_window_inference`` with its defaults
+   and with medseg's settings, TTA off and on, and the label agreement (Dice) between them;
+4. each backend (torch fp32/bf16, ONNX Runtime, OpenVINO fp32/bf16 when installed): seconds and
+   label agreement with torch fp32;
+5. a CT-sized synthetic volume (512x512x300) through a CT-style nnU-Net network, medseg vs a
+   MONAI transform pipeline with its defaults: seconds and peak RSS, each in a fresh subprocess.
+
+Without ``--model`` a randomly initialised model folder is made from the planner's hippocampus
+plan (speed figures only; label agreement then compares random networks). Writes the
+``inference`` section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+HIPPO = Path(__file__).resolve().parents[3] / "shared" / "data" / "msd_hippocampus"
+CT_SPACING_IN = (0.8, 0.8, 1.5)
+CT_PLAN_SPACING = (3.0, 3.0, 3.0)
+
+
+# ----------------------------------------------------------------------------- helpers
+def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:
+    """Best wall time of ``repeats`` calls, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def dice_fg(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Dice over the foreground classes present in either array (1.0 when both are empty)."""
+    scores = []
+    for c in sorted(set(np.unique(a)) | set(np.unique(b))):
+        if c == 0:
+            continue
+        x, y = a == c, b == c
+        scores.append(2.0 * np.logical_and(x, y).sum() / max(1, x.sum() + y.sum()))
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def matmul_ceiling(dtype: torch.dtype, n: int = 4096, repeats: int = 3) -> float:
+    """GFLOP/s of an n x n matmul in ``dtype`` on the CPU (best of ``repeats``)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.matmul(a, b)
+    seconds, _ = timed(lambda: torch.matmul(a, b), repeats)
+    return 2 * n**3 / seconds / 1e9
+
+
+def network_flops(network: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    """FLOPs of one forward pass on a zero tensor of ``shape`` (torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        network(torch.zeros(shape))
+    return float(counter.get_total_flops())
+
+
+def hippocampus_cases(n: int) -> list[Path]:
+    images = sorted((HIPPO / "imagesTr").glob("*.nii.gz"))
+    if not images:
+        raise SystemExit(f"hippocampus data not found under {HIPPO}")
+    return images[:n]
+
+
+def random_model(folder: Path, plan: Any, labels: dict[int, str]) -> Path:
+    """A randomly initialised nnU-Net-style U-Net model folder for ``plan`` (speed figures only)."""
+    from medseg.models import build_model
+    from medseg.training.model_folder import ModelSpec, save_model_folder
+
+    torch.manual_seed(0)
+    out = max(labels) + 1
+    network = build_model("unet", 3, len(plan.channels), out, plan.config_3d)
+    spec = ModelSpec(family="unet", spatial_dims=3, in_channels=len(plan.channels), out_channels=out,
+                     labels=labels, network=asdict(plan.config_3d))
+    return save_model_folder(folder, network, spec, plan)
+
+
+def hippocampus_model(folder: Path) -> Path:
+    from medseg.training.dataset import load_dataset
+    from medseg.training.planner import plan_dataset
+
+    spec = load_dataset(HIPPO)
+    plan = plan_dataset(spec, max_cases=40, workers=1)
+    return random_model(folder, plan, dict(spec.labels))
+
+
+def ct_model(folder: Path) -> Path:
+    """A CT-style plan at 3 mm (TotalSegmentator --fast-like) with a 5-stage nnU-Net U-Net."""
+    from medseg.training.plan import Normalization, NetworkConfig, Plan
+
+    config_3d = NetworkConfig((96, 96, 96), 2, (32, 64, 128, 256, 320), ((3, 3, 3),) * 5,
+                              ((1, 1, 1),) + ((2, 2, 2),) * 4)
+    config_2d = NetworkConfig((128, 128), 12, (32, 64, 128, 256), ((3, 3),) * 4, ((1, 1),) + ((2, 2),) * 3)
+    plan = Plan(name="ct-synthetic", channels=("CT",), labels={0: "background", 1: "organ", 2: "lesion"},
+                target_spacing=CT_PLAN_SPACING, normalization=(Normalization("ct", -200.0, 300.0, 50.0, 120.0),),
+                config_3d=config_3d, config_2d=config_2d, slice_axis=2)
+    return random_model(folder, plan, dict(plan.labels))
+
+
+# ----------------------------------------------------------------------------- 1+3: network only
+def monai_window(forward: Callable, image: torch.Tensor, patch: tuple[int, ...], tta: bool, matched: bool,
+                 tiles: int) -> torch.Tensor:
+    """MONAI sliding_window_inference (defaults, or medseg's settings when ``matched``), manual flip TTA."""
+    from monai.inferers import sliding_window_inference
+
+    kwargs = dict(overlap=0.5, mode="gaussian", sigma_scale=0.125) if matched else {}
+    batch = tiles if matched else 1
+
+    def once(x: torch.Tensor) -> torch.Tensor:
+        return sliding_window_inference(x, patch, batch, forward, **kwargs)
+
+    with torch.inference_mode():
+        x = image[None]
+        total = once(x)
+        if tta:
+            import itertools
+
+            combos = [c for r in range(1, 4) for c in itertools.combinations((2, 3, 4), r)]
+            for dims in combos:
+                total = total + torch.flip(once(torch.flip(x, dims)), dims)
+            total = total / (len(combos) + 1)
+    return total[0]
+
+
+def network_only(predictor: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
+    """medseg vs MONAI windowing on preprocessed arrays with the same network call."""
+    from medseg.inference.sliding import predict_volume
+
+    model = predictor.models[0]
+    classes = model.info.out_channels
+    rows = {}
+    for tta in (False, True):
+        window = model.window(0.5, predictor.tiles_per_batch, tta)
+        variants = {
+            "medseg": lambda x, w=window: predict_volume(model.backend, x, classes, w, model.plan.slice_axis),
+            "monai_defaults": lambda x, t=tta: monai_window(model.backend, x, model.patch_size, t, False, 1),
+            "monai_matched": lambda x, t=tta: monai_window(model.backend, x, model.patch_size, t, True,
+                                                           predictor.tiles_per_batch),
+        }
+        labels: dict[str, list[np.ndarray]] = {}
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            labels[name] = [fn(torch.from_numpy(a)).argmax(0).numpy() for a in arrays]
+            seconds = time.perf_counter() - start
+            rows[(name, tta)] = {"seconds": seconds,
+                                 "dice_vs_medseg": float(np.mean([dice_fg(a, b) for a, b in
+                                                                  zip(labels[name], labels["medseg"])]))}
+    return rows
+
+
+def tile_count(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float) -> int:
+    from medseg.inference.sliding import tile_grid
+
+    padded = [max(s, p) for s, p in zip(shape, patch)]
+    return len(tile_grid(padded, patch, overlap))
+
+
+# ----------------------------------------------------------------------------- 2: end to end
+def end_to_end(model: Path, cases: list[Path], out: Path, tta: str, threads: int) -> dict[str, Any]:
+    from medseg.inference import OutputOptions, PredictOptions, Predictor, predict_case
+
+    start = time.perf_counter()
+    with Predictor.from_folders([model], PredictOptions(tta=tta, threads=threads)) as predictor:
+        load = time.perf_counter() - start
+        results = [predict_case(predictor, case, out, OutputOptions()) for case in cases]
+    total = time.perf_counter() - start
+    stages = ("read", "preprocess", "network", "inverse", "postprocess", "write")
+    mean = {s: float(np.mean([r.timings.get(s, 0.0) for r in results])) for s in stages}
+    return {"total": total, "load": load, "per_case": (total - load) / len(cases), "stages": mean,
+            "precision": predictor.runtime.precision}
+
+
+# ----------------------------------------------------------------------------- 4: backends
+def backends(model: Path, volumes: list[Any], threads: int, workdir: Path) -> list[dict[str, Any]]:
+    from medseg.inference import PredictOptions, Predictor
+    from medseg.inference.export import export_model_folder
+    from medseg.inference.runtime import cpu_supports_bf16
+
+    import importlib.util
+
+    export = workdir / "onnx"
+    have_onnx = importlib.util.find_spec("onnx") is not None
+    if have_onnx:
+        export_model_folder(model, export)
+    variants = [("torch", "fp32", model), ("torch", "bf16", model)]
+    if have_onnx and importlib.util.find_spec("onnxruntime"):
+        variants.append(("onnxruntime", "fp32", export))
+    if have_onnx and importlib.util.find_spec("openvino"):
+        variants += [("openvino", "fp32", export), ("openvino", "bf16", export)]
+    rows, reference = [], None
+    for backend, precision, folder in variants:
+        if precision == "bf16" and not cpu_supports_bf16():
+            continue
+        options = PredictOptions(device="cpu", backend=backend, precision=precision, threads=threads)
+        with Predictor.from_folders([folder], options) as predictor:
+            predictor.predict(volumes[:1])  # warm-up (kernel selection, graph compilation)
+            seconds, labels = timed(lambda: [predictor.predict([v]).labels.array for v in volumes])
+        reference = labels if reference is None else reference
+        agree = float(np.mean([(a == b).mean() for a, b in zip(labels, reference)]))
+        dice = float(np.mean([dice_fg(a, b) for a, b in zip(labels, reference)]))
+        rows.append({"backend": backend, "precision": precision, "seconds": seconds,
+                     "per_case": seconds / len(volumes), "voxel_agreement": agree, "dice_vs_torch_fp32": dice})
+    return rows
+
+
+# ----------------------------------------------------------------------------- 5: CT subprocess
+def synthetic_ct(shape: tuple[int, int, int]) -> Any:
+    """An int16 HU-like volume with a body ellipse, an organ and a lesion (deterministic)."""
+    from medseg.volume import Volume
+
+    i, j = np.ogrid[: shape[0], : shape[1]]
+    ci, cj = shape[0] / 2, shape[1] / 2
+    body = ((i - ci) / (0.45 * shape[0])) ** 2 + ((j - cj) / (0.35 * shape[1])) ** 2 <= 1
+    organ = ((i - ci * 1.2) / (0.12 * shape[0])) ** 2 + ((j - cj) / (0.1 * shape[1])) ** 2 <= 1
+    array = np.full(shape, -1000, dtype=np.int16)
+    slab = np.where(body, 40, -1000).astype(np.int16)
+    slab[organ] = 120
+    array[:, :, :] = slab[:, :, None]
+    array[:, :, : shape[2] // 6] = -1000
+    affine = np.diag([-CT_SPACING_IN[0], -CT_SPACING_IN[1], CT_SPACING_IN[2], 1.0])
+    affine[:3, 3] = [200.0, 200.0, -300.0]
+    return Volume(array, affine)
+
+
+def ct_worker(kind: str, model: Path, shape: tuple[int, int, int], threads: int) -> dict[str, Any]:
+    """Run one CT pipeline in this (fresh) process; report seconds and peak RSS."""
+    torch.set_num_threads(threads)
+    volume = synthetic_ct(shape)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    if kind == "medseg":
+        from medseg.inference import PredictOptions, Predictor
+
+        predictor = Predictor.from_folders([model], PredictOptions(device="cpu", threads=threads))
+        prediction = predictor.predict([volume])
+        labels, stages = prediction.labels.array, prediction.timings
+    else:
+        labels, stages = monai_ct(volume, model)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"kind": kind, "seconds": seconds, "stages": stages, "peak_rss_mb": peak, "base_rss_mb": base_rss,
+            "shape": list(labels.shape), "foreground_fraction": float((np.asarray(labels) > 0).mean())}
+
+
+def monai_ct(volume: Any, model: Path) -> tuple[np.ndarray, dict[str, float]]:
+    """A MONAI pipeline with its defaults: Orientation, Spacing, intensity scaling; sliding window
+    (overlap 0.25, constant blending, 1 tile per call, fp32); softmax; Invertd; argmax."""
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import AsDiscreted, Compose, Invertd, Orientationd, ScaleIntensityRanged, Spacingd
+
+    from medseg.training.model_folder import load_model_folder
+
+    trained = load_model_folder(model)
+    norm = trained.plan.normalization[0]
+    low, high = (norm.clip_low - norm.mean) / norm.std, (norm.clip_high - norm.mean) / norm.std
+    pre = Compose([Orientationd("image", "RAS"), Spacingd("image", pixdim=trained.plan.target_spacing, mode="bilinear"),
+                   ScaleIntensityRanged("image", norm.clip_low, norm.clip_high, low, high, clip=True)])
+    stages = {}
+    start = time.perf_counter()
+    data = pre({"image": volume.to_monai().float()})
+    stages["preprocess"] = time.perf_counter() - start
+    start = time.perf_counter()
+    with torch.no_grad():
+        pred = sliding_window_inference(data["image"][None], trained.plan.config_3d.patch_size, 1, trained.network)
+    pred = torch.softmax(pred, 1)[0]
+    stages["network"] = time.perf_counter() - start
+    start = time.perf_counter()
+    post = Compose([Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False),
+                    AsDiscreted(keys="pred", argmax=True)])
+    out = post({"pred": pred, "image": data["image"]})["pred"]
+    stages["inverse"] = time.perf_counter() - start
+    return np.asarray(out[0]).astype(np.uint8), stages
+
+
+def run_ct(kind: str, model: Path, shape: tuple[int, int, int], threads: int, timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "medseg.benchmarks.inference", "--ct-worker", kind, "--ct-model", str(model),
+           "--ct-shape", *map(str, shape), "--threads", str(threads)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"kind": kind, "error": f"over {timeout:.0f} s"}
+    if done.returncode != 0:
+        return {"kind": kind, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- report
+def markdown(r: dict[str, Any]) -> str:
+    from medseg.benchmarks.report import machine_line
+
+    lines = ["## Inference", "", machine_line() + f" Threads: {r['threads']}.", ""]
+    lines += [f"Model: {r['model_note']}", ""]
+    c = r["ceiling"]
+    lines += ["### Compute ceiling and achieved throughput", "",
+              "| measure | GFLOP/s |", "|---|---|",
+              f"| matmul 4096x4096 fp32 | {c['fp32']:.0f} |", f"| matmul 4096x4096 bf16 | {c['bf16']:.0f} |",
+              f"| network in medseg's sliding window ({r['precision']}, TTA off) | {r['achieved_gflops']:.0f} "
+              f"({r['achieved_gflops'] / c[r['precision'] if r['precision'] in c else 'fp32'] * 100:.0f}% of the "
+              f"{r['precision']} matmul ceiling) |", "",
+              f"One forward of a {r['patch']} tile costs {r['tile_gflop']:.1f} GFLOP.", ""]
+    e = r["e2e"]
+    lines += [f"### Hippocampus end to end ({r['cases']} cases, read -> write, one model load)", "",
+              "| TTA | total s | model load s | s/case | read | preprocess | network | inverse | postprocess | write |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for tta, row in e.items():
+        st = row["stages"]
+        lines.append(f"| {tta} | {row['total']:.2f} | {row['load']:.2f} | {row['per_case']:.3f} | "
+                     + " | ".join(f"{st[s]:.3f}" for s in ("read", "preprocess", "network", "inverse", "postprocess", "write"))
+                     + " |")
+    lines += ["", "Stage columns are mean seconds per case; write includes the QC PNG and statistics.", ""]
+    lines += [f"### Network only: medseg vs MONAI `sliding_window_inference` ({r['cases']} preprocessed cases, "
+              "same network call)", "",
+              "| windowing | TTA | seconds | label Dice vs medseg |", "|---|---|---|---|"]
+    names = {"medseg": f"medseg (overlap 0.5, Gaussian, {r['tiles']} tiles/call)",
+             "monai_defaults": "MONAI defaults (overlap 0.25, constant, 1 tile/call)",
+             "monai_matched": f"MONAI with medseg's settings (overlap 0.5, Gaussian, {r['tiles']} tiles/call)"}
+    for (name, tta), row in r["network"].items():
+        lines.append(f"| {names[name]} | {'all' if tta else 'off'} | {row['seconds']:.2f} | {row['dice_vs_medseg']:.4f} |")
+    lines += ["", "### Backends (hippocampus, preprocess + network + inverse per case)", "",
+              "| backend | precision | s/case | voxel agreement with torch fp32 | Dice vs torch fp32 |",
+              "|---|---|---|---|---|"]
+    for row in r["backends"]:
+        lines.append(f"| {row['backend']} | {row['precision']} | {row['per_case']:.4f} | {row['voxel_agreement']:.5f} | "
+                     f"{row['dice_vs_torch_fp32']:.4f} |")
+    lines += ["", f"### CT-sized volume ({' x '.join(map(str, r['ct_shape']))} int16 at {CT_SPACING_IN} mm, "
+              f"plan {CT_PLAN_SPACING} mm, patch 96^3, 5-stage U-Net, random weights)", "",
+              "| pipeline | seconds | preprocess | network | inverse | peak RSS MB | RSS before MB |", "|---|---|---|---|---|---|---|"]
+    for row in r["ct"]:
+        if "error" in row:
+            lines.append(f"| {row['kind']} | not measured: {row['error']} | | | | | |")
+            continue
+        st = row["stages"]
+        label = "medseg defaults" if row["kind"] == "medseg" else "MONAI defaults (transforms + Invertd, fp32)"
+        lines.append(f"| {label} | {row['seconds']:.1f} | {st.get('preprocess', 0):.1f} | {st.get('network', 0):.1f} | "
+                     f"{st.get('inverse', 0):.1f} | {row['peak_rss_mb']:.0f} | {row['base_rss_mb']:.0f} |")
+    lines += ["", "Each CT pipeline ran in a fresh process; peak RSS is `ru_maxrss` (includes the input volume).",
+              "All figures from one run of `python -m medseg.benchmarks.inference`; the machine is shared, so "
+              "compare rows of one table rather than across runs."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="trained model folder (default: random-init hippocampus model)")
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--ct-shape", type=int, nargs=3, default=(512, 512, 300))
+    parser.add_argument("--skip-ct", action="store_true")
+    parser.add_argument("--ct-timeout", type=float, default=300.0)
+    parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
+    parser.add_argument("--ct-worker", choices=("medseg", "monai"), help=argparse.SUPPRESS)
+    parser.add_argument("--ct-model", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.ct_worker:
+        print(json.dumps(ct_worker(args.ct_worker, args.ct_model, tuple(args.ct_shape), args.threads)))
+        return 0
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    results = run_all(args)
+    text = markdown(results)
+    print(text)
+    if not args.no_write:
+        from medseg.benchmarks.report import update_section
+
+        update_section("inference", text)
+    return 0
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    from medseg.inference import PredictOptions, Predictor
+    from medseg.io.files import read_volume_file
+    from medseg.training.preprocess import preprocess_case
+
+    work = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
+    model = args.model or hippocampus_model(work / "hippo")
+    note = (f"`{args.model}`" if args.model else
+            "randomly initialised nnU-Net-style U-Net on the planner's hippocampus plan (no trained model was "
+            "available): speed figures only; agreement figures compare random networks")
+    cases = hippocampus_cases(args.cases)
+    r: dict[str, Any] = {"threads": args.threads, "cases": len(cases), "model_note": note}
+    print("ceiling...", flush=True)
+    r["ceiling"] = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
+    print("end to end...", flush=True)
+    r["e2e"] = {tta: end_to_end(model, cases, work / f"out-{tta}", tta, args.threads) for tta in ("off", "all")}
+    predictor = Predictor.from_folders([model], PredictOptions(threads=args.threads))
+    volumes = [read_volume_file(c) for c in cases]
+    arrays = [preprocess_case([v], predictor.models[0].plan).array for v in volumes]
+    print("network only...", flush=True)
+    r["network"] = network_only(predictor, arrays)
+    m = predictor.models[0]
+    r["precision"], r["tiles"], r["patch"] = predictor.runtime.precision, predictor.tiles_per_batch, "x".join(map(str, m.patch_size))
+    flops = network_flops(load_network(model), (1, m.info.in_channels, *m.patch_size))
+    tiles = sum(tile_count(a.shape[1:], m.patch_size, 0.5) for a in arrays)
+    r["tile_gflop"] = flops / 1e9
+    r["achieved_gflops"] = flops * tiles / r["network"][("medseg", False)]["seconds"] / 1e9
+    print("backends...", flush=True)
+    r["backends"] = backends(model, volumes, args.threads, work)
+    r["ct_shape"], r["ct"] = list(args.ct_shape), []
+    if not args.skip_ct:
+        print("CT-sized volume...", flush=True)
+        ct = ct_model(work / "ct")
+        r["ct"] = [run_ct(kind, ct, tuple(args.ct_shape), args.threads, args.ct_timeout) for kind in ("medseg", "monai")]
+    return r
+
+
+def load_network(model: Path) -> torch.nn.Module:
+    from medseg.training.model_folder import load_model_folder
+
+    return load_model_folder(model).network
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Train on MSD hippocampus within a wall-clock budget: 3D U-Net, 3D DeepLabV3+, 2D U-Net.
+
+    python -m medseg.benchmarks.train_hippocampus [--minutes 30] [--device auto] [--out runs/bench]
+
+Each model trains from its recipe in ``pipelines/`` on the 173 cases with the fixed 80/20 split
+(seed 0: 138 training, 35 validation cases) for ``--minutes`` of wall-clock time, then the
+validation Dice per class (sliding window, argmax, no post-processing) and the training
+iterations per second are reported. Then fp32 and bf16 training iterations per second are
+measured side by side (alternating rounds, same network, patch and real batches) for the 3D
+U-Net. Prints the figures and writes the ``train_hippocampus`` section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = (
+    ("3D U-Net", "hippocampus.toml"),
+    ("3D DeepLabV3+", "hippocampus_deeplab.toml"),
+    ("2D U-Net", "hippocampus_2d.toml"),
+)
+
+
+def train_model(recipe_path: Path, minutes: float, run_dir: Path, device: str) -> dict:
+    """Train one recipe under the budget (fresh run folder); returns model.json's metrics and spec bits."""
+    import shutil
+
+    from medseg.training.recipe import load_recipe
+    from medseg.training.trainer import TrainOptions, train
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    recipe = load_recipe(recipe_path)
+    folder = train(recipe, TrainOptions(run_dir, minutes=minutes, device=device, progress_bar=False))
+    spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    return {"metrics": spec["metrics"], "patch": spec["network"]["patch_size"],
+            "batch": spec["network"]["batch_size"], "postprocessing": spec["postprocessing"]}
+
+
+def precision_speed(recipe_path: Path, run_dir: Path, device: str, iterations: int = 15, rounds: int = 3) -> dict:
+    """Training iterations/s in fp32 and bf16 for the recipe's network and patch, alternating rounds.
+
+    Batches are drawn once from the real loader and reused, so only the training step is timed.
+    """
+    import copy
+    import itertools
+
+    from medseg.training.loop import TrainStep, autocast_factory, choose_device, cpu_supports_bf16
+    from medseg.training.optim import build_optimizer
+    from medseg.training.recipe import load_recipe
+    from medseg.training.session import build_session
+
+    recipe = load_recipe(recipe_path)
+    from dataclasses import replace
+
+    recipe = replace(recipe, runtime=replace(recipe.runtime, device=device))
+    session = build_session(recipe, run_dir)
+    target = choose_device(device)
+    if target.type == "cpu" and not cpu_supports_bf16():
+        return {"fp32": None, "bf16": None, "note": "this CPU has no native bf16"}
+    stream = session.batches(0)
+    batches = [next(stream) for _ in range(4)]
+    del stream
+    steps = {}
+    for precision in ("fp32", "bf16"):
+        network = copy.deepcopy(session.network)
+        steps[precision] = TrainStep(network, session.step.loss, build_optimizer(network.parameters(), recipe.optimizer),
+                                     target, autocast_factory(target, precision), None, recipe.optimizer.grad_clip,
+                                     session.step.memory_format)
+    speeds: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(rounds):
+        for precision, step in steps.items():
+            source = itertools.cycle(batches)
+            step(next(source))  # warm-up (allocations, oneDNN kernels)
+            _sync(target)
+            start = time.perf_counter()
+            for _ in range(iterations):
+                step(next(source))
+            _sync(target)
+            speeds[precision].append(iterations / (time.perf_counter() - start))
+    return {p: statistics.median(v) for p, v in speeds.items()}
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def report(results: dict[str, dict], speed: dict, minutes: float, device: str) -> str:
+    """The markdown section."""
+    from medseg.benchmarks.report import machine_line
+
+    lines = [
+        "## Training on MSD hippocampus (`python -m medseg.benchmarks.train_hippocampus`)", "",
+        machine_line(), "",
+        f"Fixed 80/20 split (seed 0) of the 173 cases: 138 training, 35 validation. Each model trained "
+        f"from its recipe in `pipelines/` for a wall-clock budget of {minutes:g} min on `{device}`; Dice "
+        "per class on the 35 validation cases (sliding window, argmax, no post-processing).", "",
+        "| model | recipe | patch | batch | precision | iterations | iterations/s | Dice Anterior | "
+        "Dice Posterior | mean Dice | keeps largest component |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (name, recipe), result in zip(MODELS, results.values()):
+        m = result["metrics"]
+        lines.append(
+            f"| {name} | `{recipe}` | {'x'.join(map(str, result['patch']))} | {result['batch']} | {m['precision']} | "
+            f"{m['iterations']} | {m['iterations_per_second']:.2f} | {m['dice']['Anterior']:.4f} | "
+            f"{m['dice']['Posterior']:.4f} | {m['mean_dice']:.4f} | "
+            f"{result['postprocessing'].get('keep_largest_component', [])} |")
+    lines += ["", "Training step speed, 3D U-Net (same network, patch and real batches; median of alternating "
+              "rounds, data loading excluded):", ""]
+    if speed.get("fp32"):
+        lines += ["| precision | iterations/s | relative to fp32 |", "|---|---|---|",
+                  f"| fp32 | {speed['fp32']:.2f} | 1.00 |",
+                  f"| bf16 autocast | {speed['bf16']:.2f} | {speed['bf16'] / speed['fp32']:.2f} |"]
+    else:
+        lines.append(f"not measured: {speed.get('note')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per model (default 30)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmarks" / "train_hippocampus")
+    parser.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    results = {}
+    for name, recipe in MODELS:
+        start = time.perf_counter()
+        results[name] = train_model(REPO / "pipelines" / recipe, args.minutes, args.out / Path(recipe).stem, args.device)
+        m = results[name]["metrics"]
+        print(f"{name}: Dice {m['dice']} mean {m['mean_dice']:.4f}, {m['iterations']} iterations at "
+              f"{m['iterations_per_second']:.2f} it/s ({m['precision']}), {time.perf_counter() - start:.0f} s in all")
+    speed = precision_speed(REPO / "pipelines" / MODELS[0][1], args.out / "precision", args.device)
+    print(f"3D U-Net training step: fp32 {speed.get('fp32')} it/s, bf16 {speed.get('bf16')} it/s")
+    markdown = report(results, speed, args.minutes, args.device)
+    print(markdown)
+    if not args.no_doc:
+        from medseg.benchmarks.report import update_section
+
+        update_section("train_hippocampus", markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

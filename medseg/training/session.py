@@ -1,0 +1,142 @@
+"""Everything one training run is made of, built from a recipe: data, network, step, schedule.
+
+:func:`build_session` composes the pieces (dataset -> plan -> cache -> split; network, loss,
+optimiser, LR schedule, precision, predictor). The :class:`Session` only holds them and offers
+the few actions the epoch loop needs (batches, validation, checkpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from medseg.training import checkpoint as ckpt
+from medseg.training.checkpoint import Progress
+from medseg.training.loop import (TrainStep, autocast_factory, choose_device, choose_precision, configure_backends,
+                                  make_scaler, memory_format)
+from medseg.training.optim import LRSchedule
+from medseg.training.splits import Split, select_split, splits_for_run
+from medseg.training.validation import Predictor, ValidationResult, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """The built pieces of a run (see :func:`build_session`)."""
+
+    recipe: object
+    run_dir: Path
+    plan: object
+    cache: object
+    split: Split
+    device: torch.device
+    precision: str
+    network: nn.Module
+    step: TrainStep
+    schedule: LRSchedule
+    predictor: Predictor
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.recipe.model.spatial_dims
+
+    @property
+    def foreground_names(self) -> list[str]:
+        """Names of classes 1..K-1 (the value itself when unnamed)."""
+        return [self.plan.labels.get(c, str(c)) for c in range(1, self.plan.num_classes)]
+
+    def batches(self, start_iteration: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The endless batch stream, positioned at batch ``start_iteration``."""
+        from medseg.training.data import make_train_loader
+
+        loader = make_train_loader(self.cache, self.split.train, self.plan, self.recipe, self.spatial_dims)
+        stream = iter(loader)
+        if start_iteration:
+            log.info("resuming: skipping the %d batches already trained on", start_iteration)
+            for _ in range(start_iteration):
+                next(stream)
+        return stream
+
+    def val_cases(self) -> Iterator[tuple[str, object, object]]:
+        """``(case_id, image (C,X,Y,Z), label (X,Y,Z))`` for every validation case."""
+        from medseg.training.data import make_val_cases
+
+        for case in make_val_cases(self.cache, self.split.val):
+            yield case.id, case.image, case.label
+
+    def validate(self) -> ValidationResult:
+        """Dice per class on the validation cases with the current weights."""
+        return validate(self.predictor, self.val_cases(), self.plan.num_classes)
+
+    def save_checkpoint(self, path: Path, progress: Progress) -> Path:
+        return ckpt.save_checkpoint(path, self.network, self.step.optimizer, self.schedule, self.step.scaler, progress)
+
+    def restore(self, path: Path) -> Progress:
+        """Load a checkpoint into this session's network, optimiser, schedule, scaler and RNGs."""
+        progress = ckpt.load_checkpoint(path, self.network, self.step.optimizer, self.schedule, self.step.scaler,
+                                        self.device)
+        log.info("resumed from %s at epoch %d, iteration %d", path, progress.epoch, progress.iteration)
+        return progress
+
+
+def prepare_data(recipe, run_dir: Path, resume: bool):
+    """Dataset -> plan (reused from ``run_dir/plan.json`` on resume) -> cache -> this fold's split."""
+    from medseg.training.cache import build_cache
+    from medseg.training.dataset import load_dataset
+    from medseg.training.plan import Plan
+    from medseg.training.planner import plan_for_recipe
+
+    spec = load_dataset(recipe.dataset.path)
+    plan_path = run_dir / "plan.json"
+    if resume and plan_path.is_file():
+        plan = Plan.load(plan_path)
+    else:
+        plan = plan_for_recipe(recipe, spec, workers=recipe.runtime.workers)
+        plan.save(plan_path)
+    cache = build_cache(spec, plan, recipe.runtime.cache_dir, workers=recipe.runtime.workers)
+    data = recipe.dataset
+    splits = splits_for_run(run_dir / "splits.json", spec.case_ids, data.split, data.folds, data.seed)
+    return plan, cache, select_split(splits, data.fold if data.split == "kfold" else 0)
+
+
+def build_network(recipe, plan, device: torch.device) -> nn.Module:
+    """The training network (deep supervision as the recipe says), on ``device``."""
+    from medseg.models import build_model
+
+    dims = recipe.model.spatial_dims
+    network = build_model(recipe.model.family, dims, len(plan.channels), plan.num_classes, plan.config(dims),
+                          deep_supervision=recipe.model.deep_supervision)
+    return network.to(device=device, memory_format=memory_format(device, dims))
+
+
+def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
+    """Build every piece of a run from ``recipe`` (seeding first, so initial weights are reproducible)."""
+    from medseg.training.losses import build_loss
+    from medseg.training.optim import build_optimizer
+
+    device = choose_device(recipe.runtime.device)
+    precision = choose_precision(recipe.runtime.precision, device)
+    configure_backends(device)
+    plan, cache, split = prepare_data(recipe, run_dir, resume)
+    ckpt.seed_everything(recipe.runtime.seed)
+    network = build_network(recipe, plan, device)
+    optimizer = build_optimizer(network.parameters(), recipe.optimizer)
+    budget = recipe.budget
+    schedule = LRSchedule(optimizer, recipe.optimizer.schedule, budget.epochs * budget.iterations_per_epoch,
+                          budget.minutes * 60.0 if budget.minutes else None)
+    autocast = autocast_factory(device, precision)
+    loss = build_loss(recipe.loss.name, plan.num_classes, recipe.loss.class_weights).to(device)
+    step = TrainStep(network, loss, optimizer, device, autocast, make_scaler(device, precision),
+                     recipe.optimizer.grad_clip, memory_format(device, recipe.model.spatial_dims))
+    config = plan.config(recipe.model.spatial_dims)
+    predictor = Predictor(network, recipe.model.spatial_dims, config.patch_size, device, autocast, plan.slice_axis,
+                          sw_batch_size=config.batch_size)
+    log.info("training %s %dD on %s (%s), %d training / %d validation cases", recipe.model.family,
+             recipe.model.spatial_dims, device, precision, len(split.train), len(split.val))
+    return Session(recipe, run_dir, plan, cache, split, device, precision, network, step, schedule, predictor)

@@ -1,0 +1,227 @@
+"""Train a recipe end to end by composing the small pieces of :mod:`medseg.training`.
+
+``train(recipe, TrainOptions(run_dir))`` prepares the data (dataset -> plan -> cache -> split),
+builds the network, loss, optimiser and schedule, runs epochs (``loop.run_epoch``), validates
+every ``validation.every`` epochs (``validation.validate``), writes logs and checkpoints after
+every epoch, stops at the epoch budget or the wall-clock budget, decides the post-processing on
+a final validation and writes the model folder ``RUN_DIR/model``.
+
+Run folder::
+
+    RUN_DIR/recipe.json  plan.json  splits.json  training_log.csv  curves.png
+    RUN_DIR/checkpoint_last.pt  checkpoint_best.pt  tensorboard/ (when installed)
+    RUN_DIR/model/       the self-contained model folder (see model_folder.py)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from medseg.errors import ConfigError
+from medseg.io.atomic import atomic_write_text, ensure_writable_dir
+from medseg.training import checkpoint as ckpt
+from medseg.training.checkpoint import Progress
+from medseg.training.logs import TensorBoard, plot_curves, write_log_csv
+from medseg.training.loop import TrainStep, run_epoch
+from medseg.training.model_folder import ModelSpec, package_versions, save_model_folder
+from medseg.training.session import Session, build_session
+from medseg.training.validation import ValidationResult, decide_postprocessing, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Command-line level options; ``None`` keeps the recipe's value.
+
+    ``on_epoch_end(progress)`` is called after each epoch's checkpoint is written (an exception
+    raised there stops training as a kill would).
+    """
+
+    run_dir: Path
+    resume: bool = False
+    fold: int | None = None
+    minutes: float | None = None
+    device: str | None = None
+    progress_bar: bool = True
+    on_epoch_end: Callable[[Progress], None] | None = field(default=None, compare=False)
+
+
+def apply_options(recipe, options: TrainOptions):
+    """The recipe with ``--fold``, ``--minutes`` and ``--device`` applied."""
+    if options.fold is not None:
+        recipe = replace(recipe, dataset=replace(recipe.dataset, fold=options.fold))
+    if options.minutes is not None:
+        if options.minutes <= 0:
+            raise ConfigError(f"--minutes must be positive, got {options.minutes}")
+        recipe = replace(recipe, budget=replace(recipe.budget, minutes=options.minutes))
+    if options.device is not None:
+        recipe = replace(recipe, runtime=replace(recipe.runtime, device=options.device))
+    return recipe
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """A fresh run needs a folder without a checkpoint; ``--resume`` needs one with it."""
+    has_checkpoint = (run_dir / ckpt.LAST).is_file()
+    if has_checkpoint and not resume:
+        raise ConfigError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another -o")
+    if resume and not has_checkpoint:
+        raise ConfigError(f"--resume: {run_dir} has no {ckpt.LAST} to continue from; start without --resume")
+    ensure_writable_dir(run_dir)
+
+
+def save_recipe(run_dir: Path, recipe, resume: bool) -> None:
+    """Keep the recipe beside the run; on resume, warn about sections that changed."""
+    path = run_dir / "recipe.json"
+    current = recipe.to_dict()
+    if resume and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = [k for k in current if saved.get(k) != current[k]]
+        if changed:
+            log.warning("resuming with a recipe that differs in: %s", ", ".join(changed))
+    atomic_write_text(path, json.dumps(current, indent=2) + "\n")
+
+
+def train(recipe, options: TrainOptions) -> Path:
+    """Train ``recipe`` into ``options.run_dir``; returns the model folder ``run_dir/model``."""
+    recipe = apply_options(recipe, options)
+    run_dir = Path(options.run_dir)
+    check_run_dir(run_dir, options.resume)
+    save_recipe(run_dir, recipe, options.resume)
+    session = build_session(recipe, run_dir, options.resume)
+    progress = session.restore(run_dir / ckpt.LAST) if options.resume else Progress()
+    board = TensorBoard(run_dir / "tensorboard")
+    try:
+        progress = run_epochs(session, progress, board, options)
+    finally:
+        board.close()
+    return finish(session, progress)
+
+
+def budget_seconds(recipe) -> float | None:
+    """The wall-clock budget in seconds (None without one)."""
+    return recipe.budget.minutes * 60.0 if recipe.budget.minutes else None
+
+
+def run_epochs(session: Session, progress: Progress, board: TensorBoard, options: TrainOptions) -> Progress:
+    """Epoch loop from ``progress`` until the epoch or time budget ends; checkpoints every epoch."""
+    recipe, budget = session.recipe, budget_seconds(session.recipe)
+    batches = session.batches(progress.iteration)
+    bar = _progress_bar(session, progress, options.progress_bar)
+    try:
+        while progress.epoch < recipe.budget.epochs and not _out_of_time(progress, budget):
+            row = train_one_epoch(session, progress, batches, bar, budget)
+            if _due_for_validation(session, progress, budget):
+                row.update(validation_row(session, progress))
+            progress.history.append(row)
+            _write_epoch_outputs(session, progress, board, row)
+            if options.on_epoch_end is not None:
+                options.on_epoch_end(progress)
+    finally:
+        bar.close()
+        del batches  # stops DataLoader workers
+    return progress
+
+
+def train_one_epoch(session: Session, progress: Progress, batches: Iterator, bar, budget: float | None) -> dict:
+    """One epoch (cut short when the time budget ends); updates ``progress``; returns its log row."""
+    start, spent_before = time.perf_counter(), progress.elapsed_seconds
+    elapsed = lambda: spent_before + time.perf_counter() - start  # noqa: E731
+
+    def set_lr(iteration: int) -> float:
+        return session.schedule.step(iteration, elapsed())
+
+    def on_iteration(loss: torch.Tensor) -> None:
+        bar.update(1)
+        if bar.n % 10 == 0:
+            bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+
+    stop = (lambda: elapsed() >= budget) if budget else None
+    result = run_epoch(session.step, batches, session.recipe.budget.iterations_per_epoch, set_lr,
+                       progress.iteration, on_iteration, should_stop=stop)
+    progress.epoch += 1
+    progress.iteration += result.iterations
+    progress.elapsed_seconds = elapsed()
+    return {"epoch": progress.epoch, "iteration": progress.iteration, "train_loss": result.loss,
+            "lr": session.step.optimizer.param_groups[0]["lr"], "epoch_seconds": result.seconds,
+            "iterations_per_second": result.iterations / max(result.seconds, 1e-9)}
+
+
+def _out_of_time(progress: Progress, budget: float | None) -> bool:
+    return budget is not None and progress.elapsed_seconds >= budget
+
+
+def _due_for_validation(session: Session, progress: Progress, budget: float | None) -> bool:
+    every, last = session.recipe.validation.every, session.recipe.budget.epochs
+    return progress.epoch % every == 0 or progress.epoch >= last or _out_of_time(progress, budget)
+
+
+def validation_row(session: Session, progress: Progress) -> dict:
+    """Validate now, keep the best checkpoint, return the Dice columns of the log row."""
+    start = time.perf_counter()
+    result = session.validate()
+    progress.elapsed_seconds += time.perf_counter() - start
+    row = {"val_dice_mean": result.mean, "val_seconds": time.perf_counter() - start}
+    for label, dice in zip(session.foreground_names, result.mean_per_class):
+        row[f"dice_{label}"] = float(dice)
+    if result.mean > progress.best_score:
+        progress.best_score, progress.best_epoch = result.mean, progress.epoch
+        session.save_checkpoint(session.run_dir / ckpt.BEST, progress)
+    return row
+
+
+def _write_epoch_outputs(session: Session, progress: Progress, board: TensorBoard, row: dict) -> None:
+    write_log_csv(session.run_dir / "training_log.csv", progress.history)
+    board.log(row, progress.iteration)
+    session.save_checkpoint(session.run_dir / ckpt.LAST, progress)
+    message = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "iteration"))
+    log.info("epoch %d (iteration %d): %s", progress.epoch, progress.iteration, message)
+
+
+def finish(session: Session, progress: Progress) -> Path:
+    """Final validation with the post-processing decision, curves, and the model folder."""
+    result = validate(session.predictor, session.val_cases(), session.plan.num_classes, with_postprocessing=True)
+    postprocessing = decide_postprocessing(result, session.plan.labels)
+    curves = plot_curves(progress.history, session.run_dir / "curves.png")
+    spec = model_spec(session, progress, result, postprocessing)
+    folder = save_model_folder(session.run_dir / "model", session.network, spec, session.plan,
+                               log_csv=session.run_dir / "training_log.csv", curves=curves)
+    log.info("model folder: %s (validation Dice %s)", folder, spec.metrics["dice"])
+    return folder
+
+
+def model_spec(session: Session, progress: Progress, result: ValidationResult, postprocessing: dict) -> ModelSpec:
+    """The ModelSpec of the trained network (inference network: no deep supervision)."""
+    recipe, plan = session.recipe, session.plan
+    config = plan.config(recipe.model.spatial_dims)
+    rows = progress.history
+    speed = [r["iterations_per_second"] for r in rows if "iterations_per_second" in r]
+    metrics: dict[str, Any] = {
+        "dice": {n: round(float(d), 6) for n, d in zip(session.foreground_names, result.mean_per_class)},
+        "mean_dice": round(result.mean, 6), "validation_cases": len(result.case_ids),
+        "epochs": progress.epoch, "iterations": progress.iteration,
+        "training_seconds": round(progress.elapsed_seconds, 1),
+        "iterations_per_second": round(sum(speed) / len(speed), 3) if speed else None,
+        "best_epoch": progress.best_epoch, "best_mean_dice": round(progress.best_score, 6),
+        "device": str(session.device), "precision": session.precision,
+    }
+    network = {"patch_size": list(config.patch_size), "batch_size": config.batch_size,
+               "features": list(config.features), "kernel_sizes": [list(k) for k in config.kernel_sizes],
+               "strides": [list(s) for s in config.strides]}
+    return ModelSpec(recipe.model.family, recipe.model.spatial_dims, len(plan.channels), plan.num_classes,
+                     dict(plan.labels), network, postprocessing, recipe.to_dict(), package_versions(), metrics)
+
+
+def _progress_bar(session: Session, progress: Progress, enabled: bool):
+    from tqdm.auto import tqdm
+
+    budget = session.recipe.budget
+    return tqdm(total=budget.epochs * budget.iterations_per_epoch, initial=progress.iteration, unit="it",
+                desc=session.recipe.name, dynamic_ncols=True, disable=None if enabled else True, leave=False)

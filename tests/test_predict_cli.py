@@ -1,0 +1,128 @@
+"""``medseg predict`` / ``medseg export`` end to end on real hippocampus cases and a real DICOM series."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from medseg.cli import main
+from medseg.io.files import read_volume_file
+from tests.inference_stubs import make_plan, save_random_model
+
+CASES = ("hippocampus_003", "hippocampus_004")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models") / "hippo"
+    return save_random_model(folder, make_plan(patch=(16, 24, 16)), postprocessing={"keep_largest_component": [1]})
+
+
+@pytest.fixture()
+def inputs(shared_data, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for case in CASES:
+        shutil.copy(shared_data / "msd_hippocampus" / "imagesTr" / f"{case}.nii.gz", folder)
+    return folder
+
+
+def predict(*args: str) -> int:
+    return main(["-q", "predict", "--device", "cpu", "--threads", "1", *args])
+
+
+def test_predict_folder_writes_outputs_on_the_source_grid(model, inputs, tmp_path):
+    out = tmp_path / "out"
+    assert predict("-m", str(model), "-i", str(inputs), "-o", str(out), "--instances", "Anterior") == 0
+    manifest = json.loads((out / "medseg_run.json").read_text())
+    assert [c["case_id"] for c in manifest["cases"]] == list(CASES) and manifest["failures"] == []
+    assert manifest["predictor"]["runtime"]["device"] == "cpu" and "torch" in manifest["versions"]
+    assert {"read", "preprocess", "network", "inverse", "write"} <= set(manifest["cases"][0]["timings"])
+    for case in CASES:
+        source = read_volume_file(inputs / f"{case}.nii.gz")
+        labels = read_volume_file(out / f"{case}.nii.gz", kind="label")
+        assert labels.spatial_shape == source.spatial_shape and np.allclose(labels.affine, source.affine)
+        assert labels.array.max() <= 2
+        for suffix in ("_stats.json", "_stats.csv", "_qc.png", "_instances.nii.gz", "_instances.csv", ".json"):
+            assert (out / f"{case}{suffix}").is_file(), suffix
+
+
+def test_ensemble_and_fast_mode(model, inputs, tmp_path):
+    single = inputs / f"{CASES[0]}.nii.gz"
+    assert predict("-m", str(model), "-m", str(model), "-i", str(single), "-o", str(tmp_path / "ens"),
+                   "--no-qc") == 0
+    assert predict("-m", str(model), "-i", str(single), "-o", str(tmp_path / "one"), "--no-qc",
+                   "--largest-component", "off", "--fast", "--save-probabilities") == 0
+    a = read_volume_file(tmp_path / "ens" / f"{CASES[0]}.nii.gz", kind="label").array
+    b = read_volume_file(tmp_path / "one" / f"{CASES[0]}.nii.gz", kind="label").array
+    # an ensemble of one model twice equals that model (here without the largest-component step)
+    from medseg.inference.postprocess import keep_largest_component
+    assert np.array_equal(a, keep_largest_component(b, [1]))
+    assert (tmp_path / "one" / f"{CASES[0]}_probabilities.nii.gz").is_file()
+
+
+def test_dicom_series_gives_labels_on_its_oblique_grid_and_a_seg(sample_data, tmp_path):
+    from medseg.io.dicom import discover_series, load_series
+
+    series_dir = sample_data / "dicom" / "PGBM-003" / "11-T1post-18670"
+    if not series_dir.is_dir():
+        pytest.skip("sample DICOM series missing")
+    model = save_random_model(tmp_path / "m", make_plan(spacing=(2.75, 2.75, 6.5), patch=(32, 32, 8)))
+    out = tmp_path / "out"
+    assert predict("-m", str(model), "-i", str(series_dir), "-o", str(out), "--no-qc") == 0
+    manifest = json.loads((out / "medseg_run.json").read_text())
+    (case,) = manifest["cases"]
+    source = load_series(discover_series(series_dir)[0]).volume
+    labels = read_volume_file(case["outputs"]["labels"], kind="label")
+    assert labels.spatial_shape == source.spatial_shape == (280, 320, 22)
+    np.testing.assert_allclose(labels.affine, source.affine, atol=1e-4)
+    assert np.abs(labels.direction - np.round(labels.direction)).max() > 0.1  # really oblique
+    assert labels.array.any()  # this seed predicts some foreground, so the SEG is written
+    from medseg.io.seg import read_seg
+    seg = read_seg(case["outputs"]["seg"], load_series(discover_series(series_dir)[0]))
+    assert np.array_equal(seg.array, labels.array)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-m", "{tmp}/missing"], "does not exist"),
+    (["-m", "{tmp}"], "not a medseg model folder"),
+])
+def test_bad_model_folder_is_a_one_line_error(args, message, inputs, tmp_path, capsys):
+    args = [a.format(tmp=tmp_path) for a in args]
+    assert predict(*args, "-i", str(inputs), "-o", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_incompatible_ensemble_and_bad_input(model, inputs, tmp_path, capsys):
+    other = save_random_model(tmp_path / "other", make_plan(), labels={0: "background", 1: "liver"})
+    assert predict("-m", str(model), "-m", str(other), "-i", str(inputs), "-o", str(tmp_path / "o")) == 2
+    assert "different labels" in capsys.readouterr().err
+    assert predict("-m", str(model), "-i", str(tmp_path / "nope.nii.gz"), "-o", str(tmp_path / "o")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert predict("-m", str(model), "-i", str(inputs), "-o", str(tmp_path / "o"), "--instances", "tumour") == 2
+    assert "unknown class 'tumour'" in capsys.readouterr().err
+
+
+def test_one_bad_case_in_a_folder_does_not_stop_the_others(model, inputs, tmp_path):
+    (inputs / "broken.nii.gz").write_bytes(b"not a nifti")
+    out = tmp_path / "out"
+    assert predict("-m", str(model), "-i", str(inputs), "-o", str(out), "--no-qc") == 3
+    manifest = json.loads((out / "medseg_run.json").read_text())
+    assert len(manifest["cases"]) == 2 and manifest["failures"][0]["case_id"] == "broken"
+
+
+def test_export_cli_then_predict_with_onnxruntime(model, inputs, tmp_path):
+    pytest.importorskip("onnxruntime")
+    assert main(["-q", "export", "-m", str(model), "-o", str(tmp_path / "onnx")]) == 0
+    single = inputs / f"{CASES[1]}.nii.gz"
+    assert predict("-m", str(tmp_path / "onnx"), "--backend", "onnxruntime", "-i", str(single),
+                   "-o", str(tmp_path / "ort"), "--no-qc", "--precision", "fp32") == 0
+    assert predict("-m", str(model), "-i", str(single), "-o", str(tmp_path / "pt"), "--no-qc",
+                   "--precision", "fp32") == 0
+    a = read_volume_file(tmp_path / "ort" / f"{CASES[1]}.nii.gz", kind="label").array
+    b = read_volume_file(tmp_path / "pt" / f"{CASES[1]}.nii.gz", kind="label").array
+    assert (a == b).mean() > 0.995

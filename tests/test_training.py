@@ -1,0 +1,219 @@
+"""The training loop and its pieces: optimiser defaults, LR schedule, splits, checkpoints and RNG
+state, tiny real training runs (4 MSD hippocampus cases, tiny networks), exact resume after a
+kill, the wall-clock budget, 2D slice training and the run folder it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.errors import ConfigError
+from medseg.training.checkpoint import Progress, load_checkpoint, save_checkpoint
+from medseg.training.loop import choose_precision, cpu_supports_bf16
+from medseg.training.optim import LRSchedule, build_optimizer, clip_gradients, schedule_factor
+from medseg.training.plan import NetworkConfig, Normalization, Plan
+from medseg.training.recipe import OptimizerConfig, Recipe
+from medseg.training.splits import make_splits, splits_for_run
+from medseg.training.trainer import TrainOptions, train
+
+CASES = ("hippocampus_003", "hippocampus_004", "hippocampus_007", "hippocampus_008")
+LABELS = {0: "background", 1: "Anterior", 2: "Posterior"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(shared_data: Path, tmp_path_factory) -> Path:
+    """A CSV manifest of 4 real hippocampus cases and a plan with tiny networks."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    source = shared_data / "msd_hippocampus"
+    rows = "".join(f"{c},{source}/imagesTr/{c}.nii.gz,{source}/labelsTr/{c}.nii.gz\n" for c in CASES)
+    (root / "cases.csv").write_text("case,image,label\n" + rows)
+    (root / "cases.json").write_text(json.dumps({"name": "hippo4", "labels": LABELS, "modality": {"0": "MRI"}}))
+    plan = Plan(
+        "hippo4", ("MRI",), LABELS, (1.0, 1.0, 1.0), (Normalization("zscore"),),
+        NetworkConfig((16, 24, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
+        NetworkConfig((24, 16), 4, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))),
+        slice_axis=0,
+    )
+    plan.save(root / "plan.json")
+    return root
+
+
+def tiny_recipe(root: Path, **sections) -> Recipe:
+    """A recipe on the tiny data; ``sections`` update the given sections' keys."""
+    data = {
+        "name": "tiny", "dataset": {"path": str(root / "cases.csv")}, "plan": {"file": str(root / "plan.json")},
+        "model": {"family": "unet", "spatial_dims": 3}, "budget": {"epochs": 2, "iterations_per_epoch": 2},
+        "validation": {"every": 1},
+        "runtime": {"device": "cpu", "workers": 0, "cache_dir": str(root / "cache")},
+    }
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    return Recipe.from_dict(data)
+
+
+def log_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "training_log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---------------------------------------------------------------------------- optimisers
+def test_default_optimizer_is_nnunet_sgd() -> None:
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], OptimizerConfig())
+    group = opt.param_groups[0]
+    assert isinstance(opt, torch.optim.SGD)
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.01, 0.99, True, 3e-5)
+
+
+@pytest.mark.parametrize("name,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                      ("rmsprop", torch.optim.RMSprop)])
+def test_other_optimizers(name: str, cls: type) -> None:
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], replace(OptimizerConfig(), name=name, lr=1e-3))
+    assert isinstance(opt, cls) and opt.param_groups[0]["lr"] == 1e-3
+
+
+def test_poly_schedule_and_time_budget_progress() -> None:
+    assert schedule_factor("poly", 0.5) == pytest.approx(0.5**0.9)
+    assert schedule_factor("cosine", 0.5) == pytest.approx(0.5) and schedule_factor("constant", 0.9) == 1.0
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], OptimizerConfig())
+    schedule = LRSchedule(opt, "poly", total_iterations=100, budget_seconds=60.0)
+    assert schedule.step(10, elapsed_seconds=0.0) == pytest.approx(0.01 * 0.9**0.9)
+    assert schedule.step(10, elapsed_seconds=30.0) == pytest.approx(0.01 * 0.5**0.9)  # time ahead of iterations
+    assert schedule.step(100) == 0.0
+
+
+def test_gradient_clipping_bounds_the_norm() -> None:
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.full((4,), 10.0)
+    assert clip_gradients([p], 12.0) == pytest.approx(20.0)
+    assert float(p.grad.norm()) == pytest.approx(12.0, rel=1e-4)
+
+
+def test_precision_choice_on_cpu() -> None:
+    cpu = torch.device("cpu")
+    assert choose_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
+    with pytest.raises(ConfigError, match="fp16 training needs a CUDA GPU"):
+        choose_precision("fp16", cpu)
+
+
+# ---------------------------------------------------------------------------- splits
+def test_fixed_split_is_80_20_disjoint_and_deterministic() -> None:
+    ids = [f"case_{i:03d}" for i in range(173)]
+    (split,) = make_splits(ids, "fixed-80-20", seed=0)
+    assert len(split.val) == 35 and len(split.train) == 138 and not set(split.val) & set(split.train)
+    assert make_splits(ids, seed=0) == [split] and make_splits(ids, seed=1) != [split]
+
+
+def test_kfold_validates_every_case_once(tmp_path: Path) -> None:
+    ids = [f"c{i}" for i in range(11)]
+    folds = make_splits(ids, "kfold", folds=5, seed=3)
+    assert sorted(c for f in folds for c in f.val) == sorted(ids)
+    assert all(set(f.train) == set(ids) - set(f.val) for f in folds)
+    saved = splits_for_run(tmp_path / "splits.json", ids, "kfold", 5, 3)
+    assert saved == folds and splits_for_run(tmp_path / "splits.json", ids, "kfold", 5, 99) == folds  # reused
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def test_checkpoint_restores_state_and_rng_with_weights_only(tmp_path: Path) -> None:
+    net = torch.nn.Linear(3, 2)
+    opt = build_optimizer(net.parameters(), OptimizerConfig())
+    schedule = LRSchedule(opt, "poly", 10)
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    path = save_checkpoint(tmp_path / "c.pt", net, opt, schedule, None, Progress(epoch=3, iteration=30))
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    other = torch.nn.Linear(3, 2)
+    opt2 = build_optimizer(other.parameters(), OptimizerConfig())
+    progress = load_checkpoint(path, other, opt2, LRSchedule(opt2, "poly", 1), None)
+    assert (progress.epoch, progress.iteration) == (3, 30)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+    assert torch.equal(other.weight, net.weight)
+    assert opt2.state_dict()["state"][0]["momentum_buffer"].equal(opt.state_dict()["state"][0]["momentum_buffer"])
+    torch.load(path, weights_only=True)  # plain tensors and Python values only
+
+
+# ---------------------------------------------------------------------------- training runs
+def test_tiny_3d_run_writes_run_folder_and_model_folder(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    folder = train(tiny_recipe(tiny_data), TrainOptions(run, progress_bar=False))
+    assert folder == run / "model"
+    for name in ("recipe.json", "plan.json", "splits.json", "checkpoint_last.pt", "checkpoint_best.pt",
+                 "training_log.csv", "curves.png"):
+        assert (run / name).is_file(), name
+    for name in ("model.json", "plan.json", "weights.safetensors", "training_log.csv", "curves.png"):
+        assert (folder / name).is_file(), name
+    rows = log_rows(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"] and [r["iteration"] for r in rows] == ["2", "4"]
+    assert all(0.0 <= float(r["dice_Anterior"]) <= 1.0 and float(r["train_loss"]) > 0 for r in rows)
+    spec = json.loads((folder / "model.json").read_text())
+    assert spec["metrics"]["validation_cases"] == 1 and set(spec["metrics"]["dice"]) == {"Anterior", "Posterior"}
+    assert set(spec["postprocessing"]["keep_largest_component"]) <= {1, 2}
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_exact_resume_after_a_kill(tiny_data: Path, tmp_path: Path) -> None:
+    recipe = tiny_recipe(tiny_data, budget={"epochs": 4, "iterations_per_epoch": 2}, validation={"every": 2})
+    train(recipe, TrainOptions(tmp_path / "straight", progress_bar=False))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_2(progress: Progress) -> None:
+        if progress.epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(recipe, TrainOptions(tmp_path / "killed", progress_bar=False, on_epoch_end=kill_after_epoch_2))
+    assert not (tmp_path / "killed" / "model").exists()
+    train(recipe, TrainOptions(tmp_path / "killed", resume=True, progress_bar=False))
+    straight = torch.load(tmp_path / "straight" / "checkpoint_last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "checkpoint_last.pt", weights_only=True)
+    assert resumed["progress"]["iteration"] == straight["progress"]["iteration"] == 8
+    assert all(torch.equal(straight["network"][k], resumed["network"][k]) for k in straight["network"])
+    losses = lambda run: [r["train_loss"] for r in log_rows(tmp_path / run)]  # noqa: E731
+    assert losses("straight") == losses("killed")
+
+
+def test_run_folder_guards(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no checkpoint_last.pt"):
+        train(tiny_recipe(tiny_data), TrainOptions(tmp_path / "new", resume=True, progress_bar=False))
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "checkpoint_last.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match="pass --resume"):
+        train(tiny_recipe(tiny_data), TrainOptions(tmp_path / "used", progress_bar=False))
+
+
+def test_wall_clock_budget_stops_cleanly_and_writes_the_model(tiny_data: Path, tmp_path: Path) -> None:
+    recipe = tiny_recipe(tiny_data, budget={"epochs": 1000, "iterations_per_epoch": 50}, validation={"every": 100})
+    folder = train(recipe, TrainOptions(tmp_path / "run", minutes=0.02, progress_bar=False))
+    rows = log_rows(tmp_path / "run")
+    assert 1 <= int(rows[-1]["iteration"]) < 1000 * 50 and "val_dice_mean" in rows[-1] and rows[-1]["val_dice_mean"]
+    spec = json.loads((folder / "model.json").read_text())
+    assert 1.0 <= spec["metrics"]["training_seconds"] < 60
+
+
+def test_2d_run_trains_on_slices_and_validates_whole_volumes(tiny_data: Path, tmp_path: Path) -> None:
+    recipe = tiny_recipe(tiny_data, model={"spatial_dims": 2, "family": "segnet"}, budget={"epochs": 1})
+    folder = train(recipe, TrainOptions(tmp_path / "run", progress_bar=False))
+    spec = json.loads((folder / "model.json").read_text())
+    assert spec["spatial_dims"] == 2 and spec["family"] == "segnet" and spec["network"]["patch_size"] == [24, 16]
+    assert 0.0 <= spec["metrics"]["mean_dice"] <= 1.0
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_2d_prediction_restacks_slices_along_the_slice_axis(axis: int) -> None:
+    from medseg.training.validation import Predictor
+
+    conv = torch.nn.Conv2d(2, 3, 1)  # pointwise: tiling and blending must not change its output
+    image = np.random.default_rng(0).normal(size=(2, 9, 11, 7)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch.einsum("kc,cxyz->kxyz", conv.weight[:, :, 0, 0], torch.from_numpy(image))
+        expected += conv.bias[:, None, None, None]
+    logits = Predictor(conv, 2, (8, 8), torch.device("cpu"), slice_axis=axis).logits(image)
+    assert logits.shape == (3, 9, 11, 7) and torch.allclose(logits, expected, atol=1e-5)
