@@ -91,7 +91,7 @@ def run(data: Path, repeats: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="repeats per series (best is kept)")
+    parser.add_argument("--repeats", type=int, default=15, help="repeats per series (best is kept)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args(argv)

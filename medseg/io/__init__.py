@@ -14,11 +14,15 @@ from medseg.volume import Kind, Volume
 __all__ = ["read_volume", "write_volume", "is_volume_file"]
 
 
-def read_volume(path: str | Path, kind: Kind = "image", series: str | None = None) -> Volume:
+def read_volume(
+    path: str | Path, kind: Kind = "image", series: str | None = None, resample: bool = False
+) -> Volume:
     """Read one volume from a NIfTI/NRRD/MHA file or a DICOM file/folder.
 
     ``series`` selects a DICOM series (UID, index from ``medseg series`` or a description
-    pattern); it is required when a folder holds several image series.
+    pattern); it is required when a folder holds several image series. ``resample`` lets a
+    DICOM series with gantry tilt or uneven slice spacing be resampled onto a regular grid
+    instead of being refused.
     """
     from medseg.errors import InputError
 
@@ -29,7 +33,7 @@ def read_volume(path: str | Path, kind: Kind = "image", series: str | None = Non
         return read_volume_file(path, kind=kind)
     from medseg.io.dicom import load_volume
 
-    volume = load_volume(path, select=series)
+    volume = load_volume(path, select=series, resample=resample)
     return volume.as_label() if kind == "label" else volume
 
 
