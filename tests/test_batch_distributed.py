@@ -116,3 +116,74 @@ def _Frozen(**fields):
 
     cls = make_dataclass("Frozen", list(fields), frozen=True)
     return cls(**fields)
+
+
+# ----------------------------------------------------------------------------- the real trainer under 2 ranks
+HIPPO_CASES = ("hippocampus_003", "hippocampus_004", "hippocampus_007", "hippocampus_008")
+
+
+def _train_rank(rank: int, world: int, port: int, root: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    from medseg.training import trainer
+    from medseg.training.recipe import Recipe
+
+    torch.set_num_threads(1)
+    original = trainer.run_epochs
+
+    def keep_weights(session, *args, **kwargs):
+        progress = original(session, *args, **kwargs)
+        torch.save(session.network.state_dict(), Path(root) / f"weights{rank}.pt")
+        return progress
+
+    trainer.run_epochs = keep_weights
+    from medseg.training import checkpoint
+
+    def recorded(function):
+        def writer(*args, **kwargs):
+            with open(Path(root) / "writers.txt", "a") as handle:
+                handle.write(f"{rank} {function.__name__}\n")
+            return function(*args, **kwargs)
+        return writer
+
+    checkpoint.save_checkpoint = recorded(checkpoint.save_checkpoint)
+    trainer.write_log_csv = recorded(trainer.write_log_csv)
+    trainer.save_model_folder = recorded(trainer.save_model_folder)
+    trainer.save_recipe = recorded(trainer.save_recipe)
+    recipe = Recipe.from_dict({
+        "name": "ddp", "dataset": {"path": f"{root}/cases.csv"}, "plan": {"file": f"{root}/plan.json"},
+        "model": {"family": "unet", "spatial_dims": 3}, "budget": {"epochs": 2, "iterations_per_epoch": 2},
+        "validation": {"every": 2}, "runtime": {"device": "cpu", "workers": 0, "cache_dir": f"{root}/cache"},
+    })
+    trainer.train(recipe, trainer.TrainOptions(Path(root) / "run", progress_bar=False))
+
+
+@pytest.mark.slow  # two processes each building the MONAI pipeline: about 20 s on 2 shared cores
+def test_medseg_train_under_two_ranks_writes_once_and_ends_identical(shared_data: Path, tmp_path: Path) -> None:
+    import json
+
+    import torch.multiprocessing as mp
+
+    from medseg.training.plan import NetworkConfig, Normalization, Plan
+
+    source = shared_data / "msd_hippocampus"
+    rows = "".join(f"{c},{source}/imagesTr/{c}.nii.gz,{source}/labelsTr/{c}.nii.gz\n" for c in HIPPO_CASES)
+    (tmp_path / "cases.csv").write_text("case,image,label\n" + rows)
+    labels = {0: "background", 1: "Anterior", 2: "Posterior"}
+    (tmp_path / "cases.json").write_text(json.dumps({"name": "hippo4", "labels": labels, "modality": {"0": "MRI"}}))
+    Plan("hippo4", ("MRI",), labels, (1.0, 1.0, 1.0), (Normalization("zscore"),),
+         NetworkConfig((16, 24, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
+         NetworkConfig((24, 16), 4, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))),
+         slice_axis=0).save(tmp_path / "plan.json")
+    mp.spawn(_train_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    weights = [torch.load(tmp_path / f"weights{r}.pt", weights_only=True) for r in range(2)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    run = tmp_path / "run"
+    saved = torch.load(run / "checkpoint_last.pt", weights_only=True)["network"]
+    assert all(torch.equal(saved[k], weights[0][k]) for k in saved)
+    writers = (tmp_path / "writers.txt").read_text().split("\n")
+    assert {w.split()[0] for w in writers if w} == {"0"}  # only rank 0 wrote files
+    assert {w.split()[1] for w in writers if w} == {"save_recipe", "write_log_csv", "save_checkpoint", "save_model_folder"}
+    with open(run / "training_log.csv") as handle:
+        assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["1", "2"]
+    assert (run / "model" / "weights.safetensors").is_file()

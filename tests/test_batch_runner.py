@@ -93,6 +93,7 @@ def test_rerun_resumes_retries_verifies_and_forces(tmp_path: Path) -> None:
     changed = out / "cases" / "case_000" / "case_000.nii.gz"
     changed.write_bytes(changed.read_bytes() + b"x")
     (out / "cases" / "case_001" / ".case_001.nii.gz.abc123.part.nii.gz").write_bytes(b"half")
+    (out / ".report.html.xyz.part.html").write_bytes(b"<html")
     redo = run(tmp_path / "in", out, FakeEngine()).summary
     assert (redo.ran, redo.skipped_done) == (1, 2)
     rows = ledger_rows(out)
@@ -127,6 +128,16 @@ def test_dry_run_says_what_would_happen_and_writes_nothing(tmp_path: Path) -> No
     run(tmp_path / "in", out, FakeEngine(fail_on=("case_001",)))
     lines = {c: (a, r) for c, a, r in dry_run(tmp_path / "in", out, SelectionRules(), False, False, False)}
     assert lines == {"case_000": ("keep", "done"), "case_001": ("keep", "failed before (use --retry-failed)")}
+
+
+def test_ray_backend_without_ray_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    write_cases(tmp_path / "in", 1)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ConfigError, match=r"needs Ray: pip install 'medseg\[distributed\]'"):
+        run(tmp_path / "in", tmp_path / "out", FakeEngine(), backend="ray")
+    assert ledger_rows(tmp_path / "out")["case_000"].status == "pending"
 
 
 def test_cli_exit_codes_and_dry_run_listing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -73,7 +73,7 @@ def test_backend_returns_full_resolution_output_of_deep_supervision():
         def forward(self, x):
             return [x * 2, x[:, :, ::2, ::2, ::2]]
 
-    out = TorchBackend(Deep(), rt.Runtime(torch.device("cpu"), "fp32", 1), channels_last=False)(torch.ones(1, 2, 4, 4, 4))
+    out = TorchBackend(Deep(), rt.Runtime(torch.device("cpu"), "fp32", 1))(torch.ones(1, 2, 4, 4, 4))
     assert out.shape == (1, 2, 4, 4, 4) and float(out.max()) == 2.0
 
 

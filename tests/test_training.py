@@ -217,3 +217,13 @@ def test_2d_prediction_restacks_slices_along_the_slice_axis(axis: int) -> None:
         expected += conv.bias[:, None, None, None]
     logits = Predictor(conv, 2, (8, 8), torch.device("cpu"), slice_axis=axis).logits(image)
     assert logits.shape == (3, 9, 11, 7) and torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_postprocessing_is_kept_only_where_it_raises_mean_dice() -> None:
+    from medseg.training.validation import ValidationResult, decide_postprocessing
+
+    result = ValidationResult(("a", "b"), np.array([[0.80, 0.70], [0.60, 0.90]]),
+                              np.array([[0.85, 0.70], [0.60, 0.85]]))
+    decision = decide_postprocessing(result, LABELS)
+    assert decision["keep_largest_component"] == [1]  # class 1 gains, class 2 loses on average
+    assert decision["dice_with"]["Anterior"] == pytest.approx(0.725)

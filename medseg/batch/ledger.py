@@ -153,6 +153,10 @@ class Ledger:
     def _tx(self) -> "sqlite3.Connection":
         return _Transaction(self._db)  # type: ignore[return-value]
 
+    def transaction(self) -> "sqlite3.Connection":
+        """One transaction around many changes (``with ledger.transaction(): ...``): one commit, one fsync."""
+        return self._tx()
+
     def _check_version(self) -> None:
         version = self.get_meta("schema_version")
         if version is None:
@@ -295,17 +299,21 @@ class Ledger:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error); inside another one, part of it."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._outer = False
 
     def __enter__(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN IMMEDIATE")
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._outer = True
         return self._db
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if self._outer:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _dumps(value: Mapping) -> str:

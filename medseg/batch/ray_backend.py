@@ -92,6 +92,7 @@ class RayBackend:
         self._pending: dict[Any, _Actor] = {}
         self._owns_ray = False
         self._token = secrets.token_hex(16)
+        require_ray()  # fail before any case is touched
 
     def start(self) -> None:
         """Connect to (or start) Ray and create the actors; they load the model in parallel."""
@@ -181,6 +182,8 @@ class RayBackend:
         """Kill the actors (and shut Ray down if this backend started it)."""
         import ray
 
+        if not ray.is_initialized():
+            return
         for actor in self._actors:
             ray.kill(actor.handle, no_restart=True)
         self._actors, self._pending = [], {}

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from medseg.batch.backend import Backend, Event, Finished, Loaded, Lost, StartFailed
+from medseg.batch.backend import Backend, Event, Loaded, Lost, StartFailed
 from medseg.batch.cases import Case, Discovery, Skipped
-from medseg.batch.engine import CASES_DIR, Engine, ModelIdentity, remove_part_files, sha256_file
+from medseg.batch.engine import Engine, ModelIdentity, remove_part_files, sha256_file
 from medseg.batch.ledger import LEDGER_NAME, CaseRow, Ledger
 from medseg.batch.privacy import redact
 from medseg.errors import ConfigError, MedsegError, OutputError
@@ -148,6 +148,11 @@ def sync_ledger(ledger: Ledger, discovery: Discovery) -> None:
     Source paths and descriptions are stored with patient name parts redacted.
     """
     rows = {r.case_id: r for r in ledger.rows()}
+    with ledger.transaction():
+        _sync_items(ledger, discovery, rows)
+
+
+def _sync_items(ledger: Ledger, discovery: Discovery, rows: dict[str, CaseRow]) -> None:
     for item in (*discovery.cases, *discovery.skipped):
         kind = getattr(item, "kind", "dicom")
         ledger.upsert_case(
@@ -171,7 +176,7 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
     outdir = Path(options.outdir)
     check_model(ledger, identity, options.force)
     sync_ledger(ledger, discovery)
-    stale = remove_part_files(outdir / CASES_DIR)
+    stale = remove_part_files(outdir)  # temp files of a killed run (cases, report, summary)
     if stale:
         log.info("removed %d unfinished temporary file(s) left by an interrupted run", stale)
     rows = {r.case_id: r for r in ledger.rows()}

@@ -82,11 +82,9 @@ def run_predict_loop(images: list[Path], model: Path, out: Path, device: str) ->
 
 def ray_available() -> bool:
     """True when Ray can be imported."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
 
 
 def markdown(results: dict[str, dict], n: int, model: Path, machine: str) -> str:

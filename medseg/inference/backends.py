@@ -1,7 +1,7 @@
 """Network runtimes behind one call signature: float32 tiles in, float32 logits out.
 
 * ``torch``: the model folder's PyTorch network (autocast bf16 on CPUs with native bf16, fp16 AMP
-  on CUDA, channels-last memory layout).
+  on CUDA).
 * ``onnxruntime`` / ``openvino``: an ONNX file written by :mod:`medseg.inference.export`
   (optional extra ``medseg[fast]``). OpenVINO honours ``bf16`` on CPUs that support it.
 """
@@ -54,40 +54,26 @@ def _first_output(out: torch.Tensor | list | tuple) -> torch.Tensor:
 
 
 class TorchBackend:
-    """A PyTorch network in eval mode on the runtime's device, under inference mode and autocast."""
+    """A PyTorch network in eval mode on the runtime's device, under inference mode and autocast.
+
+    (A channels-last memory layout was measured and left out: on this project's CPU benchmark it
+    made the nnU-Net-style U-Net slower in bf16 and no faster in fp32.)
+    """
 
     name = "torch"
 
-    def __init__(self, network: torch.nn.Module, runtime: Runtime, channels_last: bool = True) -> None:
+    def __init__(self, network: torch.nn.Module, runtime: Runtime) -> None:
         self.runtime = runtime
         self.network = network.eval().to(runtime.device)
-        self.memory_format: torch.memory_format | None = None
-        if channels_last:
-            dims = _conv_dims(self.network)
-            self.memory_format = {3: torch.channels_last_3d, 2: torch.channels_last}.get(dims)
-            if self.memory_format is not None:
-                self.network = self.network.to(memory_format=self.memory_format)
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         x = tiles.to(self.runtime.device, dtype=torch.float32, non_blocking=True)
-        if self.memory_format is not None:
-            x = x.contiguous(memory_format=self.memory_format)
         with torch.inference_mode(), self.runtime.autocast():
             out = _first_output(self.network(x))
         return out.float().contiguous()
 
     def describe(self) -> dict:
-        return {"backend": self.name, **self.runtime.describe(), "channels_last": self.memory_format is not None}
-
-
-def _conv_dims(network: torch.nn.Module) -> int | None:
-    """2 or 3 for networks made of Conv2d/Conv3d layers, else None."""
-    for module in network.modules():
-        if isinstance(module, torch.nn.Conv3d):
-            return 3
-        if isinstance(module, torch.nn.Conv2d):
-            return 2
-    return None
+        return {"backend": self.name, **self.runtime.describe()}
 
 
 class OnnxRuntimeBackend:

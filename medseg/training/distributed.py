@@ -100,14 +100,17 @@ def rank_device(ctx: DistContext, device: torch.device) -> torch.device:
 def wrap(network: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
     """``network`` in DistributedDataParallel when several processes run (else itself).
 
-    Parameters are broadcast from rank 0 when wrapping, so all ranks start identical.
+    Parameters are broadcast from rank 0 when wrapping, so all ranks start identical. Unused
+    parameters are allowed: the deep-supervision loss skips the zero-weight lowest-resolution
+    output (nnU-Net's weighting), so that head never receives a gradient.
     """
     if not ctx.enabled:
         return network
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(network, device_ids=ids, output_device=ids[0] if ids else None)
+    return DistributedDataParallel(network, device_ids=ids, output_device=ids[0] if ids else None,
+                                   find_unused_parameters=True)
 
 
 def unwrap(network: nn.Module) -> nn.Module:

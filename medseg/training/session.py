@@ -8,7 +8,7 @@ the few actions the epoch loop needs (batches, validation, checkpoints).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from medseg.training import checkpoint as ckpt
+from medseg.training import distributed
 from medseg.training.checkpoint import Progress
 from medseg.training.loop import (TrainStep, autocast_factory, choose_device, choose_precision, configure_backends,
                                   make_scaler, memory_format)
@@ -41,6 +42,7 @@ class Session:
     step: TrainStep
     schedule: LRSchedule
     predictor: Predictor
+    dist: distributed.DistContext = field(default_factory=distributed.DistContext)
 
     @property
     def spatial_dims(self) -> int:
@@ -55,7 +57,8 @@ class Session:
         """The endless batch stream, positioned at batch ``start_iteration``."""
         from medseg.training.data import make_train_loader
 
-        loader = make_train_loader(self.cache, self.split.train, self.plan, self.recipe, self.spatial_dims)
+        plan, recipe = distributed.for_rank(self.plan, self.recipe, self.spatial_dims, self.dist)  # batch share, seed
+        loader = make_train_loader(self.cache, self.split.train, plan, recipe, self.spatial_dims)
         stream = iter(loader)
         if start_iteration:
             log.info("resuming: skipping the %d batches already trained on", start_iteration)
@@ -75,6 +78,8 @@ class Session:
         return validate(self.predictor, self.val_cases(), self.plan.num_classes)
 
     def save_checkpoint(self, path: Path, progress: Progress) -> Path:
+        if not self.dist.is_main:  # under torchrun only rank 0 writes
+            return path
         return ckpt.save_checkpoint(path, self.network, self.step.optimizer, self.schedule, self.step.scaler, progress)
 
     def restore(self, path: Path) -> Progress:
@@ -120,10 +125,12 @@ def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
     from medseg.training.losses import build_loss
     from medseg.training.optim import build_optimizer
 
-    device = choose_device(recipe.runtime.device)
+    dist = distributed.init_from_env(choose_device(recipe.runtime.device))  # torchrun: join the group
+    device = distributed.rank_device(dist, choose_device(recipe.runtime.device))
     precision = choose_precision(recipe.runtime.precision, device)
     configure_backends(device)
-    plan, cache, split = prepare_data(recipe, run_dir, resume)
+    with distributed.main_first(dist):  # rank 0 plans and caches; the others then reuse its files
+        plan, cache, split = prepare_data(recipe, run_dir, resume or not dist.is_main)
     ckpt.seed_everything(recipe.runtime.seed)
     network = build_network(recipe, plan, device)
     optimizer = build_optimizer(network.parameters(), recipe.optimizer)
@@ -132,11 +139,11 @@ def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
                           budget.minutes * 60.0 if budget.minutes else None)
     autocast = autocast_factory(device, precision)
     loss = build_loss(recipe.loss.name, plan.num_classes, recipe.loss.class_weights).to(device)
-    step = TrainStep(network, loss, optimizer, device, autocast, make_scaler(device, precision),
+    step = TrainStep(distributed.wrap(network, dist, device), loss, optimizer, device, autocast, make_scaler(device, precision),
                      recipe.optimizer.grad_clip, memory_format(device, recipe.model.spatial_dims))
     config = plan.config(recipe.model.spatial_dims)
     predictor = Predictor(network, recipe.model.spatial_dims, config.patch_size, device, autocast, plan.slice_axis,
                           sw_batch_size=config.batch_size)
     log.info("training %s %dD on %s (%s), %d training / %d validation cases", recipe.model.family,
              recipe.model.spatial_dims, device, precision, len(split.train), len(split.val))
-    return Session(recipe, run_dir, plan, cache, split, device, precision, network, step, schedule, predictor)
+    return Session(recipe, run_dir, plan, cache, split, device, precision, network, step, schedule, predictor, dist)

@@ -27,9 +27,10 @@ import torch
 from medseg.errors import ConfigError
 from medseg.io.atomic import atomic_write_text, ensure_writable_dir
 from medseg.training import checkpoint as ckpt
+from medseg.training import distributed
 from medseg.training.checkpoint import Progress
 from medseg.training.logs import TensorBoard, plot_curves, write_log_csv
-from medseg.training.loop import TrainStep, run_epoch
+from medseg.training.loop import run_epoch
 from medseg.training.model_folder import ModelSpec, package_versions, save_model_folder
 from medseg.training.session import Session, build_session
 from medseg.training.validation import ValidationResult, decide_postprocessing, validate
@@ -94,15 +95,18 @@ def train(recipe, options: TrainOptions) -> Path:
     recipe = apply_options(recipe, options)
     run_dir = Path(options.run_dir)
     check_run_dir(run_dir, options.resume)
-    save_recipe(run_dir, recipe, options.resume)
+    if distributed.context_from_env().is_main:  # under torchrun only rank 0 writes files
+        save_recipe(run_dir, recipe, options.resume)
     session = build_session(recipe, run_dir, options.resume)
-    progress = session.restore(run_dir / ckpt.LAST) if options.resume else Progress()
-    board = TensorBoard(run_dir / "tensorboard")
+    board = TensorBoard(run_dir / "tensorboard") if session.dist.is_main else None
     try:
+        progress = session.restore(run_dir / ckpt.LAST) if options.resume else Progress()
         progress = run_epochs(session, progress, board, options)
+        return finish(session, progress, board) if session.dist.is_main else run_dir / "model"
     finally:
-        board.close()
-    return finish(session, progress)
+        if board is not None:
+            board.close()
+        distributed.cleanup(session.dist)
 
 
 def budget_seconds(recipe) -> float | None:
@@ -111,15 +115,18 @@ def budget_seconds(recipe) -> float | None:
 
 
 def run_epochs(session: Session, progress: Progress, board: TensorBoard, options: TrainOptions) -> Progress:
-    """Epoch loop from ``progress`` until the epoch or time budget ends; checkpoints every epoch."""
-    recipe, budget = session.recipe, budget_seconds(session.recipe)
+    """Epoch loop from ``progress`` until the epoch or time budget ends; checkpoints every epoch.
+
+    Validates every ``validation.every`` epochs except after the last one (``finish`` does that).
+    """
     batches = session.batches(progress.iteration)
-    bar = _progress_bar(session, progress, options.progress_bar)
+    bar = _progress_bar(session, progress, options.progress_bar and session.dist.is_main)
     try:
-        while progress.epoch < recipe.budget.epochs and not _out_of_time(progress, budget):
-            row = train_one_epoch(session, progress, batches, bar, budget)
-            if _due_for_validation(session, progress, budget):
-                row.update(validation_row(session, progress))
+        while not _finished(session, progress):
+            row = train_one_epoch(session, progress, batches, bar, budget_seconds(session.recipe))
+            if not _finished(session, progress) and progress.epoch % session.recipe.validation.every == 0:
+                row.update(validation_columns(session, progress, *_timed(session.validate)))
+                progress.elapsed_seconds = distributed.all_reduce(progress.elapsed_seconds, session.dist, "max")
             progress.history.append(row)
             _write_epoch_outputs(session, progress, board, row)
             if options.on_epoch_end is not None:
@@ -130,10 +137,21 @@ def run_epochs(session: Session, progress: Progress, board: TensorBoard, options
     return progress
 
 
+def _finished(session: Session, progress: Progress) -> bool:
+    budget = budget_seconds(session.recipe)
+    out_of_time = budget is not None and progress.elapsed_seconds >= budget
+    return progress.epoch >= session.recipe.budget.epochs or out_of_time
+
+
+def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return function(), time.perf_counter() - start
+
+
 def train_one_epoch(session: Session, progress: Progress, batches: Iterator, bar, budget: float | None) -> dict:
     """One epoch (cut short when the time budget ends); updates ``progress``; returns its log row."""
     start, spent_before = time.perf_counter(), progress.elapsed_seconds
-    elapsed = lambda: spent_before + time.perf_counter() - start  # noqa: E731
+    elapsed = distributed.agreed(lambda: spent_before + time.perf_counter() - start, session.dist)  # same on all ranks
 
     def set_lr(iteration: int) -> float:
         return session.schedule.step(iteration, elapsed())
@@ -149,26 +167,16 @@ def train_one_epoch(session: Session, progress: Progress, batches: Iterator, bar
     progress.epoch += 1
     progress.iteration += result.iterations
     progress.elapsed_seconds = elapsed()
-    return {"epoch": progress.epoch, "iteration": progress.iteration, "train_loss": result.loss,
+    loss = distributed.all_reduce(result.loss, session.dist)  # mean over ranks
+    return {"epoch": progress.epoch, "iteration": progress.iteration, "train_loss": loss,
             "lr": session.step.optimizer.param_groups[0]["lr"], "epoch_seconds": result.seconds,
             "iterations_per_second": result.iterations / max(result.seconds, 1e-9)}
 
 
-def _out_of_time(progress: Progress, budget: float | None) -> bool:
-    return budget is not None and progress.elapsed_seconds >= budget
-
-
-def _due_for_validation(session: Session, progress: Progress, budget: float | None) -> bool:
-    every, last = session.recipe.validation.every, session.recipe.budget.epochs
-    return progress.epoch % every == 0 or progress.epoch >= last or _out_of_time(progress, budget)
-
-
-def validation_row(session: Session, progress: Progress) -> dict:
-    """Validate now, keep the best checkpoint, return the Dice columns of the log row."""
-    start = time.perf_counter()
-    result = session.validate()
-    progress.elapsed_seconds += time.perf_counter() - start
-    row = {"val_dice_mean": result.mean, "val_seconds": time.perf_counter() - start}
+def validation_columns(session: Session, progress: Progress, result: ValidationResult, seconds: float) -> dict:
+    """Log columns of a validation; counts its time in the budget and keeps the best checkpoint."""
+    progress.elapsed_seconds += seconds
+    row = {"val_dice_mean": result.mean, "val_seconds": seconds}
     for label, dice in zip(session.foreground_names, result.mean_per_class):
         row[f"dice_{label}"] = float(dice)
     if result.mean > progress.best_score:
@@ -178,6 +186,8 @@ def validation_row(session: Session, progress: Progress) -> dict:
 
 
 def _write_epoch_outputs(session: Session, progress: Progress, board: TensorBoard, row: dict) -> None:
+    if not session.dist.is_main:
+        return
     write_log_csv(session.run_dir / "training_log.csv", progress.history)
     board.log(row, progress.iteration)
     session.save_checkpoint(session.run_dir / ckpt.LAST, progress)
@@ -185,9 +195,15 @@ def _write_epoch_outputs(session: Session, progress: Progress, board: TensorBoar
     log.info("epoch %d (iteration %d): %s", progress.epoch, progress.iteration, message)
 
 
-def finish(session: Session, progress: Progress) -> Path:
-    """Final validation with the post-processing decision, curves, and the model folder."""
-    result = validate(session.predictor, session.val_cases(), session.plan.num_classes, with_postprocessing=True)
+def finish(session: Session, progress: Progress, board: TensorBoard) -> Path:
+    """Final validation (with the post-processing decision) logged on the last epoch's row,
+    curves, and the model folder."""
+    result, seconds = _timed(lambda: validate(session.predictor, session.val_cases(), session.plan.num_classes,
+                                              with_postprocessing=True))
+    if progress.history and "val_dice_mean" not in progress.history[-1]:
+        row = progress.history[-1]
+        row.update(validation_columns(session, progress, result, seconds))
+        _write_epoch_outputs(session, progress, board, row)
     postprocessing = decide_postprocessing(result, session.plan.labels)
     curves = plot_curves(progress.history, session.run_dir / "curves.png")
     spec = model_spec(session, progress, result, postprocessing)

@@ -1,5 +1,6 @@
 """Validation: sliding-window prediction of whole preprocessed volumes, Dice per class, and the
-keep-largest-component post-processing decision (nnU-Net's rule, per class).
+keep-largest-component post-processing decision (nnU-Net's rule, per class), made with the
+same ``keep_largest_component`` (full connectivity) that ``medseg predict`` applies.
 
 Prediction is MONAI ``sliding_window_inference`` with Gaussian weighting (sigma 1/8 of the tile)
 and 0.5 overlap. A 2D model predicts slice by slice across ``slice_axis`` and the slices are
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -67,22 +68,6 @@ def dice_per_class(prediction: np.ndarray, reference: np.ndarray, num_classes: i
     return dice[0].double().numpy()
 
 
-def keep_largest_component(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
-    """Keep only the largest connected component (full connectivity) of each class in ``classes``;
-    removed voxels become background. Uses ``scipy.ndimage.label``."""
-    from scipy import ndimage
-
-    out = np.array(labels, copy=True)
-    structure = np.ones((3,) * labels.ndim, dtype=bool)
-    for c in classes:
-        components, count = ndimage.label(labels == c, structure=structure)
-        if count > 1:
-            sizes = np.bincount(components.ravel())
-            sizes[0] = 0
-            out[(components != 0) & (components != int(sizes.argmax()))] = 0
-    return out
-
-
 @dataclass(frozen=True)
 class ValidationResult:
     """Dice per case and foreground class (rows follow ``case_ids``), without and with
@@ -105,6 +90,8 @@ class ValidationResult:
 def validate(predictor: Predictor, cases: Iterable[tuple[str, np.ndarray, np.ndarray]], num_classes: int,
              with_postprocessing: bool = False) -> ValidationResult:
     """Predict every ``(case_id, image (C,X,Y,Z), label (X,Y,Z))`` and score it."""
+    from medseg.inference.postprocess import keep_largest_component  # the very function inference applies
+
     ids, rows, rows_lcc = [], [], []
     foreground = list(range(1, num_classes))
     for case_id, image, label in cases:
@@ -112,7 +99,8 @@ def validate(predictor: Predictor, cases: Iterable[tuple[str, np.ndarray, np.nda
         ids.append(case_id)
         rows.append(dice_per_class(prediction, label, num_classes))
         if with_postprocessing:
-            rows_lcc.append(dice_per_class(keep_largest_component(prediction, foreground), label, num_classes))
+            kept = keep_largest_component(prediction, foreground)
+            rows_lcc.append(dice_per_class(kept, label, num_classes))
     if not ids:
         raise ValueError("validation needs at least one case")
     return ValidationResult(tuple(ids), np.stack(rows), np.stack(rows_lcc) if with_postprocessing else None)
