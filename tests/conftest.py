@@ -23,3 +23,17 @@ def shared_data() -> Path:
 def sample_data() -> Path:
     """The small real cases shipped in ``sample_data/``."""
     return SAMPLE_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_home(tmp_path_factory) -> None:
+    """Keep caches that tests trigger (e.g. ONNX exports of 'predict --backend auto') out of ~/.cache."""
+    import os
+
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,29 +47,68 @@ def test_export_folder_holds_model_plan_and_spec(exported):
 def test_onnx_backends_agree_with_torch_fp32(exported, hippo, backend):
     pytest.importorskip(backend)
     model, folder = exported
-    reference = Predictor.from_folders([model], PredictOptions(device="cpu", threads=1, precision="fp32"))
+    reference = Predictor.from_folders([model], PredictOptions(device="cpu", threads=1, precision="fp32",
+                                                               backend="torch"))
     expected = reference.predict([hippo]).labels
     with Predictor.from_folders([folder], PredictOptions(device="cpu", threads=1, precision="fp32",
                                                          backend=backend)) as predictor:
+        assert predictor.models[0].backend.name == backend
         labels = predictor.predict([hippo]).labels
     assert labels.same_grid(hippo)
     assert (labels.array == expected.array).mean() > 0.995
 
 
-def test_model_folder_is_exported_on_the_fly_for_onnxruntime(exported, hippo):
+def test_model_folder_is_exported_once_into_the_cache(exported, hippo, tmp_path):
     pytest.importorskip("onnxruntime")
     model, _ = exported
-    with Predictor.from_folders([model], PredictOptions(device="cpu", threads=1, backend="onnxruntime")) as predictor:
-        workdir = predictor._resources[0].name
+    options = PredictOptions(device="cpu", threads=1, backend="onnxruntime", cache_dir=str(tmp_path / "cache"))
+    with Predictor.from_folders([model], options) as predictor:
         assert predictor.predict([hippo]).labels.same_grid(hippo)
-    import os
-    assert not os.path.exists(workdir)  # the temporary export is removed on close
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert (entry / "model.onnx").is_file() and (entry / "medseg_export.json").is_file()
+    stamp = (entry / "model.onnx").stat().st_mtime_ns
+    with Predictor.from_folders([model], options):
+        pass
+    assert (entry / "model.onnx").stat().st_mtime_ns == stamp  # reused, not exported again
+
+
+def test_unwritable_cache_falls_back_to_a_temporary_export(exported, tmp_path):
+    pytest.importorskip("onnxruntime")
+    model, _ = exported
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    options = PredictOptions(device="cpu", threads=1, backend="onnxruntime", cache_dir=str(blocked / "cache"))
+    with Predictor.from_folders([model], options) as predictor:
+        workdir = predictor._resources[0]._temporary.name
+        assert Path(workdir).is_dir()
+    assert not Path(workdir).exists()  # removed on close
+
+
+def test_auto_backend_prefers_openvino_on_cpu_and_falls_back_to_torch(exported, tmp_path, monkeypatch):
+    model, _ = exported
+    options = PredictOptions(device="cpu", threads=1, cache_dir=str(tmp_path / "cache"))
+    with Predictor.from_folders([model], options) as predictor:
+        expected = "openvino" if importlib.util.find_spec("openvino") else "torch"
+        assert predictor.models[0].backend.name == expected
+    import medseg.inference.export as export
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(export, "export_onnx", broken)
+    options = PredictOptions(device="cpu", threads=1, cache_dir=str(tmp_path / "other"))
+    with Predictor.from_folders([model], options) as predictor:
+        assert predictor.models[0].backend.name == "torch"
+    if importlib.util.find_spec("onnxruntime"):
+        with pytest.raises(RuntimeError, match="exploded"):
+            Predictor.from_folders([model], PredictOptions(device="cpu", backend="onnxruntime",
+                                                           cache_dir=str(tmp_path / "third")))
 
 
 def test_export_folder_needs_an_onnx_backend(exported):
     _, folder = exported
     with pytest.raises(ConfigError, match="is an ONNX export"):
-        Predictor.from_folders([folder], PredictOptions(device="cpu"))
+        Predictor.from_folders([folder], PredictOptions(device="cpu", backend="torch"))
 
 
 @pytest.mark.slow

@@ -122,7 +122,30 @@ def test_export_cli_then_predict_with_onnxruntime(model, inputs, tmp_path):
     assert predict("-m", str(tmp_path / "onnx"), "--backend", "onnxruntime", "-i", str(single),
                    "-o", str(tmp_path / "ort"), "--no-qc", "--precision", "fp32") == 0
     assert predict("-m", str(model), "-i", str(single), "-o", str(tmp_path / "pt"), "--no-qc",
-                   "--precision", "fp32") == 0
+                   "--precision", "fp32", "--backend", "torch") == 0
     a = read_volume_file(tmp_path / "ort" / f"{CASES[1]}.nii.gz", kind="label").array
     b = read_volume_file(tmp_path / "pt" / f"{CASES[1]}.nii.gz", kind="label").array
     assert (a == b).mean() > 0.995
+
+
+def test_find_sources_for_files_folders_and_dicom(shared_data, tmp_path):
+    from medseg.errors import InputError
+    from medseg.inference import find_sources
+
+    folder = shared_data / "dicom_tcia_brain_tumor_progression" / "dicom" / "PGBM-003"
+    cases = find_sources(folder)
+    assert len(cases) == 4 and len({c.case_id for c in cases}) == 4 and all(c.series.is_image for c in cases)
+    one_file = sorted((folder / "11-T1post-18670").glob("*.dcm"))[3]
+    (case,) = find_sources(one_file)
+    assert one_file in case.series.files
+    images = shared_data / "msd_hippocampus" / "imagesTr"
+    for n, name in enumerate(("a_0000.nii.gz", "a_0001.nii.gz", "b_0000.nii.gz", "b_0001.nii.gz")):
+        shutil.copy(images / f"{CASES[n % 2]}.nii.gz", tmp_path / name)
+    grouped = find_sources(tmp_path, channels=2)
+    assert [c.case_id for c in grouped] == ["a", "b"] and grouped[0].paths[1].name == "a_0001.nii.gz"
+    (tmp_path / "b_0001.nii.gz").unlink()
+    with pytest.raises(InputError, match="channels 0..1"):
+        find_sources(tmp_path, channels=2)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="no DICOM files found|neither a volume file"):
+        find_sources(tmp_path / "notes.txt")

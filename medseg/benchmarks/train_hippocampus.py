@@ -42,13 +42,14 @@ def train_model(recipe_path: Path, minutes: float, run_dir: Path, device: str) -
             "batch": spec["network"]["batch_size"], "postprocessing": spec["postprocessing"]}
 
 
-def precision_speed(recipe_path: Path, run_dir: Path, device: str, iterations: int = 15, rounds: int = 3) -> dict:
+def precision_speed(recipe_path: Path, run_dir: Path, device: str, iterations: int = 8, rounds: int = 2) -> dict:
     """Training iterations/s in fp32 and bf16 for the recipe's network and patch, alternating rounds.
 
     Batches are drawn once from the real loader and reused, so only the training step is timed.
     """
     import copy
     import itertools
+    from dataclasses import replace
 
     from medseg.training.loop import TrainStep, autocast_factory, choose_device, cpu_supports_bf16
     from medseg.training.optim import build_optimizer
@@ -56,8 +57,6 @@ def precision_speed(recipe_path: Path, run_dir: Path, device: str, iterations: i
     from medseg.training.session import build_session
 
     recipe = load_recipe(recipe_path)
-    from dataclasses import replace
-
     recipe = replace(recipe, runtime=replace(recipe.runtime, device=device))
     session = build_session(recipe, run_dir)
     target = choose_device(device)
@@ -93,10 +92,11 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def report(results: dict[str, dict], speed: dict, minutes: float, device: str) -> str:
+def report(results: dict[str, dict], speed: dict, minutes: float) -> str:
     """The markdown section."""
     from medseg.benchmarks.report import machine_line
 
+    device = ", ".join(sorted({r["metrics"]["device"] for r in results.values()}))
     lines = [
         "## Training on MSD hippocampus (`python -m medseg.benchmarks.train_hippocampus`)", "",
         machine_line(), "",
@@ -114,8 +114,9 @@ def report(results: dict[str, dict], speed: dict, minutes: float, device: str) -
             f"{m['iterations']} | {m['iterations_per_second']:.2f} | {m['dice']['Anterior']:.4f} | "
             f"{m['dice']['Posterior']:.4f} | {m['mean_dice']:.4f} | "
             f"{result['postprocessing'].get('keep_largest_component', [])} |")
-    lines += ["", "Training step speed, 3D U-Net (same network, patch and real batches; median of alternating "
-              "rounds, data loading excluded):", ""]
+    lines += ["", "Iterations/s above include data loading and DataLoader start-up. Training step speed, "
+              "3D U-Net (same network, patch and real batches; median of alternating rounds, data loading "
+              "excluded):", ""]
     if speed.get("fp32"):
         lines += ["| precision | iterations/s | relative to fp32 |", "|---|---|---|",
                   f"| fp32 | {speed['fp32']:.2f} | 1.00 |",
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per model (default 30)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmarks" / "train_hippocampus")
+    parser.add_argument("--speed-iterations", type=int, default=8, help="timed iterations per precision and round")
+    parser.add_argument("--speed-rounds", type=int, default=2, help="alternating fp32/bf16 rounds (median reported)")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -140,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         m = results[name]["metrics"]
         print(f"{name}: Dice {m['dice']} mean {m['mean_dice']:.4f}, {m['iterations']} iterations at "
               f"{m['iterations_per_second']:.2f} it/s ({m['precision']}), {time.perf_counter() - start:.0f} s in all")
-    speed = precision_speed(REPO / "pipelines" / MODELS[0][1], args.out / "precision", args.device)
+    speed = precision_speed(REPO / "pipelines" / MODELS[0][1], args.out / "precision", args.device,
+                            args.speed_iterations, args.speed_rounds)
     print(f"3D U-Net training step: fp32 {speed.get('fp32')} it/s, bf16 {speed.get('bf16')} it/s")
-    markdown = report(results, speed, args.minutes, args.device)
+    markdown = report(results, speed, args.minutes)
     print(markdown)
     if not args.no_doc:
         from medseg.benchmarks.report import update_section

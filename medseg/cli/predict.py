@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_group = p.add_argument_group("inference")
     run_group.add_argument("--tta", choices=("off", "all"), default="off", help="mirroring test-time augmentation")
     run_group.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    run_group.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default="torch")
+    run_group.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                           help="auto: OpenVINO on the CPU when installed (exported once, cached), else torch")
     run_group.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                            help="auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32")
     run_group.add_argument("--threads", type=int, help="CPU threads (default: all available)")

@@ -21,7 +21,7 @@ from medseg.inference.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 
 
 class Backend(Protocol):
@@ -42,7 +42,7 @@ def require_backend_package(name: str) -> None:
     """Raise a ConfigError naming the install command when a backend's package is missing."""
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if name != "torch" and importlib.util.find_spec(name) is None:
+    if name not in ("torch", "auto") and importlib.util.find_spec(name) is None:
         raise ConfigError(f"--backend {name} needs the {name} package; pip install 'medseg[fast]'")
 
 

@@ -11,9 +11,12 @@ inverse as the PyTorch model.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.errors import ConfigError, InputError
+from medseg.errors import ConfigError, InputError, OutputError
 from medseg.inference.loading import EXPORT_JSON, ModelInfo
 from medseg.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
 from medseg.training.plan import Plan
@@ -85,7 +88,7 @@ def export_onnx(network: torch.nn.Module, plan: Plan, info: ModelInfo, out_dir: 
     ensure_writable_dir(out_dir)
     network = _Logits(network.float().cpu().eval())
     patch = tuple(plan.config(info.spatial_dims).patch_size)
-    example = torch.randn(2, info.in_channels, *patch, generator=torch.Generator().manual_seed(0))
+    example = torch.randn(1, info.in_channels, *patch, generator=torch.Generator().manual_seed(0))
     target = out_dir / ONNX_NAME
     with atomic_path(target) as tmp:
         _export_graph(network, example, tmp, dynamic_spatial)
@@ -171,6 +174,64 @@ def export_model_folder(model_folder: str | Path, out_dir: str | Path, dynamic_s
     return export_onnx(trained.network, trained.plan, info, out_dir, dynamic_spatial)
 
 
-def temporary_export_dir() -> tempfile.TemporaryDirectory:
-    """A temporary folder for exports made on the fly by a predictor (removed on close)."""
-    return tempfile.TemporaryDirectory(prefix="medseg-onnx-")
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/medseg/onnx`` (``~/.cache/medseg/onnx`` when unset)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "medseg" / "onnx"
+
+
+def model_fingerprint(folder: Path) -> str:
+    """A key for a trained folder's export: SHA-256 of model.json, plan.json, the weights and the
+    torch version (the exporter), shortened to 20 hex digits."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for name in ("model.json", "plan.json", "weights.safetensors"):
+        with open(folder / name, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:20]
+
+
+class ExportStore:
+    """ONNX exports of trained folders made for the ONNX backends, kept in a cache folder keyed by
+    :func:`model_fingerprint` (exported once per machine and model), or in a temporary folder
+    removed by :meth:`close` when the cache cannot be written."""
+
+    def __init__(self, cache_dir: str | Path | None = None) -> None:
+        self.root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self._temporary: tempfile.TemporaryDirectory | None = None
+
+    def onnx_for(self, folder: Path, trained: Any, info: ModelInfo) -> Path:
+        """The ONNX file for ``folder``'s model, exported now when the cache lacks it."""
+        key = model_fingerprint(Path(folder))
+        roots = [self.root] + ([Path(self._temporary.name)] if self._temporary else [])
+        for root in roots:
+            if (root / key / EXPORT_JSON).is_file() and (root / key / ONNX_NAME).is_file():
+                return root / key / ONNX_NAME
+        try:
+            ensure_writable_dir(self.root)
+            root = self.root
+        except OutputError as exc:
+            log.info("ONNX cache %s is not writable (%s); exporting into a temporary folder", self.root, exc)
+            root = self._temporary_root()
+        log.info("exporting %s to ONNX once (cached in %s)", folder, root)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        try:
+            export_onnx(trained.network, trained.plan, info, staging)
+            try:
+                os.replace(staging, root / key)  # publish atomically; a concurrent export may win
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return root / key / ONNX_NAME
+
+    def _temporary_root(self) -> Path:
+        if self._temporary is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="medseg-onnx-")
+        return Path(self._temporary.name)
+
+    def close(self) -> None:
+        """Remove the temporary folder, if one was made."""
+        if self._temporary is not None:
+            self._temporary.cleanup()
+            self._temporary = None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,32 +99,53 @@ def folder_kind(path: Path) -> str:
     )
 
 
-def load_model(path: str | Path, backend: str, runtime: Runtime, workdir: Path) -> LoadedModel:
-    """Load one model folder for ``backend``; a trained folder run by an ONNX backend is exported
-    into ``workdir`` (an empty folder for this model) first (use ``medseg export`` once to skip that step on every run)."""
-    path = Path(path)
-    require_backend_package(backend)
-    kind = folder_kind(path)
+def resolve_backend(name: str, runtime: Runtime, kind: str = "model") -> str:
+    """The backend ``auto`` stands for: OpenVINO on the CPU when installed (measured fastest on
+    CPU, see docs/benchmarks.md), else PyTorch (ONNX Runtime for an export folder)."""
+    if name != "auto":
+        require_backend_package(name)
+        return name
+    if runtime.device.type == "cpu" and importlib.util.find_spec("openvino") is not None:
+        return "openvino"
     if kind == "export":
-        if backend == "torch":
+        if importlib.util.find_spec("onnxruntime") is not None:
+            return "onnxruntime"
+        raise ConfigError("an ONNX export needs openvino or onnxruntime; pip install 'medseg[fast]'")
+    return "torch"
+
+
+def load_model(path: str | Path, backend: str, runtime: Runtime, store: Any) -> LoadedModel:
+    """Load one model folder for ``backend`` (``auto`` resolved by :func:`resolve_backend`).
+
+    A trained folder run by an ONNX backend is exported once into ``store`` (an
+    :class:`~medseg.inference.export.ExportStore`, a cache keyed by the folder's contents). With
+    ``auto``, a model that cannot be exported or compiled runs with PyTorch instead (logged).
+    """
+    path = Path(path)
+    kind = folder_kind(path)
+    chosen = resolve_backend(backend, runtime, kind)
+    if kind == "export":
+        if chosen == "torch":
             raise ConfigError(
                 f"{path} is an ONNX export; run it with --backend onnxruntime or openvino, or pass the trained model folder"
             )
         from medseg.inference.export import load_export
 
         plan, info, onnx_path = load_export(path)
-        return LoadedModel(info, plan, _onnx_backend(backend, onnx_path, runtime))
+        return LoadedModel(info, plan, _onnx_backend(chosen, onnx_path, runtime))
     from medseg.training.model_folder import load_model_folder
 
     trained = load_model_folder(path, device="cpu")
     info = ModelInfo.from_spec(trained.spec, str(path))
-    if backend == "torch":
-        return LoadedModel(info, trained.plan, TorchBackend(trained.network, runtime))
-    from medseg.inference.export import export_onnx
-
-    log.info("exporting %s to ONNX for --backend %s (use 'medseg export' once to skip this)", path, backend)
-    onnx_path = export_onnx(trained.network, trained.plan, info, workdir)
-    return LoadedModel(info, trained.plan, _onnx_backend(backend, onnx_path, runtime))
+    if chosen != "torch":
+        try:
+            onnx_path = store.onnx_for(path, trained, info)
+            return LoadedModel(info, trained.plan, _onnx_backend(chosen, onnx_path, runtime))
+        except Exception as exc:  # only 'auto' falls back; an explicit backend reports its failure
+            if backend != "auto":
+                raise
+            log.warning("%s: the %s backend could not be prepared (%s); using torch", path, chosen, exc)
+    return LoadedModel(info, trained.plan, TorchBackend(trained.network, runtime))
 
 
 def _onnx_backend(name: str, onnx_path: Path, runtime: Runtime) -> Backend:

@@ -25,6 +25,9 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 class PredictOptions:
     """How the models run; fixed when a :class:`~medseg.inference.predictor.Predictor` is created.
 
+    ``backend``: ``auto`` = OpenVINO on the CPU when it is installed (exported once to ONNX and
+    cached in ``cache_dir``, default ``$XDG_CACHE_HOME/medseg/onnx``), else PyTorch; or one of
+    ``torch``, ``onnxruntime``, ``openvino``.
     ``tta``: ``off`` or ``all`` (mirroring over every spatial axis, 8 passes in 3D).
     ``tiles_per_batch``: tiles per network call (None = 2 on CPU, 4 on CUDA).
     ``fast``: argmax on the preprocessed grid, then nearest-neighbour back to the source grid
@@ -33,13 +36,14 @@ class PredictOptions:
     """
 
     device: str = "auto"
-    backend: str = "torch"
+    backend: str = "auto"
     precision: str = "auto"
     tta: str = "off"
     overlap: float = 0.5
     tiles_per_batch: int | None = None
     fast: bool = False
     threads: int | None = None
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         _choice("device", self.device, DEVICES)

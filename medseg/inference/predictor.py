@@ -78,16 +78,17 @@ class Predictor:
     @classmethod
     def from_folders(cls, paths: Sequence[str | Path], options: PredictOptions | None = None) -> "Predictor":
         """Load every model folder (trained folders, or ONNX exports for the ONNX backends) once."""
-        from medseg.inference.export import temporary_export_dir
+        from medseg.inference.export import ExportStore
 
         options = options or PredictOptions()
         runtime = configure_runtime(options.device, options.precision, options.threads)
-        workdir = temporary_export_dir() if options.backend != "torch" else None
-        models = []
-        for n, path in enumerate(paths):
-            target = Path(workdir.name) / f"model{n}" if workdir else Path(".")
-            models.append(load_model(path, options.backend, runtime, target))
-        return cls(models, options, runtime, [workdir] if workdir else [])
+        store = ExportStore(options.cache_dir)
+        try:
+            models = [load_model(path, options.backend, runtime, store) for path in paths]
+        except BaseException:
+            store.close()
+            raise
+        return cls(models, options, runtime, [store])
 
     @classmethod
     def from_network(cls, network: torch.nn.Module, plan: Plan, info: ModelInfo,
@@ -96,7 +97,7 @@ class Predictor:
         from medseg.inference.backends import TorchBackend
 
         options = options or PredictOptions()
-        if options.backend != "torch":
+        if options.backend not in ("torch", "auto"):
             raise ConfigError("from_network runs PyTorch networks only; export first for other backends")
         runtime = configure_runtime(options.device, options.precision, options.threads)
         return cls([LoadedModel(info, plan, TorchBackend(network, runtime))], options, runtime)
@@ -104,7 +105,7 @@ class Predictor:
     def close(self) -> None:
         """Release temporary exports."""
         for resource in self._resources:
-            resource.cleanup()
+            resource.close()
         self._resources = []
 
     def __enter__(self) -> "Predictor":

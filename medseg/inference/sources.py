@@ -62,9 +62,13 @@ def find_sources(input_path: str | Path, series: str | None = None, channels: in
     if path.is_file():
         if is_volume_file(path):
             return _file_cases([path], channels, path)
-        if series is None and path.suffix.lower() != ".dcm":
-            raise InputError(f"{path} is not a volume file ({', '.join(VOLUME_SUFFIXES)}) or a DICOM folder")
-        path = path.parent
+        cases = [c for c in _dicom_cases(path.parent, series, channels) if path.resolve() in _resolved(c.series.files)]
+        if not cases:
+            raise InputError(
+                f"{path} is neither a volume file ({', '.join(VOLUME_SUFFIXES)}) nor part of a DICOM image series; "
+                "pass a scan file, a folder of them or a DICOM folder"
+            )
+        return cases
     files = sorted(p for p in path.iterdir() if is_volume_file(p))
     if files:
         return _file_cases(files, channels, path)
@@ -111,6 +115,10 @@ def _dicom_cases(folder: Path, series: str | None, channels: int) -> list[CaseSo
         )
     chosen = [select_series(infos, series)] if series else images
     return _unique_ids([(dicom_case_id(info), info) for info in chosen])
+
+
+def _resolved(files: Any) -> set[Path]:
+    return {Path(f).resolve() for f in files}
 
 
 def dicom_case_id(info: Any) -> str:

@@ -185,14 +185,15 @@ def validation_columns(session: Session, progress: Progress, result: ValidationR
     return row
 
 
-def _write_epoch_outputs(session: Session, progress: Progress, board: TensorBoard, row: dict) -> None:
+def _write_epoch_outputs(session: Session, progress: Progress, board: TensorBoard, row: dict,
+                         what: str = "epoch") -> None:
     if not session.dist.is_main:
         return
     write_log_csv(session.run_dir / "training_log.csv", progress.history)
     board.log(row, progress.iteration)
     session.save_checkpoint(session.run_dir / ckpt.LAST, progress)
     message = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "iteration"))
-    log.info("epoch %d (iteration %d): %s", progress.epoch, progress.iteration, message)
+    log.info("%s %d (iteration %d): %s", what, progress.epoch, progress.iteration, message)
 
 
 def finish(session: Session, progress: Progress, board: TensorBoard) -> Path:
@@ -203,7 +204,7 @@ def finish(session: Session, progress: Progress, board: TensorBoard) -> Path:
     if progress.history and "val_dice_mean" not in progress.history[-1]:
         row = progress.history[-1]
         row.update(validation_columns(session, progress, result, seconds))
-        _write_epoch_outputs(session, progress, board, row)
+        _write_epoch_outputs(session, progress, board, row, "final validation, epoch")
     postprocessing = decide_postprocessing(result, session.plan.labels)
     curves = plot_curves(progress.history, session.run_dir / "curves.png")
     spec = model_spec(session, progress, result, postprocessing)
