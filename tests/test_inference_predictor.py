@@ -9,7 +9,6 @@ import torch
 from medseg.errors import ConfigError, InputError
 from medseg.inference import PredictOptions, Predictor
 from medseg.inference.loading import LoadedModel
-from medseg.inference.backends import TorchBackend
 from medseg.io.files import read_volume_file
 from medseg.volume import Volume
 from tests.inference_stubs import Threshold, expected_labels, make_plan, stub_info

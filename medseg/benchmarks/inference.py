@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -284,10 +284,11 @@ def ct_worker(kind: str, model: Path, shape: tuple[int, int, int], threads: int,
     volume = synthetic_ct(shape)
     base_rss = peak_rss_mb()
     start = time.perf_counter()
-    if kind == "medseg":
+    if kind.startswith("medseg"):
         from medseg.inference import PredictOptions, Predictor
 
-        predictor = Predictor.from_folders([model], PredictOptions(device="cpu", threads=threads, cache_dir=str(cache)))
+        options = PredictOptions(device="cpu", threads=threads, cache_dir=str(cache), fast=kind == "medseg-fast")
+        predictor = Predictor.from_folders([model], options)
         prediction = predictor.predict([volume])
         labels, stages = prediction.labels.array, prediction.timings
     else:
@@ -342,75 +343,103 @@ def run_ct(kind: str, model: Path, shape: tuple[int, int, int], threads: int, ti
 
 
 # ----------------------------------------------------------------------------- report
+WINDOW_NAMES = {"medseg": "medseg (overlap 0.5, Gaussian, {tiles} tiles/call)",
+                "monai_defaults": "MONAI defaults (overlap 0.25, constant, 1 tile/call)",
+                "monai_matched": "MONAI with medseg's settings (overlap 0.5, Gaussian, {tiles} tiles/call)"}
+STAGES = ("read", "preprocess", "network", "inverse", "postprocess", "write")
+
+
 def markdown(r: dict[str, Any]) -> str:
+    """The docs/benchmarks.md section for one run's results."""
     from medseg.benchmarks.report import machine_line
 
-    lines = ["## Inference", "", machine_line() + f" Threads: {r['threads']}.", ""]
-    lines += [f"Model: {r['model_note']}", ""]
-    c = r["ceiling"]
-    lines += ["### Compute ceiling and achieved throughput", "",
-              "| measure | GFLOP/s |", "|---|---|",
-              f"| matmul 4096x4096 fp32 | {c['fp32']:.0f} |", f"| matmul 4096x4096 bf16 | {c['bf16']:.0f} |",
-              f"| network in medseg's sliding window ({r['precision']}, {' x '.join(map(str, r['big_shape']))} volume) | {r['achieved_gflops']:.0f} "
-              f"({r['achieved_gflops'] / c[r['precision'] if r['precision'] in c else 'fp32'] * 100:.0f}% of the "
-              f"{r['precision']} matmul ceiling) |", "",
-              f"One forward of a {r['patch']} tile costs {r['tile_gflop']:.1f} GFLOP.", ""]
-    e = r["e2e"]
-    lines += [f"### Hippocampus end to end (read -> write, one model load; TTA off: {r['cases']} cases, "
-              f"TTA all: {r['tta_cases']})", "",
-              "| TTA | backend | total s | model load s | s/case | read | preprocess | network | inverse | postprocess | write |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for tta, row in e.items():
-        st = row["stages"]
-        lines.append(f"| {tta} | {row['backend']} ({row['precision']}) | {row['total']:.2f} | {row['load']:.2f} | {row['per_case']:.3f} | "
-                     + " | ".join(f"{st[s]:.3f}" for s in ("read", "preprocess", "network", "inverse", "postprocess", "write"))
-                     + " |")
-    lines += ["", "medseg defaults (`--backend auto`). Stage columns are mean seconds per case; write includes the "
-              "QC PNG and statistics. The TTA-off run starts with an empty ONNX cache, so its model load includes "
-              "the one-time export; the TTA run reuses the cache.", ""]
-    names = {"medseg": f"medseg (overlap 0.5, Gaussian, {r['tiles']} tiles/call)",
-             "monai_defaults": "MONAI defaults (overlap 0.25, constant, 1 tile/call)",
-             "monai_matched": f"MONAI with medseg's settings (overlap 0.5, Gaussian, {r['tiles']} tiles/call)"}
-    lines += [f"### Network only: medseg vs MONAI `sliding_window_inference` (same torch network call, {r['precision']})", "",
-              f"Hippocampus: {r['cases']} preprocessed cases with TTA off (best of repeats, round robin), "
-              f"{r['tta_cases']} with TTA on (8 mirrored passes; medseg flips each tile, the MONAI rows flip the "
-              f"whole volume around `sliding_window_inference`). Each case fits one {r['patch']} tile.", "",
-              "| windowing | TTA | seconds | label Dice vs medseg |", "|---|---|---|---|"]
+    lines = ["## Inference", "", machine_line() + f" Threads: {r['threads']}.", "", f"Model: {r['model_note']}", ""]
+    for section in (_md_ceiling, _md_end_to_end, _md_windowing, _md_backends, _md_ct):
+        lines += section(r) + [""]
+    lines += ["All figures from one run of `python -m medseg.benchmarks.inference`; the machine is shared, so "
+              "compare rows of one table rather than across runs."]
+    return "\n".join(lines)
+
+
+def _md_ceiling(r: dict[str, Any]) -> list[str]:
+    c, precision = r["ceiling"], r["precision"]
+    share = r["achieved_gflops"] / c.get(precision, c["fp32"]) * 100
+    return ["### Compute ceiling and achieved throughput", "", "| measure | GFLOP/s |", "|---|---|",
+            f"| matmul 4096x4096 fp32 | {c['fp32']:.0f} |", f"| matmul 4096x4096 bf16 | {c['bf16']:.0f} |",
+            f"| torch network in medseg's sliding window ({precision}, {' x '.join(map(str, r['big_shape']))} volume) "
+            f"| {r['achieved_gflops']:.0f} ({share:.0f}% of the {precision} matmul ceiling) |", "",
+            f"One forward of a {r['patch']} tile costs {r['tile_gflop']:.1f} GFLOP (torch's flop counter). The "
+            "backend table below gives the same figure for each runtime."]
+
+
+def _md_end_to_end(r: dict[str, Any]) -> list[str]:
+    lines = [f"### Hippocampus end to end (read -> write, one model load; TTA off: {r['cases']} cases, "
+             f"TTA all: {r['tta_cases']})", "",
+             "| TTA | backend | total s | model load s | s/case | " + " | ".join(STAGES) + " |", "|---" * 11 + "|"]
+    for tta, row in r["e2e"].items():
+        stages = " | ".join(f"{row['stages'][s]:.3f}" for s in STAGES)
+        lines.append(f"| {tta} | {row['backend']} ({row['precision']}) | {row['total']:.2f} | {row['load']:.2f} | "
+                     f"{row['per_case']:.3f} | {stages} |")
+    return lines + ["", "medseg defaults (`--backend auto`). Stage columns are mean seconds per case; write includes "
+                    "the QC PNG and statistics. The TTA-off run starts with an empty ONNX cache, so its model load "
+                    "includes the one-time export; the TTA run reuses the cache."]
+
+
+def _md_windowing(r: dict[str, Any]) -> list[str]:
+    names = {k: v.format(tiles=r["tiles"]) for k, v in WINDOW_NAMES.items()}
+    tc = r["tile_counts"]
+    lines = [f"### Network only: medseg vs MONAI `sliding_window_inference` (same torch network call, {r['precision']})",
+             "", f"Hippocampus: {r['cases']} preprocessed cases with TTA off (best of {r['repeats']} round-robin runs), "
+             f"{r['tta_cases']} with TTA on (8 mirrored passes; medseg flips each tile, the MONAI rows flip the whole "
+             f"volume around `sliding_window_inference`). Each case fits one {r['patch']} tile.", "",
+             "| windowing | TTA | seconds | label Dice vs medseg |", "|---|---|---|---|"]
     for (name, tta), row in r["network"].items():
         lines.append(f"| {names[name]} | {'all' if tta else 'off'} | {row['seconds']:.2f} | {row['dice_vs_medseg']:.4f} |")
-    tc = r["tile_counts"]
     lines += ["", f"A {' x '.join(map(str, r['big_shape']))} synthetic volume (many tiles: {tc['big_medseg']} at "
-              f"overlap 0.5, {tc['big_monai_defaults']} at MONAI's 0.25), TTA off:", "",
+              f"overlap 0.5, {tc['big_monai_defaults']} at MONAI's 0.25), TTA off, best of {r['repeats']} round-robin "
+              "runs. medseg places tiles with nnU-Net's evenly spread steps, MONAI with a fixed interval and a "
+              "clamped last tile, so tiles differ; with random weights (and per-tile instance norm) the argmax "
+              "is very sensitive to tile context, hence the low Dice here.", "",
               "| windowing | seconds | label Dice vs medseg |", "|---|---|---|"]
     for (name, _), row in r["network_big"].items():
         lines.append(f"| {names[name]} | {row['seconds']:.2f} | {row['dice_vs_medseg']:.4f} |")
-    lines += ["", "### Backends (hippocampus, preprocess + network + inverse per case; GFLOP/s counts the "
-              "network's FLOPs over that whole time)", "",
-              "| backend | precision | s/case | network GFLOP/s | start-up s (load + first case) | voxel agreement with torch fp32 | Dice vs torch fp32 |",
-              "|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def _md_backends(r: dict[str, Any]) -> list[str]:
+    lines = ["### Backends (hippocampus, preprocess + network + inverse per case; GFLOP/s counts the network's "
+             "FLOPs over that whole time)", "",
+             "| backend | precision | s/case | network GFLOP/s | start-up s (load + first case) | "
+             "voxel agreement with torch fp32 | Dice vs torch fp32 |", "|---|---|---|---|---|---|---|"]
     for row in r["backends"]:
         gflops = r["tile_gflop"] * r["hippo_tiles"] / row["seconds"]
-        lines.append(f"| {row['backend']} | {row['precision']} | {row['per_case']:.4f} | {gflops:.0f} | {row['startup']:.2f} | "
-                     f"{row['voxel_agreement']:.5f} | {row['dice_vs_torch_fp32']:.4f} |")
-    lines += ["", f"### CT-sized volume ({' x '.join(map(str, r['ct_shape']))} int16 at {CT_SPACING_IN} mm, "
-              f"plan {CT_PLAN_SPACING} mm, patch 96^3, 5-stage U-Net, random weights)", "",
-              "| pipeline | seconds | preprocess | network | inverse | peak RSS MB | RSS before MB |", "|---|---|---|---|---|---|---|"]
+        lines.append(f"| {row['backend']} | {row['precision']} | {row['per_case']:.4f} | {gflops:.0f} | "
+                     f"{row['startup']:.2f} | {row['voxel_agreement']:.5f} | {row['dice_vs_torch_fp32']:.4f} |")
+    return lines
+
+
+def _md_ct(r: dict[str, Any]) -> list[str]:
+    labels = {"medseg": f"medseg defaults ({r.get('ct_backend', '?')}; its ONNX export, {r.get('ct_export', 0):.0f} s "
+                        "once, was cached beforehand)",
+              "medseg-fast": "medseg `--fast` (argmax on the 3 mm grid, nearest back)",
+              "monai": "MONAI defaults (transforms + Invertd, fp32 torch)"}
+    lines = [f"### CT-sized volume ({' x '.join(map(str, r['ct_shape']))} int16 at {CT_SPACING_IN} mm, plan "
+             f"{CT_PLAN_SPACING} mm, patch 96^3, 5-stage U-Net, random weights)", "",
+             "| pipeline | seconds | preprocess | network | inverse | peak RSS MB | RSS before MB |",
+             "|---|---|---|---|---|---|---|"]
+    if not r["ct"]:
+        return lines + ["| not run (--skip-ct) | | | | | | |"]
     for row in r["ct"]:
         if "error" in row:
-            lines.append(f"| {row['kind']} | not measured: {row['error']} | | | | | |")
+            lines.append(f"| {labels[row['kind']]} | not measured: {row['error']} | | | | | |")
             continue
         st = row["stages"]
-        label = (f"medseg defaults ({r.get('ct_backend', '?')}, ONNX export cached beforehand: "
-                 f"{r.get('ct_export', 0):.0f} s once)" if row["kind"] == "medseg"
-                 else "MONAI defaults (transforms + Invertd, fp32 torch)")
-        lines.append(f"| {label} | {row['seconds']:.1f} | {st.get('preprocess', 0):.1f} | {st.get('network', 0):.1f} | "
-                     f"{st.get('inverse', 0):.1f} | {row['peak_rss_mb']:.0f} | {row['base_rss_mb']:.0f} |")
-    lines += ["", "Each CT pipeline ran in a fresh process; peak RSS is the process's high-water mark (`VmHWM`, "
-              "which unlike `ru_maxrss` is not inherited from the parent); 'RSS before' is after imports and "
-              "creating the input volume. Seconds include loading the model.",
-              "All figures from one run of `python -m medseg.benchmarks.inference`; the machine is shared, so "
-              "compare rows of one table rather than across runs."]
-    return "\n".join(lines)
+        lines.append(f"| {labels[row['kind']]} | {row['seconds']:.1f} | {st.get('preprocess', 0):.1f} | "
+                     f"{st.get('network', 0):.1f} | {st.get('inverse', 0):.1f} | {row['peak_rss_mb']:.0f} | "
+                     f"{row['base_rss_mb']:.0f} |")
+    return lines + ["", "Each CT pipeline ran in a fresh process; peak RSS is the process's high-water mark "
+                    "(`VmHWM`, which unlike `ru_maxrss` is not inherited from the parent); 'RSS before' is after "
+                    "imports and creating the input volume. Seconds include loading the model."]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,14 +448,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--ct-shape", type=int, nargs=3, default=(512, 512, 300))
-    parser.add_argument("--tta-cases", type=int, default=10, help="cases for the TTA runs (8 passes each)")
+    parser.add_argument("--tta-cases", type=int, default=6, help="cases for the TTA runs (8 passes each)")
     parser.add_argument("--repeats", type=int, default=2, help="best-of repeats for the round-robin timings")
-    parser.add_argument("--big-shape", type=int, nargs=3, default=(128, 128, 128),
+    parser.add_argument("--big-shape", type=int, nargs=3, default=(96, 96, 96),
                         help="synthetic volume for the many-tile network-only comparison")
     parser.add_argument("--skip-ct", action="store_true")
     parser.add_argument("--ct-timeout", type=float, default=300.0)
     parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
-    parser.add_argument("--ct-worker", choices=("medseg", "monai"), help=argparse.SUPPRESS)
+    parser.add_argument("--ct-worker", choices=("medseg", "medseg-fast", "monai"), help=argparse.SUPPRESS)
     parser.add_argument("--ct-model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ct-cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -458,7 +487,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             "randomly initialised nnU-Net-style U-Net on the planner's hippocampus plan (no trained model was "
             "available): speed figures only; agreement figures compare random networks")
     cases = hippocampus_cases(args.cases)
-    r: dict[str, Any] = {"threads": args.threads, "cases": len(cases), "model_note": note}
+    r: dict[str, Any] = {"threads": args.threads, "cases": len(cases), "model_note": note, "repeats": args.repeats}
     print("ceiling...", flush=True)
     r["ceiling"] = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
     print("end to end...", flush=True)
@@ -474,7 +503,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     r["network"].update(network_only(predictor, arrays[: args.tta_cases], (True,), 1))
     big = np.random.default_rng(0).normal(size=(1, *args.big_shape)).astype(np.float32)
     r["big_shape"] = list(args.big_shape)
-    r["network_big"] = network_only(predictor, [big], (False,), 1)
+    r["network_big"] = network_only(predictor, [big], (False,), args.repeats)
     m = predictor.models[0]
     r["precision"], r["tiles"], r["patch"] = predictor.runtime.precision, predictor.tiles_per_batch, "x".join(map(str, m.patch_size))
     flops = network_flops(load_network(model), (1, m.info.in_channels, *m.patch_size))
@@ -495,7 +524,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             r["ct_backend"] = warm.models[0].backend.name  # exports once into the cache
         r["ct_export"] = time.perf_counter() - start
         r["ct"] = [run_ct(kind, ct, tuple(args.ct_shape), args.threads, args.ct_timeout, cache)
-                   for kind in ("medseg", "monai")]
+                   for kind in ("medseg", "medseg-fast", "monai")]
     return r
 
 

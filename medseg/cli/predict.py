@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the models once, predict every case, write outputs and the run manifest."""
     from medseg.errors import InputError, MedsegError
-    from medseg.inference import OutputOptions, PostprocessOptions, PredictOptions, Predictor, find_sources, predict_case
+    from medseg.inference import OutputOptions, PostprocessOptions, PredictOptions, Predictor, find_sources
     from medseg.inference.loading import folder_kind
     from medseg.inference.outputs import MANIFEST_NAME, build_manifest, write_json
     from medseg.inference.postprocess import parse_remap

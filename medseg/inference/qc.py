@@ -47,6 +47,9 @@ def _colours(values: list[int]):
     return {v: base(i % base.N) for i, v in enumerate(values)}, ListedColormap
 
 
+_VIEWS = (("sagittal", 0, (1, 2), False), ("coronal", 1, (0, 2), True), ("axial", 2, (0, 1), True))
+
+
 def render_qc(image: Volume, labels: Volume, names: Mapping[int, str], path: Path, title: str = "") -> Path:
     """Write a PNG with sagittal, coronal and axial slices through the labels' centre of mass.
 
@@ -58,36 +61,18 @@ def render_qc(image: Volume, labels: Volume, names: Mapping[int, str], path: Pat
     from matplotlib.patches import Patch
 
     img = np.asarray(image.array)
-    img = img[..., 0] if img.ndim == 4 else img
-    img, spacing = _to_ras(img, image.affine)
+    img, spacing = _to_ras(img[..., 0] if img.ndim == 4 else img, image.affine)
     lab, _ = _to_ras(np.asarray(labels.array), labels.affine)
     values = [int(v) for v in np.unique(lab) if v != 0]
     colours, listed = _colours(values)
     lut = np.zeros(int(max(values, default=0)) + 1, dtype=np.int32)
-    for n, v in enumerate(values):
-        lut[v] = n
-    cmap = listed([colours[v] for v in values] or [(0, 0, 0, 0)])
-    low, high = _window(img)
-    ci, cj, ck = _centre(lab)
-    views = [("sagittal", (ci, slice(None), slice(None)), (1, 2), False),
-             ("coronal", (slice(None), cj, slice(None)), (0, 2), True),
-             ("axial", (slice(None), slice(None), ck), (0, 1), True)]
+    lut[values] = np.arange(len(values))
+    style = {"cmap": listed([colours[v] for v in values] or [(0, 0, 0, 0)]), "window": _window(img)}
+    centre = _centre(lab)
     fig = Figure(figsize=(12, 4.6), dpi=100)
     FigureCanvasAgg(fig)
-    for n, (name, index, axes, flip_x) in enumerate(views):
-        ax = fig.add_subplot(1, 3, n + 1)
-        aspect = spacing[axes[1]] / spacing[axes[0]]
-        ax.imshow(img[index].T, cmap="gray", vmin=low, vmax=high, origin="lower", aspect=aspect,
-                  interpolation="nearest")
-        sl = lab[index].T
-        if values:
-            overlay = np.ma.masked_where(sl == 0, lut[sl])
-            ax.imshow(overlay, cmap=cmap, vmin=0, vmax=max(len(values) - 1, 1), alpha=0.45,
-                      origin="lower", aspect=aspect, interpolation="nearest")
-        if flip_x:
-            ax.invert_xaxis()
-        ax.set_title(name, fontsize=10)
-        ax.set_axis_off()
+    for n, view in enumerate(_VIEWS):
+        _draw_view(fig.add_subplot(1, 3, n + 1), img, lut[lab] if values else None, lab, view, centre, spacing, style)
     handles = [Patch(color=colours[v], label=f"{v} {names.get(v, '')}".strip()) for v in values]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
@@ -98,3 +83,23 @@ def render_qc(image: Volume, labels: Volume, names: Mapping[int, str], path: Pat
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return Path(path)
+
+
+def _draw_view(ax, img: np.ndarray, colour_index: np.ndarray | None, lab: np.ndarray, view: tuple,
+               centre: tuple[int, int, int], spacing: np.ndarray, style: dict) -> None:
+    """One orthogonal slice through ``centre`` with the overlay (colour indices into the cmap)."""
+    from matplotlib.colors import NoNorm
+
+    name, axis, axes, flip_x = view
+    index = tuple(centre[a] if a == axis else slice(None) for a in range(3))
+    aspect = spacing[axes[1]] / spacing[axes[0]]
+    low, high = style["window"]
+    ax.imshow(img[index].T, cmap="gray", vmin=low, vmax=high, origin="lower", aspect=aspect, interpolation="nearest")
+    if colour_index is not None:
+        overlay = np.ma.masked_where(lab[index].T == 0, colour_index[index].T)
+        ax.imshow(overlay, cmap=style["cmap"], norm=NoNorm(), alpha=0.45, origin="lower", aspect=aspect,
+                  interpolation="nearest")
+    if flip_x:
+        ax.invert_xaxis()
+    ax.set_title(name, fontsize=10)
+    ax.set_axis_off()

@@ -226,11 +226,13 @@ def apply_overrides(plan: Plan, overrides: "PlanOverrides", spatial_dims: int = 
     """``plan`` with a recipe's ``[plan]`` overrides applied to the ``spatial_dims`` network.
 
     A patch size override recomputes that network's strides/kernels for it (it must be
-    divisible by the resulting total stride); a batch size override replaces the batch size.
+    divisible by the resulting total stride); a batch size override replaces the batch size;
+    ``base_features`` sets the first stage's width (doubling per stage up to the usual cap), the
+    main lever for training speed on CPUs.
     """
     if overrides.target_spacing is not None:
         plan = replace(plan, target_spacing=tuple(overrides.target_spacing))
-    if overrides.patch_size is None and overrides.batch_size is None:
+    if overrides.patch_size is None and overrides.batch_size is None and overrides.base_features is None:
         return plan
     config = plan.config(spatial_dims)
     spacing = plan.target_spacing if spatial_dims == 3 else tuple(plan.target_spacing[a] for a in plan.in_plane_axes)
@@ -244,6 +246,10 @@ def apply_overrides(plan: Plan, overrides: "PlanOverrides", spatial_dims: int = 
         config = NetworkConfig(topo.patch_size, config.batch_size, features, topo.kernel_sizes, topo.strides)
     if overrides.batch_size is not None:
         config = replace(config, batch_size=overrides.batch_size)
+    if overrides.base_features is not None:
+        cap = MAX_FEATURES[spatial_dims]
+        features = tuple(min(overrides.base_features * 2**i, cap) for i in range(len(config.features)))
+        config = replace(config, features=features)
     return plan.with_config(spatial_dims, config)
 
 

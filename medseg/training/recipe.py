@@ -46,12 +46,15 @@ class PlanOverrides:
     target_spacing: tuple[float, ...] | None = field(default=None, metadata={"length": 3, "positive": True})
     patch_size: tuple[int, ...] | None = field(default=None, metadata={"positive": True})
     batch_size: int | None = field(default=None, metadata={"min": 1})
+    base_features: int | None = field(default=None, metadata={"min": 1})
     memory_gb: float = field(default=8.0, metadata={"positive": True})
 
     @property
     def any(self) -> bool:
         """True when some planned value is overridden."""
-        return any(v is not None for v in (self.target_spacing, self.patch_size, self.batch_size))
+        return any(
+            v is not None for v in (self.target_spacing, self.patch_size, self.batch_size, self.base_features)
+        )
 
 
 @dataclass(frozen=True)
