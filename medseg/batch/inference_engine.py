@@ -31,7 +31,8 @@ class PredictEngine:
         from medseg.inference import OutputOptions, PredictOptions
 
         predict = PredictOptions(device=args.device, precision=args.precision, tta=args.tta, fast=args.fast)
-        output = OutputOptions(dicom_seg=not args.no_seg, qc=not args.no_qc, probabilities=args.probabilities)
+        output = OutputOptions(dicom_seg=not args.no_seg, qc=not args.no_qc, probabilities=args.probabilities,
+                               resample=args.resample)
         return cls(tuple(Path(m) for m in args.model), predict, output)
 
     def identity(self) -> ModelIdentity:

@@ -448,8 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--ct-shape", type=int, nargs=3, default=(512, 512, 300))
-    parser.add_argument("--tta-cases", type=int, default=6, help="cases for the TTA runs (8 passes each)")
-    parser.add_argument("--repeats", type=int, default=2, help="best-of repeats for the round-robin timings")
+    parser.add_argument("--tta-cases", type=int, default=4, help="cases for the TTA runs (8 passes each)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="best-of repeats for the round-robin timings (hippocampus TTA off, large volume)")
     parser.add_argument("--big-shape", type=int, nargs=3, default=(96, 96, 96),
                         help="synthetic volume for the many-tile network-only comparison")
     parser.add_argument("--skip-ct", action="store_true")

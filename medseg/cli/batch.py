@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from medseg.pretrained import resolve_model_path
+
 log = logging.getLogger(__name__)
 
 
@@ -20,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cases are done, 3 when some failed, 2 for bad input or options.",
     )
     p.add_argument("input", type=Path, metavar="INPUT", help="export folder (searched recursively), volume file, or CSV manifest (case,image[,...])")
-    p.add_argument("-m", "--model", type=Path, action="append", default=[], metavar="FOLDER",
-                   help="trained model folder (repeat for an ensemble)")
+    p.add_argument("-m", "--model", type=resolve_model_path, action="append", default=[], metavar="FOLDER",
+                   help="trained model folder or a shipped model name (hippocampus); repeat for an ensemble")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder (ledger, cases/, report)")
     p.add_argument("--recipe", type=Path, metavar="TOML", help="series selection rules ([select] table)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (local) or actors (ray), each loading the model once (default 1)")
@@ -40,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (default auto)")
     g.add_argument("--tta", default="off", help="test-time augmentation: off | all (default off)")
     g.add_argument("--fast", action="store_true", help="argmax on the model grid, nearest-neighbour back (faster)")
+    g.add_argument("--resample", action="store_true",
+                   help="resample series with gantry tilt, gaps or uneven spacing onto a regular grid (default: such cases fail with the reason)")
     g.add_argument("--no-seg", action="store_true", help="do not write DICOM SEG for DICOM input")
     g.add_argument("--no-qc", action="store_true", help="do not write QC images")
     g.add_argument("--probabilities", action="store_true", help="also write class probabilities")

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from medseg.pretrained import resolve_model_path
+
 log = logging.getLogger("medseg.export")
 
 
@@ -17,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write model.onnx (dynamic batch axis; spatial axes = the plan's patch size unless "
         "--dynamic-spatial), plan.json and medseg_export.json (labels, channels, preprocessing, windowing).",
     )
-    p.add_argument("-m", "--model", required=True, type=Path, metavar="MODEL", help="trained model folder")
+    p.add_argument("-m", "--model", required=True, type=resolve_model_path, metavar="MODEL", help="trained model folder")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="export folder")
     p.add_argument("--dynamic-spatial", action="store_true", help="dynamic spatial axes instead of the patch size")
     p.set_defaults(func=run)

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from medseg.pretrained import resolve_model_path
+
 log = logging.getLogger("medseg.predict")
 
 
@@ -18,11 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Segment scans with one model folder or an ensemble of them. Writes, per case, the "
         "label volume on the exact source grid, statistics, a QC picture and (DICOM input) a DICOM SEG.",
     )
-    p.add_argument("-m", "--model", action="append", required=True, type=Path, metavar="MODEL",
-                   help="trained model folder (or 'medseg export' folder for the ONNX backends); repeat for an ensemble")
+    p.add_argument("-m", "--model", action="append", required=True, type=resolve_model_path, metavar="MODEL",
+                   help="trained model folder, a shipped model name (hippocampus), or a 'medseg export' folder for the ONNX backends; repeat for an ensemble")
     p.add_argument("-i", "--input", required=True, type=Path, metavar="INPUT",
                    help="a volume file, a folder of them, a DICOM series folder or a scanner export")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
+    p.add_argument("--resample", action="store_true",
+                   help="resample DICOM series with gantry tilt, gaps or uneven slice spacing onto a regular grid "
+                   "(default: refuse them with the reason; no DICOM SEG is written for resampled series)")
     p.add_argument("--series", metavar="SEL", help="DICOM series to segment: index, UID or description pattern "
                    "(default: every image series)")
     run_group = p.add_argument_group("inference")
@@ -76,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         post = PostprocessOptions(largest_component=args.largest_component, min_size_mm3=args.min_size,
                                   fill_holes=args.fill_holes, remap=remap,
                                   instances=parse_classes(args.instances, predictor.labels))
-        output_options = OutputOptions(dicom_seg=not args.no_seg, probabilities=args.save_probabilities,
+        output_options = OutputOptions(dicom_seg=not args.no_seg, probabilities=args.save_probabilities, resample=args.resample,
                                        qc=not args.no_qc, postprocess=post)
         cases = find_sources(args.input, args.series, predictor.in_channels)
         results, failures = _predict_all(predictor, cases, args.output, output_options, args.quiet)

@@ -61,10 +61,13 @@ class OutputOptions:
     """What :func:`~medseg.inference.predictor.predict_case` writes besides the label file.
 
     ``dicom_seg``: a DICOM SEG when the input was DICOM. ``probabilities``: the 4D class
-    probabilities. ``qc``: the QC PNG. ``postprocess``: label post-processing.
+    probabilities. ``qc``: the QC PNG. ``postprocess``: label post-processing. ``resample``: a
+    DICOM series with gantry tilt, gaps or uneven slice spacing is resampled onto a regular grid
+    (labels then lie on that grid and no SEG is written) instead of being refused.
     """
 
     dicom_seg: bool = True
     probabilities: bool = False
     qc: bool = True
     postprocess: PostprocessOptions = field(default_factory=PostprocessOptions)
+    resample: bool = False

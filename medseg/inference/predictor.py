@@ -293,7 +293,7 @@ def predict_case(predictor: Predictor, source: Any, out_dir: str | Path, options
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    case_id, images, dicom, described = _read_case(source, predictor.in_channels, case_id)
+    case_id, images, dicom, described = _read_case(source, predictor.in_channels, case_id, options.resample)
     timings["read"] = time.perf_counter() - start
     prediction = predictor.predict(images, probabilities=options.probabilities)
     timings.update(prediction.timings)
@@ -305,7 +305,9 @@ def predict_case(predictor: Predictor, source: Any, out_dir: str | Path, options
     return CaseResult(case_id, outputs, stats, {k: round(v, 4) for k, v in timings.items()}, described)
 
 
-def _read_case(source: Any, channels: int, case_id: str | None) -> tuple[str, list[Volume], Any, str]:
+def _read_case(
+    source: Any, channels: int, case_id: str | None, resample: bool = False
+) -> tuple[str, list[Volume], Any, str]:
     """(case id, channel volumes, DicomSeries or None, description) for any accepted source."""
     from medseg.inference.sources import CaseSource, dicom_case_id, find_sources, read_source
 
@@ -321,5 +323,5 @@ def _read_case(source: Any, channels: int, case_id: str | None) -> tuple[str, li
         source = CaseSource(dicom_case_id(source), series=source)
     if not isinstance(source, CaseSource):
         raise InputError(f"cannot predict from {type(source).__name__}; pass a file path, a SeriesInfo or Volumes")
-    images, dicom = read_source(source)
+    images, dicom = read_source(source, resample=resample)
     return case_id or source.case_id, images, dicom, source.describe()

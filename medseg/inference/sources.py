@@ -139,11 +139,15 @@ def _unique_ids(pairs: list[tuple[str, Any]]) -> list[CaseSource]:
     return cases
 
 
-def read_source(source: CaseSource) -> tuple[list[Volume], Any]:
-    """The channel volumes of a case and, for DICOM input, the loaded ``DicomSeries`` (else None)."""
+def read_source(source: CaseSource, resample: bool = False) -> tuple[list[Volume], Any]:
+    """The channel volumes of a case and, for DICOM input, the loaded ``DicomSeries`` (else None).
+
+    A DICOM series with gantry tilt or uneven slices is refused (GeometryError) unless
+    ``resample`` is set, which resamples it onto a regular grid.
+    """
     if source.series is not None:
         from medseg.io.dicom import load_series
 
-        dicom = load_series(source.series, resample=True)  # repairs tilt / uneven spacing only
+        dicom = load_series(source.series, resample=resample)
         return [dicom.volume.require_3d()], dicom
     return [read_volume_file(p).require_3d() for p in source.paths], None
