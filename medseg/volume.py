@@ -247,7 +247,7 @@ class Volume:
         tensor = torch.from_numpy(np.array(chw, copy=True, order="C"))
         return MetaTensor(
             tensor,
-            affine=torch.as_tensor(self.affine, dtype=torch.float64),
+            affine=torch.tensor(np.array(self.affine), dtype=torch.float64),
             meta={"space": SpaceKeys.RAS, "filename_or_obj": self.meta.source or ""},
         )
 
