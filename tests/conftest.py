@@ -37,3 +37,15 @@ def _private_cache_home(tmp_path_factory) -> None:
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = previous
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module: fast and stable on a shared machine (OpenMP threads
+    spin-wait when the other cores are busy). Use with ``pytest.mark.usefixtures``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -21,13 +21,7 @@ CONFIG_2D = NetworkConfig((16, 16), 2, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2
 PLAN = Plan("t", ("MRI",), LABELS, (1.0, 1.0, 1.0), (Normalization("zscore"),), CONFIG_3D, CONFIG_2D, slice_axis=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: fast and stable on a shared machine (OpenMP threads spin when cores are busy)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def network_dict(config: NetworkConfig) -> dict:

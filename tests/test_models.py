@@ -18,13 +18,7 @@ ODD_SIZES = {3: (19, 23, 17), 2: (37, 29)}
 CASES = [(family, dims) for family in FAMILIES for dims in (3, 2)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: fast and stable on a shared machine (OpenMP threads spin when cores are busy)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -27,13 +27,7 @@ CASES = ("hippocampus_003", "hippocampus_004", "hippocampus_007", "hippocampus_0
 LABELS = {0: "background", 1: "Anterior", 2: "Posterior"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: fast and stable on a shared machine (OpenMP threads spin when cores are busy)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
