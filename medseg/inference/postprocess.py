@@ -8,7 +8,7 @@ volumes with small structures stay fast.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -65,6 +65,17 @@ def _class_boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
     return {i + 1: box for i, box in enumerate(boxes) if box is not None}
 
 
+def _class_masks(
+    labels: np.ndarray, classes: Iterable[int] | None
+) -> Iterator[tuple[int, tuple[slice, ...], np.ndarray]]:
+    """``(value, box, mask)`` for each present foreground class (restricted to ``classes``):
+    the class's bounding box and its boolean mask inside that box."""
+    boxes = _class_boxes(labels)
+    for value in _foreground_classes(labels, classes):
+        box = boxes[value]
+        yield value, box, labels[box] == value
+
+
 def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Component map (int32) and voxel counts per component (index 0 = background)."""
     components, n = ndimage.label(mask, structure=_structure(mask.ndim))
@@ -74,10 +85,7 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def keep_largest_component(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
     """Keep only the largest connected component of each listed class (all classes if None)."""
     out = labels.copy()
-    boxes = _class_boxes(labels)
-    for value in _foreground_classes(labels, classes):
-        box = boxes[value]
-        mask = labels[box] == value
+    for _, box, mask in _class_masks(labels, classes):
         components, counts = _components(mask)
         if len(counts) <= 2:
             continue
@@ -100,10 +108,7 @@ def remove_small_components(
         return labels.copy()
     min_voxels = min_size_mm3 / voxel_volume_mm3(spacing)
     out = labels.copy()
-    boxes = _class_boxes(labels)
-    for value in _foreground_classes(labels, classes):
-        box = boxes[value]
-        mask = labels[box] == value
+    for _, box, mask in _class_masks(labels, classes):
         components, counts = _components(mask)
         small = counts < min_voxels
         small[0] = False
@@ -115,10 +120,7 @@ def remove_small_components(
 def fill_holes(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
     """Fill enclosed background holes inside each class (holes holding another class are kept)."""
     out = labels.copy()
-    boxes = _class_boxes(labels)
-    for value in _foreground_classes(labels, classes):
-        box = boxes[value]
-        mask = labels[box] == value
+    for value, box, mask in _class_masks(labels, classes):
         filled = ndimage.binary_fill_holes(mask)
         region = out[box]
         region[filled & ~mask & (region == 0)] = value
@@ -218,12 +220,10 @@ def instance_map(
     names = names or {}
     out = np.zeros(labels.shape, dtype=np.int32)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-    boxes = _class_boxes(labels)
     instances: list[Instance] = []
-    for value in _foreground_classes(labels, classes):
-        box = boxes[value]
+    for value, box, mask in _class_masks(labels, classes):
         offset = np.array([s.start for s in box])
-        components, counts = _components(labels[box] == value)
+        components, counts = _components(mask)
         order = np.argsort(-counts[1:], kind="stable") + 1
         index = list(range(1, len(counts)))
         centres = ndimage.center_of_mass(np.ones(components.shape), components, index)
