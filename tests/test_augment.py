@@ -107,9 +107,20 @@ def test_train_loader_workers(cache) -> None:
     streams = [iter(loader) for loader in loaders]
     pairs = [(next(streams[0]), next(streams[1])) for _ in range(3)]
     assert all(torch.equal(a["image"], b["image"]) for a, b in pairs)
-    assert not torch.equal(pairs[0][0]["image"], pairs[1][0]["image"])  # two workers, two streams
+    assert not torch.equal(pairs[0][0]["image"], pairs[1][0]["image"])  # consecutive batches differ
     assert loaders[0].persistent_workers and loaders[0].num_workers == 2
+    in_process = iter(make_train_loader(cache, IDS, PLAN, recipe(workers=0, seed=1), 3))
+    assert all(torch.equal(next(in_process)["image"], a["image"]) for a, _ in pairs)  # same stream, any workers
     del streams
+
+
+def test_train_loader_resumes_at_a_batch_without_drawing_the_earlier_ones(cache) -> None:
+    stream = iter(make_train_loader(cache, IDS, PLAN, recipe(seed=3), 3))
+    expected = [next(stream) for _ in range(5)][3:]
+    resumed = iter(make_train_loader(cache, IDS, PLAN, recipe(seed=3), 3, start_iteration=3))
+    for batch in expected:
+        got = next(resumed)
+        assert torch.equal(got["image"], batch["image"]) and torch.equal(got["label"], batch["label"])
 
 
 def test_val_cases(cache) -> None:

@@ -8,6 +8,9 @@ validation Dice per class (sliding window, argmax, no post-processing) and the t
 iterations per second are reported. Then fp32 and bf16 training iterations per second are
 measured side by side (alternating rounds, same network, patch and real batches) for the 3D
 U-Net. Prints the figures and writes the ``train_hippocampus`` section of docs/benchmarks.md.
+
+``--reuse RECIPE=RUN_DIR`` takes a row from a run already trained with that recipe (same budget,
+same machine) instead of training it again; the report names the rows that were reused.
 """
 
 from __future__ import annotations
@@ -37,9 +40,31 @@ def train_model(recipe_path: Path, minutes: float, run_dir: Path, device: str) -
     shutil.rmtree(run_dir, ignore_errors=True)
     recipe = load_recipe(recipe_path)
     folder = train(recipe, TrainOptions(run_dir, minutes=minutes, device=device, progress_bar=False))
+    return model_result(folder)
+
+
+def model_result(folder: Path) -> dict:
+    """Metrics, patch, batch and post-processing of a model folder's model.json."""
     spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     return {"metrics": spec["metrics"], "patch": spec["network"]["patch_size"],
             "batch": spec["network"]["batch_size"], "postprocessing": spec["postprocessing"]}
+
+
+def reused_result(recipe_path: Path, run_dir: Path, minutes: float) -> dict:
+    """The row of a run already trained from ``recipe_path``: its optimiser, loss, model and
+    augmentation must equal the recipe's and its budget must not exceed ``minutes``."""
+    from medseg.training.recipe import Recipe, load_recipe
+
+    result = model_result(run_dir / "model")
+    spec = json.loads((run_dir / "model" / "model.json").read_text(encoding="utf-8"))
+    used, wanted = Recipe.from_dict(spec["recipe"]), load_recipe(recipe_path)
+    for part in ("model", "loss", "optimizer", "augmentation", "plan"):
+        if getattr(used, part) != getattr(wanted, part):
+            raise SystemExit(f"--reuse {run_dir}: its {part} differs from {recipe_path.name}; train it again")
+    if result["metrics"]["training_seconds"] > minutes * 60 + 30:
+        raise SystemExit(f"--reuse {run_dir}: trained {result['metrics']['training_seconds']:.0f} s, "
+                         f"over the {minutes:g}-minute budget")
+    return {**result, "reused": str(run_dir)}
 
 
 def precision_speed(recipe_path: Path, run_dir: Path, device: str, iterations: int = 8, rounds: int = 2) -> dict:
@@ -109,11 +134,15 @@ def report(results: dict[str, dict], speed: dict, minutes: float) -> str:
     ]
     for (name, recipe), result in zip(MODELS, results.values()):
         m = result["metrics"]
+        mark = " (a)" if result.get("reused") else ""
         lines.append(
-            f"| {name} | `{recipe}` | {'x'.join(map(str, result['patch']))} | {result['batch']} | {m['precision']} | "
+            f"| {name}{mark} | `{recipe}` | {'x'.join(map(str, result['patch']))} | {result['batch']} | {m['precision']} | "
             f"{m['iterations']} | {m['iterations_per_second']:.2f} | {m['dice']['Anterior']:.4f} | "
             f"{m['dice']['Posterior']:.4f} | {m['mean_dice']:.4f} | "
             f"{result['postprocessing'].get('keep_largest_component', [])} |")
+    if any(r.get("reused") for r in results.values()):
+        lines += ["", "(a) trained earlier in the same session on this machine with the same recipe and budget "
+                  "(`--reuse`), not again in this run."]
     lines += ["", "Iterations/s above include data loading and DataLoader start-up. Training step speed, "
               "3D U-Net (same network, patch and real batches; median of alternating rounds, data loading "
               "excluded):", ""]
@@ -133,13 +162,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmarks" / "train_hippocampus")
     parser.add_argument("--speed-iterations", type=int, default=8, help="timed iterations per precision and round")
     parser.add_argument("--speed-rounds", type=int, default=2, help="alternating fp32/bf16 rounds (median reported)")
+    parser.add_argument("--reuse", action="append", default=[], metavar="RECIPE=RUN_DIR",
+                        help="take this recipe's row from a run folder trained with it (e.g. hippocampus.toml=runs/x)")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    reuse = dict(item.split("=", 1) for item in args.reuse)
+    unknown = set(reuse) - {recipe for _, recipe in MODELS}
+    if unknown:
+        parser.error(f"--reuse: unknown recipe {sorted(unknown)}; choose from {[r for _, r in MODELS]}")
     results = {}
     for name, recipe in MODELS:
         start = time.perf_counter()
-        results[name] = train_model(REPO / "pipelines" / recipe, args.minutes, args.out / Path(recipe).stem, args.device)
+        if recipe in reuse:
+            results[name] = reused_result(REPO / "pipelines" / recipe, Path(reuse[recipe]), args.minutes)
+        else:
+            results[name] = train_model(REPO / "pipelines" / recipe, args.minutes, args.out / Path(recipe).stem,
+                                        args.device)
         m = results[name]["metrics"]
         print(f"{name}: Dice {m['dice']} mean {m['mean_dice']:.4f}, {m['iterations']} iterations at "
               f"{m['iterations_per_second']:.2f} it/s ({m['precision']}), {time.perf_counter() - start:.0f} s in all")

@@ -2,9 +2,12 @@
 
 :func:`make_train_loader` returns a ``torch.utils.data.DataLoader`` whose worker processes build
 whole batches (sample -> crop -> augment -> stack), forever; the trainer decides how many
-iterations make an epoch. Each worker seeds numpy, torch, ``random`` and every MONAI transform
-from the loader's seed and its worker id, so a run is reproducible for a given seed and worker
-count. Batches are ``{"image": float32 (B, C, *patch), "label": int64 (B, 1, *patch)}``.
+iterations make an epoch. Batch ``b`` of the stream is drawn from its own seed,
+``SeedSequence([seed, b])`` (patch sampling and every MONAI transform), whatever the worker that
+makes it: with ``W`` workers, worker ``w`` makes batches ``start + w, start + w + W, ...`` and the
+DataLoader hands them out in that round-robin order. So a run is reproducible for a given seed,
+and a resumed run starts its stream at the batch it stopped at without drawing the earlier ones.
+Batches are ``{"image": float32 (B, C, *patch), "label": int64 (B, 1, *patch)}``.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ if TYPE_CHECKING:
 
 
 class PatchBatches(IterableDataset):
-    """An endless stream of augmented batches (one stream per DataLoader worker, seeded apart)."""
+    """An endless stream of augmented batches from batch index ``start`` on; batch ``b`` depends
+    only on ``(seed, b)``, so the stream is the same for any number of DataLoader workers."""
 
     def __init__(
         self, sampler: PatchSampler, augmenter: PatchAugmenter, batch_size: int,
-        foreground_fraction: float, seed: int = 0,
+        foreground_fraction: float, seed: int = 0, start: int = 0,
     ) -> None:
         super().__init__()
         self.sampler = sampler
@@ -40,25 +44,32 @@ class PatchBatches(IterableDataset):
         self.batch_size = batch_size
         self.foreground_fraction = foreground_fraction
         self.seed = seed
+        self.start = start
+
+    def batch(self, index: int) -> dict[str, torch.Tensor]:
+        """Batch number ``index`` of the stream (deterministic for a given seed)."""
+        seed = int(np.random.SeedSequence([self.seed, index]).generate_state(1)[0])
+        rng = np.random.default_rng(seed)
+        self.augmenter.set_random_state(seed)
+        images, labels = [], []
+        for slot in range(self.batch_size):
+            force = forced_foreground(slot, self.batch_size, self.foreground_fraction)
+            params = self.augmenter.sample()
+            image, label = self.sampler.sample(rng, self.augmenter.region_size(params), force)
+            image, label = self.augmenter(torch.from_numpy(image), torch.from_numpy(label), params)
+            images.append(image)
+            labels.append(label)
+        return {"image": torch.stack(images), "label": torch.stack(labels)}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         from torch.utils.data import get_worker_info
 
         info = get_worker_info()
-        worker = info.id if info is not None else 0
-        seed = int(np.random.SeedSequence([self.seed, worker]).generate_state(1)[0])
-        rng = np.random.default_rng(seed)
-        self.augmenter.set_random_state(seed)
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        index = self.start + worker
         while True:
-            images, labels = [], []
-            for index in range(self.batch_size):
-                force = forced_foreground(index, self.batch_size, self.foreground_fraction)
-                params = self.augmenter.sample()
-                image, label = self.sampler.sample(rng, self.augmenter.region_size(params), force)
-                image, label = self.augmenter(torch.from_numpy(image), torch.from_numpy(label), params)
-                images.append(image)
-                labels.append(label)
-            yield {"image": torch.stack(images), "label": torch.stack(labels)}
+            yield self.batch(index)
+            index += workers
 
 
 def worker_init(worker_id: int) -> None:
@@ -74,8 +85,11 @@ def worker_init(worker_id: int) -> None:
 
 def make_train_loader(
     cache: "CaseCache", case_ids: Sequence[str], plan: "Plan", recipe: "Recipe", spatial_dims: int,
+    start_iteration: int = 0,
 ) -> DataLoader:
-    """An infinite DataLoader of augmented, foreground-oversampled patches of ``plan``'s network.
+    """An infinite DataLoader of augmented, foreground-oversampled patches of ``plan``'s network,
+    starting at batch ``start_iteration`` of the seeded stream (a resumed run passes the
+    iterations already done).
 
     Uses ``recipe.runtime.workers`` worker processes (0 = in the main process, persistent
     otherwise), ``recipe.runtime.seed``, ``recipe.augmentation``; in 2D, slices across
@@ -87,7 +101,7 @@ def make_train_loader(
     sampler = PatchSampler(cache, case_ids, spatial_dims, config.patch_size, plan.slice_axis)
     augmenter = train_transforms(recipe.augmentation, spatial_dims, config.patch_size)
     dataset = PatchBatches(sampler, augmenter, config.batch_size, recipe.augmentation.foreground_fraction,
-                           recipe.runtime.seed)
+                           recipe.runtime.seed, start_iteration)
     workers = recipe.runtime.workers
     generator = torch.Generator().manual_seed(recipe.runtime.seed)
     return DataLoader(

@@ -58,13 +58,9 @@ class Session:
         from medseg.training.data import make_train_loader
 
         plan, recipe = distributed.for_rank(self.plan, self.recipe, self.spatial_dims, self.dist)  # batch share, seed
-        loader = make_train_loader(self.cache, self.split.train, plan, recipe, self.spatial_dims)
-        stream = iter(loader)
         if start_iteration:
-            log.info("resuming: skipping the %d batches already trained on", start_iteration)
-            for _ in range(start_iteration):
-                next(stream)
-        return stream
+            log.info("resuming at batch %d of the seeded stream", start_iteration)
+        return iter(make_train_loader(self.cache, self.split.train, plan, recipe, self.spatial_dims, start_iteration))
 
     def val_cases(self) -> Iterator[tuple[str, object, object]]:
         """``(case_id, image (C,X,Y,Z), label (X,Y,Z))`` for every validation case."""

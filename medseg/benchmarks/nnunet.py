@@ -1,0 +1,510 @@
+"""medseg vs nnU-Net v2, side by side on this machine: ``python -m medseg.benchmarks.nnunet``.
+
+nnU-Net lives in its own virtual environment (``pip install nnunetv2`` pulls its own torch); pass
+its ``bin`` folder with ``--nnunet-bin``. Two parts, each writing its own section of
+docs/benchmarks.md:
+
+``inference``
+    The same weights in both tools: the medseg model folder is written as an nnU-Net model folder
+    (``medseg.benchmarks.nnunet_format``), then both command lines run on the same files, each
+    in a fresh process, timed from start to exit (start-up counted once per run), with the peak
+    resident memory of the whole process tree. (1) N hippocampus cases, TTA off and on; label
+    agreement (mean Dice over cases and classes) with nnU-Net's labels. (2) A CT-sized synthetic
+    512x512x300 volume with a CT-style 5-stage network (random weights): seconds and peak RSS.
+
+``training``
+    Reads an nnU-Net training run that was made on the same split (``--nnunet-run``: the
+    ``fold_0`` folder) and a medseg model folder trained with the same wall-clock budget
+    (``--medseg-model``); scores both on the validation cases with medseg's evaluator (nnU-Net's
+    own validation predictions, which use mirroring; medseg's with TTA off and on).
+
+``speed``
+    Training iterations/s for the same network, patch and batch (nnU-Net's planned 3d_fullres
+    configuration; medseg's ``pipelines/hippocampus_full.toml``), both run here one after the
+    other: two short epochs each (``--iterations`` per epoch), the second one timed, so start-up
+    and warm-up are left out on both sides. The nnU-Net side is a stock ``nnUNetTrainer`` with only
+    the epoch lengths changed (``nnUNetTrainer_medsegSpeed``, written into nnU-Net's venv by this
+    script). Needs the nnU-Net environment variables of a preprocessed Dataset004_Hippocampus.
+
+Setting up nnU-Net for ``training`` (done by hand, outside the repository)::
+
+    python3 -m venv nnunet/venv && nnunet/venv/bin/pip install torch==2.13.0 nnunetv2
+    # raw dataset: Dataset004_Hippocampus/imagesTr/<case>_0000.nii.gz links to the MSD images,
+    # labelsTr/<case>.nii.gz links, dataset.json {"channel_names": {"0": "MRI"}, "labels": ...}
+    nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres -np 1
+    # preprocessed/Dataset004_Hippocampus/splits_final.json: [{"train": [...], "val": [...]}],
+    # medseg's fixed 80/20 split (medseg.training.splits.make_splits, seed 0)
+    nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_1epoch -device cpu
+    # nnUNetTrainer_1epoch (stock): one epoch of 250 iterations, the schedule that fits 30 minutes
+    # on a 2-core CPU (an epoch takes 21-25 minutes there)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HIPPO = Path(__file__).resolve().parents[3] / "shared" / "data" / "msd_hippocampus"
+
+
+# ----------------------------------------------------------------------------- process timing
+def _tree_rss_kb(root: int) -> int:
+    """Resident memory (kB) of ``root`` and all its descendants, read from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        match = re.search(r"VmRSS:\s+(\d+)", status)
+        rss[int(entry.name)] = int(match.group(1)) if match else 0
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [p for p, parent in parents.items() if parent == pid and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(rss.get(p, 0) for p in tree)
+
+
+def run_timed(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 900.0) -> dict[str, Any]:
+    """Run ``cmd``; wall seconds and peak RSS (MB) of its process tree (sampled every 0.1 s)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss_kb(proc.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return {"error": f"over {timeout:.0f} s"}
+    seconds = time.perf_counter() - start
+    sampler.join()
+    if proc.returncode != 0:
+        return {"error": (output.strip().splitlines() or ["failed"])[-1], "seconds": seconds}
+    return {"seconds": seconds, "peak_rss_mb": peak[0] / 1024}
+
+
+# ----------------------------------------------------------------------------- agreement
+def mean_dice(pred_dir: Path, ref_dir: Path, classes: int) -> float:
+    """Mean Dice over the cases and foreground classes of two folders of label files (by name)."""
+    import nibabel as nib
+
+    scores = []
+    for ref in sorted(ref_dir.glob("*.nii.gz")):
+        a = np.asarray(nib.load(pred_dir / ref.name).dataobj)
+        b = np.asarray(nib.load(ref).dataobj)
+        for c in range(1, classes):
+            denom = (a == c).sum() + (b == c).sum()
+            scores.append(1.0 if denom == 0 else 2.0 * ((a == c) & (b == c)).sum() / denom)
+    return float(np.mean(scores))
+
+
+def nnunet_inputs(images: list[Path], folder: Path) -> Path:
+    """nnU-Net's input layout: ``<case>_0000.nii.gz`` links to the images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        (folder / image.name.replace(".nii.gz", "_0000.nii.gz")).symlink_to(image.resolve())
+    return folder
+
+
+def medseg_inputs(images: list[Path], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        (folder / image.name).symlink_to(image.resolve())
+    return folder
+
+
+def nnunet_cmd(bin_dir: Path, model: Path, inputs: Path, out: Path, tta: bool) -> list[str]:
+    cmd = [str(bin_dir / "nnUNetv2_predict_from_modelfolder"), "-i", str(inputs), "-o", str(out), "-m", str(model),
+           "-f", "0", "-chk", "checkpoint_final.pth", "-device", "cpu", "-npp", "1", "-nps", "1"]
+    return cmd if tta else cmd + ["--disable_tta"]
+
+
+def medseg_cmd(model: Path, inputs: Path, out: Path, tta: bool, extra: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, "-m", "medseg", "predict", "-m", str(model), "-i", str(inputs), "-o", str(out),
+            "--tta", "all" if tta else "off", "--no-qc", "--largest-component", "off", *extra]
+
+
+MEDSEG_VARIANTS = {"medseg defaults": (), "medseg torch fp32": ("--backend", "torch", "--precision", "fp32")}
+
+
+def hippocampus_inference(bin_dir: Path, medseg_model: Path, nnunet_model: Path, cases: list[Path],
+                          work: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+    """Both tools on the same cases, TTA off and on; seconds, s/case, RSS, agreement."""
+    import nibabel as nib
+
+    from medseg.benchmarks.nnunet_format import check_storage_order
+
+    for case in cases:
+        check_storage_order(nib.load(case).affine)
+    nn_in, ms_in = nnunet_inputs(cases, work / "nn-in"), medseg_inputs(cases, work / "ms-in")
+    # one untimed medseg run fills the compiled-runtime cache (a one-time export per model)
+    run_timed(medseg_cmd(medseg_model, ms_in, work / "warm", False), env)
+    rows = []
+    for tta in (False, True):
+        tag = "tta" if tta else "plain"
+        nn_out = work / f"nn-{tag}"
+        nn = run_timed(nnunet_cmd(bin_dir, nnunet_model, nn_in, nn_out, tta), env)
+        rows.append({"tool": "nnU-Net v2 predictor", "tta": tta, **nn})
+        for name, extra in MEDSEG_VARIANTS.items():
+            out = work / f"ms-{tag}-{name.split()[-1]}"
+            result = run_timed(medseg_cmd(medseg_model, ms_in, out, tta, extra), env)
+            if "error" not in result and "error" not in nn:
+                result["dice_vs_nnunet"] = mean_dice(out, nn_out, 3)
+            rows.append({"tool": name, "tta": tta, **result})
+    return rows
+
+
+# ----------------------------------------------------------------------------- CT-sized volume
+def ct_volume(shape: tuple[int, int, int], path: Path) -> Path:
+    """The inference benchmark's synthetic CT, stored RAS (no flips, so the weights carry over)."""
+    import nibabel as nib
+
+    from medseg.benchmarks.inference import CT_SPACING_IN, synthetic_ct
+
+    volume = synthetic_ct(shape)
+    affine = np.diag([*CT_SPACING_IN, 1.0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(volume.array), affine), path)
+    return path
+
+
+def ct_inference(bin_dir: Path, work: Path, shape: tuple[int, int, int], env: dict[str, str],
+                 timeout: float) -> list[dict[str, Any]]:
+    from medseg.benchmarks.inference import ct_model
+    from medseg.benchmarks.nnunet_format import write_nnunet_model
+
+    model = ct_model(work / "ct-model")
+    nn_model = write_nnunet_model(model, work / "ct-nnunet")
+    image = ct_volume(shape, work / "ct-in" / "ct.nii.gz")
+    nn_in = nnunet_inputs([image], work / "ct-nn-in")
+    run_timed(medseg_cmd(model, image.parent, work / "ct-warm", False), env, timeout)  # compiled-runtime cache
+    rows = [{"tool": "nnU-Net v2 predictor", **run_timed(nnunet_cmd(bin_dir, nn_model, nn_in, work / "ct-nn", False),
+                                                          env, timeout)}]
+    for name, extra in {"medseg defaults": (), "medseg --fast": ("--fast",),
+                        "medseg torch fp32": MEDSEG_VARIANTS["medseg torch fp32"]}.items():
+        rows.append({"tool": name, **run_timed(medseg_cmd(model, image.parent, work / f"ct-{name.split()[-1]}",
+                                                          False, extra), env, timeout)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- training
+def nnunet_epochs(fold_dir: Path) -> list[float]:
+    """Epoch times (s) from nnU-Net's training log."""
+    times = []
+    for log in sorted(fold_dir.glob("training_log_*.txt")):
+        times += [float(m) for m in re.findall(r"Epoch time: ([\d.]+) s", log.read_text())]
+    return times
+
+
+def score_folder(pred_dir: Path, case_ids: list[str], labels_dir: Path) -> dict[str, float]:
+    """Dice per class (mean over cases) of ``pred_dir/<case>.nii.gz`` against the references."""
+    import nibabel as nib
+
+    from medseg.training.validation import dice_per_class
+
+    rows = [dice_per_class(np.asarray(nib.load(pred_dir / f"{c}.nii.gz").dataobj),
+                           np.asarray(nib.load(labels_dir / f"{c}.nii.gz").dataobj), 3) for c in case_ids]
+    mean = np.mean(rows, axis=0)
+    return {"Anterior": float(mean[0]), "Posterior": float(mean[1]), "mean": float(mean.mean())}
+
+
+def medseg_validation(model: Path, case_ids: list[str], work: Path, tta: bool) -> dict[str, float]:
+    images = [HIPPO / "imagesTr" / f"{c}.nii.gz" for c in case_ids]
+    ms_in = work / "val-in"
+    if not ms_in.exists():
+        medseg_inputs(images, ms_in)
+    out = work / f"val-{'tta' if tta else 'plain'}"
+    result = run_timed(medseg_cmd(model, ms_in, out, tta, ("--largest-component", "auto")))
+    if "error" in result:
+        raise SystemExit(f"medseg predict failed: {result['error']}")
+    return score_folder(out, case_ids, HIPPO / "labelsTr")
+
+
+def validation_cases(spec: dict[str, Any]) -> list[str]:
+    """The validation case ids of the split a medseg model was trained on (from its recipe)."""
+    from medseg.training.dataset import load_dataset
+    from medseg.training.splits import make_splits
+
+    dataset = spec["recipe"]["dataset"]
+    splits = make_splits(load_dataset(HIPPO).case_ids, dataset["split"], dataset.get("folds", 5),
+                         dataset.get("seed", 0))
+    return list(splits[dataset.get("fold", 0)].val)
+
+
+def training_comparison(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """nnU-Net's run (epoch times, its validation predictions) against medseg's model folders."""
+    fold, model = Path(args.nnunet_run), Path(args.medseg_model)
+    spec = json.loads((model / "model.json").read_text())
+    val = validation_cases(spec)
+    epochs = nnunet_epochs(fold)
+    nnunet = {"trainer": fold.parent.name.split("__")[0], "epochs": len(epochs), "epoch_seconds": epochs,
+              "total_seconds": sum(epochs), "it_per_s": 250 / statistics.median(epochs) if epochs else None,
+              "dice": score_folder(fold / "validation", val, HIPPO / "labelsTr")}
+    medseg = {"metrics": spec["metrics"], "recipe": args.medseg_recipe,
+              "dice_plain": medseg_validation(model, val, work, False),
+              "dice_tta": medseg_validation(model, val, work, True)}
+    return {"val_cases": len(val), "nnunet": nnunet, "medseg": medseg}
+
+
+# ----------------------------------------------------------------------------- training speed
+SPEED_TRAINER = '''# Written by medseg.benchmarks.nnunet (not part of nnunetv2): the stock trainer with short epochs,
+# for timing training iterations; the end-of-training validation is skipped.
+import torch
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class nnUNetTrainer_medsegSpeed(nnUNetTrainer):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = {iterations}
+        self.num_val_iterations_per_epoch = 1
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        pass
+'''
+
+
+def install_speed_trainer(bin_dir: Path, iterations: int) -> None:
+    """Write ``nnUNetTrainer_medsegSpeed`` into the nnunetv2 package of the venv at ``bin_dir``."""
+    code = "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))"
+    root = subprocess.run([str(bin_dir / "python"), "-c", code], capture_output=True, text=True, check=True)
+    target = Path(root.stdout.strip()) / "training" / "nnUNetTrainer" / "variants" / "nnUNetTrainer_medsegSpeed.py"
+    target.write_text(SPEED_TRAINER.format(iterations=iterations))
+
+
+def nnunet_speed(bin_dir: Path, iterations: int, workers: int, timeout: float) -> dict[str, Any]:
+    """Two short nnU-Net epochs on CPU with ``workers`` augmentation processes; iterations/s of the
+    second epoch (from its training log)."""
+    results = os.environ.get("nnUNet_results")
+    if not results:
+        raise SystemExit("speed: set nnUNet_raw, nnUNet_preprocessed and nnUNet_results "
+                         "(a preprocessed Dataset004_Hippocampus) before running")
+    install_speed_trainer(bin_dir, iterations)
+    fold = Path(results) / "Dataset004_Hippocampus" / "nnUNetTrainer_medsegSpeed__nnUNetPlans__3d_fullres" / "fold_0"
+    for old in fold.glob("training_log_*.txt"):
+        old.unlink()
+    run = run_timed([str(bin_dir / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", "nnUNetTrainer_medsegSpeed",
+                     "-device", "cpu", "--disable_checkpointing"],
+                    env={"nnUNet_n_proc_DA": str(workers)}, timeout=timeout)
+    if "error" in run:
+        raise SystemExit(f"nnU-Net training failed: {run['error']}")
+    epochs = nnunet_epochs(fold)
+    return {"epoch_seconds": epochs, "it_per_s": iterations / epochs[-1], "peak_rss_mb": run["peak_rss_mb"]}
+
+
+def short_recipe(recipe: Path, iterations: int, precision: str) -> str:
+    """``recipe``'s text with two epochs of ``iterations``, no periodic validation, the given
+    precision and an absolute dataset path (so the copy can live anywhere)."""
+    import tomllib
+
+    text = recipe.read_text()
+    dataset = (recipe.parent / tomllib.loads(text)["dataset"]["path"]).resolve()
+    for pattern, value in ((r"path = .*", f'path = "{dataset}"'), (r"epochs = .*", "epochs = 2"),
+                           (r"iterations_per_epoch = .*", f"iterations_per_epoch = {iterations}"),
+                           (r"every = .*", "every = 1000"), (r"precision = .*", f'precision = "{precision}"')):
+        text, count = re.subn(f"(?m)^{pattern}$", value, text, count=1)
+        if count != 1:
+            raise ValueError(f"{recipe} has no line matching {pattern!r}")
+    return text
+
+
+def medseg_speed(recipe: Path, iterations: int, work: Path, precision: str, timeout: float) -> dict[str, Any]:
+    """Two short medseg epochs of ``recipe``; iterations/s of the second (from training_log.csv)."""
+    import csv
+
+    text = short_recipe(recipe, iterations, precision)
+    short = work / f"speed-{precision}.toml"
+    short.write_text(text)
+    out = work / f"speed-{precision}"
+    run = run_timed([sys.executable, "-m", "medseg", "train", str(short), "-o", str(out), "--no-progress"],
+                    timeout=timeout)
+    if "error" in run:
+        raise SystemExit(f"medseg training failed: {run['error']}")
+    with open(out / "training_log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    seconds = [float(r["epoch_seconds"]) for r in rows]
+    return {"precision": precision, "epoch_seconds": seconds, "it_per_s": iterations / seconds[-1],
+            "peak_rss_mb": run["peak_rss_mb"]}
+
+
+# ----------------------------------------------------------------------------- report
+def _fmt(row: dict[str, Any], key: str, spec: str) -> str:
+    value = row.get(key)
+    return "-" if value is None else format(value, spec)
+
+
+def md_inference(hippo: list[dict[str, Any]], ct: list[dict[str, Any]], n_cases: int, model: str,
+                 versions: str, shape: tuple[int, int, int]) -> str:
+    from medseg.benchmarks.report import machine_line
+
+    lines = ["## medseg vs nnU-Net v2: inference (`python -m medseg.benchmarks.nnunet inference`)", "",
+             machine_line() + f" nnU-Net side: {versions}.", "",
+             f"Same weights in both tools: `{model}` written as an nnU-Net model folder "
+             "(`medseg/benchmarks/nnunet_format.py`; the two networks' outputs agree to 3e-5 on the same input). "
+             "Each row is one command run in a fresh process, timed from start to exit, so start-up counts once; "
+             "peak RSS is the whole process tree's. nnU-Net: `nnUNetv2_predict_from_modelfolder -device cpu -npp 1 "
+             "-nps 1`; medseg: `medseg predict --no-qc --largest-component off` (label NIfTI only, like nnU-Net), "
+             "its compiled-runtime cache filled by an earlier run.", "",
+             f"### {n_cases} hippocampus cases", "",
+             "| tool | TTA | seconds | s/case | nnU-Net time / this | peak RSS MB | label Dice vs nnU-Net |",
+             "|---|---|---|---|---|---|---|"]
+    for tta in (False, True):
+        rows = [r for r in hippo if r["tta"] == tta]
+        base = rows[0].get("seconds")
+        for r in rows:
+            ratio = f"{base / r['seconds']:.2f}" if base and r.get("seconds") and "error" not in r else "-"
+            lines.append(f"| {r['tool']} | {'all axes' if tta else 'off'} | {_fmt(r, 'seconds', '.1f')} | "
+                         f"{r['seconds'] / n_cases:.3f} | {ratio} | {_fmt(r, 'peak_rss_mb', '.0f')} | "
+                         f"{_fmt(r, 'dice_vs_nnunet', '.4f')} |" if "error" not in r else
+                         f"| {r['tool']} | {'all axes' if tta else 'off'} | failed: {r['error']} | | | | |")
+    lines += ["", f"### CT-sized volume ({'x'.join(map(str, shape))} int16 at 0.8 x 0.8 x 1.5 mm, plan 3 mm, "
+              "patch 96^3, 5-stage U-Net, random weights, TTA off)", "",
+              "| tool | seconds | nnU-Net time / this | peak RSS MB |", "|---|---|---|---|"]
+    base = ct[0].get("seconds") if ct and "error" not in ct[0] else None
+    for r in ct:
+        if "error" in r:
+            lines.append(f"| {r['tool']} | failed: {r['error']} | | |")
+            continue
+        ratio = f"{base / r['seconds']:.2f}" if base else "-"
+        lines.append(f"| {r['tool']} | {r['seconds']:.1f} | {ratio} | {r['peak_rss_mb']:.0f} |")
+    lines += ["", "nnU-Net's CPU predictor runs fp32 torch; it resamples the image with cubic splines and the "
+              "class probabilities back to the source grid at full resolution. medseg defaults pick OpenVINO bf16 "
+              "on this CPU (see the inference section)."]
+    return "\n".join(lines)
+
+
+def md_training(r: dict[str, Any], versions: str) -> str:
+    from medseg.benchmarks.report import machine_line
+
+    nn, ms = r["nnunet"], r["medseg"]
+    m = ms["metrics"]
+    lines = ["## medseg vs nnU-Net v2: training (`python -m medseg.benchmarks.nnunet training`)", "",
+             machine_line() + f" nnU-Net side: {versions}.", "",
+             f"Same fixed 80/20 split (138 training, {r['val_cases']} validation cases), same machine, run one after "
+             f"the other. nnU-Net: `nnUNetv2_train 4 3d_fullres 0 -tr {nn['trainer']} -device cpu` "
+             f"(its planned network: widths 32-256, patch 40x56x40, batch 6, fp32 on CPU; {nn['epochs']} epochs of "
+             f"250 iterations with its poly schedule over them, {nn['total_seconds'] / 60:.1f} min of epochs, then "
+             "its own validation of the whole cases with mirroring). "
+             f"medseg: `{r['medseg']['recipe']}` ({m['iterations']} iterations in {m['training_seconds'] / 60:.1f} min, {m['precision']}). "
+             "Both scored here with medseg's Dice (mean over the validation cases).", "",
+             "| run | wall-clock | iterations | Dice Anterior | Dice Posterior | mean Dice |", "|---|---|---|---|---|---|",
+             f"| nnU-Net v2, {nn['epochs']} epochs (mirroring TTA) | {nn['total_seconds'] / 60:.1f} min | {250 * nn['epochs']} | "
+             f"{nn['dice']['Anterior']:.4f} | {nn['dice']['Posterior']:.4f} | {nn['dice']['mean']:.4f} |"]
+    for key, label in (("dice_plain", "TTA off"), ("dice_tta", "mirroring TTA")):
+        d = ms[key]
+        lines.append(f"| medseg `{r['medseg']['recipe']}` ({label}) | {m['training_seconds'] / 60:.1f} min | {m['iterations']} | "
+                     f"{d['Anterior']:.4f} | {d['Posterior']:.4f} | {d['mean']:.4f} |")
+    return "\n".join(lines)
+
+
+def md_speed(nn: dict[str, Any], ms: list[dict[str, Any]], iterations: int, workers: int, versions: str) -> str:
+    from medseg.benchmarks.report import machine_line
+
+    lines = ["## medseg vs nnU-Net v2: training speed (`python -m medseg.benchmarks.nnunet speed`)", "",
+             machine_line() + f" nnU-Net side: {versions}.", "",
+             "Same network, patch and batch: nnU-Net's planned 3d_fullres configuration for the hippocampus "
+             "(U-Net widths 32-256, 4 stages, deep supervision, patch 40x56x40, batch 6); medseg trains it with "
+             "`pipelines/hippocampus_full.toml`. Each trainer runs two epochs of "
+             f"{iterations} iterations one after the other on this machine, augmentation and data loading "
+             f"included ({workers} data-loading processes each: `nnUNet_n_proc_DA={workers}`, recipe `workers = {workers}`); the second epoch is timed (start-up and warm-up left out on both sides). nnU-Net: "
+             "`nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_medsegSpeed -device cpu` (stock trainer, epoch "
+             "lengths changed; its epoch also holds one validation iteration; fp32, the only precision its CPU "
+             "path runs).", "",
+             "| trainer | precision | s per epoch (timed) | iterations/s | relative to nnU-Net | peak RSS MB |",
+             "|---|---|---|---|---|---|",
+             f"| nnU-Net v2 | fp32 | {nn['epoch_seconds'][-1]:.1f} | {nn['it_per_s']:.3f} | 1.00 | "
+             f"{nn['peak_rss_mb']:.0f} |"]
+    for m in ms:
+        lines.append(f"| medseg | {m['precision']} | {m['epoch_seconds'][-1]:.1f} | {m['it_per_s']:.3f} | "
+                     f"{m['it_per_s'] / nn['it_per_s']:.2f} | {m['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def nnunet_versions(bin_dir: Path) -> str:
+    code = "import importlib.metadata as m; print(f\"nnunetv2 {m.version('nnunetv2')}, torch {m.version('torch')}\")"
+    done = subprocess.run([str(bin_dir / "python"), "-c", code], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown versions"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=("inference", "training", "speed"))
+    parser.add_argument("--nnunet-bin", type=Path, required=True, help="bin folder of the venv holding nnunetv2")
+    parser.add_argument("--model", default="hippocampus", help="medseg unet model folder or shipped name")
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--ct-shape", type=int, nargs=3, default=(512, 512, 300))
+    parser.add_argument("--skip-ct", action="store_true")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--nnunet-run", type=Path, help="training: nnU-Net's fold_0 folder (same split)")
+    parser.add_argument("--medseg-model", type=Path, help="training: medseg model folder, same budget")
+    parser.add_argument("--medseg-recipe", default="pipelines/hippocampus.toml", help="training: the recipe it used")
+    parser.add_argument("--iterations", type=int, default=30, help="speed: iterations per timed epoch")
+    parser.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], help="speed: medseg precisions")
+    parser.add_argument("--no-doc", action="store_true")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="medseg-nnunet-"))
+    versions = nnunet_versions(args.nnunet_bin)
+    env = {"nnUNet_raw": str(work), "nnUNet_preprocessed": str(work), "nnUNet_results": str(work)}
+    if args.part == "inference":
+        from medseg.benchmarks.nnunet_format import write_nnunet_model
+        from medseg.pretrained import resolve_model_path
+
+        model = Path(resolve_model_path(args.model))
+        nn_model = write_nnunet_model(model, work / "nnunet-model")
+        cases = sorted((HIPPO / "imagesTr").glob("*.nii.gz"))[: args.cases]
+        hippo = hippocampus_inference(args.nnunet_bin, model, nn_model, cases, work, env)
+        ct = [] if args.skip_ct else ct_inference(args.nnunet_bin, work, tuple(args.ct_shape), env, args.timeout)
+        name = args.model if not Path(args.model).exists() else model.name
+        text = md_inference(hippo, ct, len(cases), name, versions, tuple(args.ct_shape))
+    elif args.part == "speed":
+        import tomllib
+
+        recipe = Path(__file__).resolve().parents[2] / "pipelines" / "hippocampus_full.toml"
+        workers = tomllib.loads(recipe.read_text())["runtime"]["workers"]
+        nn = nnunet_speed(args.nnunet_bin, args.iterations, workers, args.timeout)
+        ms = [medseg_speed(recipe, args.iterations, work, p, args.timeout) for p in args.precisions]
+        text = md_speed(nn, ms, args.iterations, workers, versions)
+    else:
+        if not (args.nnunet_run and args.medseg_model):
+            parser.error("training needs --nnunet-run and --medseg-model")
+        text = md_training(training_comparison(args, work), versions)
+    print(text)
+    if not args.no_doc:
+        from medseg.benchmarks.report import update_section
+
+        update_section(f"nnunet_{args.part}", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
