@@ -26,17 +26,21 @@ docs/benchmarks.md:
     the epoch lengths changed (``nnUNetTrainer_medsegSpeed``, written into nnU-Net's venv by this
     script). Needs the nnU-Net environment variables of a preprocessed Dataset004_Hippocampus.
 
-Setting up nnU-Net for ``training`` (done by hand, outside the repository)::
+``prepare``
+    Writes nnU-Net's raw ``Dataset004_Hippocampus`` (links to the shared MSD cases, its
+    ``dataset.json``) under ``--nnunet-root`` and medseg's fixed split of
+    ``pipelines/hippocampus.toml`` as nnU-Net's ``splits_final.json``, then prints the commands
+    that follow.
 
-    python3 -m venv nnunet/venv && nnunet/venv/bin/pip install torch==2.13.0 nnunetv2
-    # raw dataset: Dataset004_Hippocampus/imagesTr/<case>_0000.nii.gz links to the MSD images,
-    # labelsTr/<case>.nii.gz links, dataset.json {"channel_names": {"0": "MRI"}, "labels": ...}
-    nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres -np 1
-    # preprocessed/Dataset004_Hippocampus/splits_final.json: [{"train": [...], "val": [...]}],
-    # medseg's fixed 80/20 split (medseg.training.splits.make_splits, seed 0)
-    nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_1epoch -device cpu
+Setting up nnU-Net (outside the repository; nnunetv2 pulls a CUDA torch build, which runs on the CPU)::
+
+    python3 -m venv ~/nnunet/venv && ~/nnunet/venv/bin/pip install nnunetv2
+    python -m medseg.benchmarks.nnunet prepare --nnunet-bin ~/nnunet/venv/bin --nnunet-root ~/nnunet
+    export nnUNet_raw=~/nnunet/raw nnUNet_preprocessed=~/nnunet/preprocessed nnUNet_results=~/nnunet/results
+    nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres -np 2
+    nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_1epoch -device cpu     # for ``training``
     # nnUNetTrainer_1epoch (stock): one epoch of 250 iterations, the schedule that fits 30 minutes
-    # on a 2-core CPU (an epoch takes 21-25 minutes there)
+    # on a 2-core CPU (an epoch takes about 25 minutes there)
 """
 
 from __future__ import annotations
@@ -273,6 +277,40 @@ def training_comparison(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {"val_cases": len(val), "nnunet": nnunet, "medseg": medseg}
 
 
+# ----------------------------------------------------------------------------- nnU-Net dataset
+def prepare_nnunet(root: Path, recipe: Path, source: Path = HIPPO) -> tuple[Path, Path]:
+    """nnU-Net v2's raw ``Dataset004_Hippocampus`` under ``root/raw`` (symlinks to ``source``'s
+    images as ``<case>_0000.nii.gz`` and labels, a v2 ``dataset.json``) and ``recipe``'s split as
+    ``root/preprocessed/Dataset004_Hippocampus/splits_final.json`` (fold 0 = medseg's split).
+    Returns the raw dataset folder and the splits file; existing links are kept."""
+    import tomllib
+
+    from medseg.training.dataset import load_dataset
+    from medseg.training.splits import make_splits
+
+    dataset = load_dataset(source)
+    raw = root / "raw" / "Dataset004_Hippocampus"
+    for sub in ("imagesTr", "labelsTr"):
+        (raw / sub).mkdir(parents=True, exist_ok=True)
+    for case in dataset.cases:
+        if len(case.images) != 1 or case.label is None:
+            raise SystemExit(f"prepare: case {case.id} needs one image and a label")
+        for link, target in ((raw / "imagesTr" / f"{case.id}_0000.nii.gz", case.images[0]),
+                             (raw / "labelsTr" / f"{case.id}.nii.gz", case.label)):
+            if not link.is_symlink():
+                link.symlink_to(Path(target).resolve())
+    labels = {name: int(value) for value, name in dataset.labels.items()}
+    (raw / "dataset.json").write_text(json.dumps(
+        {"channel_names": dict(enumerate(dataset.channels)), "labels": labels, "numTraining": len(dataset.cases),
+         "file_ending": ".nii.gz"}, indent=1))
+    split = tomllib.loads(recipe.read_text())["dataset"]
+    fold = make_splits(dataset.case_ids, split["split"], split.get("folds", 5), split.get("seed", 0))[split.get("fold", 0)]
+    splits = root / "preprocessed" / "Dataset004_Hippocampus" / "splits_final.json"
+    splits.parent.mkdir(parents=True, exist_ok=True)
+    splits.write_text(json.dumps([{"train": list(fold.train), "val": list(fold.val)}], indent=1))
+    return raw, splits
+
+
 # ----------------------------------------------------------------------------- training speed
 SPEED_TRAINER = '''# Written by medseg.benchmarks.nnunet (not part of nnunetv2): the stock trainer with short epochs,
 # for timing training iterations; the end-of-training validation is skipped.
@@ -456,10 +494,22 @@ def nnunet_versions(bin_dir: Path) -> str:
     return done.stdout.strip() or "unknown versions"
 
 
+def prepare_main(root: Path, recipe: Path) -> int:
+    """``prepare``: the raw dataset and split, then the commands that come next."""
+    raw, splits = prepare_nnunet(root, recipe)
+    print(f"wrote {raw} and {splits}\nnext:\n"
+          f"  export nnUNet_raw={root / 'raw'} nnUNet_preprocessed={root / 'preprocessed'} "
+          f"nnUNet_results={root / 'results'}\n"
+          "  nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres -np 2\n"
+          "  nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_1epoch -device cpu   # for the training part")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("inference", "training", "speed"))
-    parser.add_argument("--nnunet-bin", type=Path, required=True, help="bin folder of the venv holding nnunetv2")
+    parser.add_argument("part", choices=("prepare", "inference", "training", "speed"))
+    parser.add_argument("--nnunet-bin", type=Path, help="bin folder of the venv holding nnunetv2")
+    parser.add_argument("--nnunet-root", type=Path, help="prepare: folder for nnU-Net's raw/, preprocessed/, results/")
     parser.add_argument("--model", default="hippocampus", help="medseg unet model folder or shipped name")
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--ct-shape", type=int, nargs=3, default=(512, 512, 300))
@@ -472,6 +522,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], help="speed: medseg precisions")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
+    recipes = Path(__file__).resolve().parents[2] / "pipelines"
+    if args.part == "prepare":
+        if not args.nnunet_root:
+            parser.error("prepare needs --nnunet-root")
+        return prepare_main(args.nnunet_root.resolve(), recipes / "hippocampus.toml")
+    if not args.nnunet_bin:
+        parser.error(f"{args.part} needs --nnunet-bin (the bin folder of the venv holding nnunetv2)")
     work = Path(tempfile.mkdtemp(prefix="medseg-nnunet-"))
     versions = nnunet_versions(args.nnunet_bin)
     env = {"nnUNet_raw": str(work), "nnUNet_preprocessed": str(work), "nnUNet_results": str(work)}
@@ -489,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.part == "speed":
         import tomllib
 
-        recipe = Path(__file__).resolve().parents[2] / "pipelines" / "hippocampus_full.toml"
+        recipe = recipes / "hippocampus_full.toml"
         workers = tomllib.loads(recipe.read_text())["runtime"]["workers"]
         nn = nnunet_speed(args.nnunet_bin, args.iterations, workers, args.timeout)
         ms = [medseg_speed(recipe, args.iterations, work, p, args.timeout) for p in args.precisions]
