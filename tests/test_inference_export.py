@@ -58,7 +58,7 @@ def test_onnx_backends_agree_with_torch_fp32(exported, hippo, backend):
     assert (labels.array == expected.array).mean() > 0.995
 
 
-def test_model_folder_is_exported_once_into_the_cache(exported, hippo, tmp_path):
+def test_model_folder_is_exported_once_into_the_cache(exported, hippo, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     model, _ = exported
     options = PredictOptions(device="cpu", threads=1, backend="onnxruntime", cache_dir=str(tmp_path / "cache"))
@@ -67,8 +67,13 @@ def test_model_folder_is_exported_once_into_the_cache(exported, hippo, tmp_path)
     (entry,) = (tmp_path / "cache").iterdir()
     assert (entry / "model.onnx").is_file() and (entry / "medseg_export.json").is_file()
     stamp = (entry / "model.onnx").stat().st_mtime_ns
-    with Predictor.from_folders([model], options):
-        pass
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a cached export must load without building the torch network")
+
+    monkeypatch.setattr("medseg.training.model_folder.build_inference_network", no_network)
+    with Predictor.from_folders([model], options) as predictor:
+        assert predictor.predict([hippo]).labels.same_grid(hippo)
     assert (entry / "model.onnx").stat().st_mtime_ns == stamp  # reused, not exported again
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medseg.inference import OutputOptions, PostprocessOptions, PredictOptions, Predictor, predict_case
-from medseg.inference.outputs import label_stats
+from medseg.inference.outputs import label_stats, value_counts
 from medseg.inference.qc import render_qc
 from medseg.io.files import read_volume_file
 from medseg.volume import Volume
@@ -82,6 +82,14 @@ def test_label_stats_counts_absent_labels_as_zero():
     assert stats["voxel_volume_mm3"] == 0.5
     assert stats["labels"] == [{"label": 1, "name": "a", "voxels": 2, "volume_ml": 0.001},
                                {"label": 2, "name": "b", "voxels": 0, "volume_ml": 0.0}]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_value_counts_match_bincount_for_every_label_dtype(dtype):
+    array = np.random.default_rng(1).integers(0, 7, (9, 8, 5)).astype(dtype)
+    array = array[:, ::-1]  # a non-contiguous view, as restored labels often are
+    assert np.array_equal(value_counts(array), np.bincount(array.ravel().astype(np.int64)))
+    assert value_counts(np.zeros((0, 3, 3), dtype)).tolist() == [0]
 
 
 def test_qc_png_for_empty_and_oblique_labels(tmp_path):

@@ -199,13 +199,21 @@ class ExportStore:
         self.root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self._temporary: tempfile.TemporaryDirectory | None = None
 
-    def onnx_for(self, folder: Path, trained: Any, info: ModelInfo) -> Path:
-        """The ONNX file for ``folder``'s model, exported now when the cache lacks it."""
+    def cached(self, folder: Path) -> Path | None:
+        """The ONNX file exported earlier for ``folder``'s current contents, or None."""
         key = model_fingerprint(Path(folder))
         roots = [self.root] + ([Path(self._temporary.name)] if self._temporary else [])
         for root in roots:
             if (root / key / EXPORT_JSON).is_file() and (root / key / ONNX_NAME).is_file():
                 return root / key / ONNX_NAME
+        return None
+
+    def onnx_for(self, folder: Path, trained: Any, info: ModelInfo) -> Path:
+        """The ONNX file for ``folder``'s model, exported now when the cache lacks it."""
+        found = self.cached(folder)
+        if found is not None:
+            return found
+        key = model_fingerprint(Path(folder))
         try:
             ensure_writable_dir(self.root)
             root = self.root

@@ -133,18 +133,23 @@ def load_model(path: str | Path, backend: str, runtime: Runtime, store: Any) -> 
 
         plan, info, onnx_path = load_export(path)
         return LoadedModel(info, plan, _onnx_backend(chosen, onnx_path, runtime))
-    from medseg.training.model_folder import load_model_folder
+    from medseg.training.model_folder import load_model_folder, read_model_description
 
-    trained = load_model_folder(path, device="cpu")
-    info = ModelInfo.from_spec(trained.spec, str(path))
+    spec, plan = read_model_description(path)
+    info = ModelInfo.from_spec(spec, str(path))
+    trained = None
     if chosen != "torch":
         try:
-            onnx_path = store.onnx_for(path, trained, info)
-            return LoadedModel(info, trained.plan, _onnx_backend(chosen, onnx_path, runtime))
+            onnx_path = store.cached(path)  # exported before: no torch network to build
+            if onnx_path is None:
+                trained = load_model_folder(path, device="cpu")
+                onnx_path = store.onnx_for(path, trained, info)
+            return LoadedModel(info, plan, _onnx_backend(chosen, onnx_path, runtime))
         except Exception as exc:  # only 'auto' falls back; an explicit backend reports its failure
             if backend != "auto":
                 raise
             log.warning("%s: the %s backend could not be prepared (%s); using torch", path, chosen, exc)
+    trained = trained or load_model_folder(path, device="cpu")
     return LoadedModel(info, trained.plan, TorchBackend(trained.network, runtime))
 
 

@@ -7,8 +7,10 @@ Public API (stable; used by ``medseg predict`` and ``medseg batch``)::
     result = predict_case(predictor, source, out_dir, OutputOptions(...))
 
 Per case: preprocess with each model's plan (once per distinct plan), sliding-window logits,
-softmax, average over the ensemble, then back onto the exact source grid (restore_labels /
-restore_probabilities from the plan's preprocessing record).
+softmax, average over the ensemble, then back onto the exact source grid from the plan's
+preprocessing record: restore_argmax (labels of the linearly restored probabilities, resampling
+only at label boundaries), restore_labels (--fast: argmax, then nearest) or restore_probabilities
+(when probabilities are written, or models of different plans are averaged).
 """
 
 from __future__ import annotations
@@ -189,15 +191,17 @@ class Predictor:
 
     def _restore(self, results: list, want_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels on the source grid (and float16 probabilities when asked) from per-plan results."""
-        from medseg.training.preprocess import restore_labels, restore_probabilities
+        from medseg.training.preprocess import restore_argmax, restore_labels, restore_probabilities
 
         if len(results) == 1:
             record, probs, _ = results[0]
             labels = None
             if self.options.fast or not record.resampled:  # nearest back is exact without resampling
                 labels = np.asarray(restore_labels(argmax_labels(probs), record).array)
-                if not want_probs:
-                    return labels, None
+            elif not want_probs:  # the argmax of linearly restored probabilities, computed lean
+                labels = restore_argmax(probs, record)
+            if not want_probs:
+                return labels, None
             full = restore_probabilities(probs, record, dtype=_restore_dtype(probs, record, want_probs))
             labels = argmax_labels(full) if labels is None else labels
             return labels, full.astype(np.float16, copy=False) if want_probs else None

@@ -89,10 +89,12 @@ def configure_backends(device: torch.device) -> None:
 
 
 def memory_format(device: torch.device, spatial_dims: int) -> torch.memory_format:
-    """channels_last(_3d) on CUDA, where it speeds up convolutions; contiguous on CPU."""
-    if device.type != "cuda":
-        return torch.contiguous_format
-    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    """channels_last_3d for 3D networks (CUDA and CPU: on this project's CPU the nnU-Net-sized
+    hippocampus step ran 2-6% faster than contiguous in bf16 and fp32, torch 2.13); 2D networks
+    channels_last on CUDA, contiguous on CPU (not measured faster there)."""
+    if spatial_dims == 3:
+        return torch.channels_last_3d
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 @dataclass

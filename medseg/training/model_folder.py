@@ -139,14 +139,12 @@ def save_model_folder(folder: str | Path, network: nn.Module, spec: ModelSpec, p
     return folder
 
 
-def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
-    """Load a model folder written by :func:`save_model_folder`: JSON + safetensors, no pickle.
+def read_model_description(folder: str | Path) -> tuple[ModelSpec, Any]:
+    """The ``(spec, plan)`` of a model folder, read from its JSON files only (no network is built).
 
-    Needs ``model.json``, ``plan.json`` and ``weights.safetensors`` in ``folder``. Promises the
-    network in eval mode on ``device`` with exactly the saved weights.
+    Needs ``model.json``, ``plan.json`` and ``weights.safetensors`` in ``folder`` (InputError
+    naming the missing one otherwise; ConfigError for invalid JSON).
     """
-    from safetensors.torch import load_model
-
     from medseg.training.plan import Plan
 
     folder = Path(folder)
@@ -157,7 +155,19 @@ def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") ->
         spec = ModelSpec.from_dict(json.loads((folder / SPEC_FILE).read_text(encoding="utf-8")))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{folder / SPEC_FILE} is not valid JSON ({exc})") from None
-    plan = Plan.load(folder / PLAN_FILE)
+    return spec, Plan.load(folder / PLAN_FILE)
+
+
+def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """Load a model folder written by :func:`save_model_folder`: JSON + safetensors, no pickle.
+
+    Needs ``model.json``, ``plan.json`` and ``weights.safetensors`` in ``folder``. Promises the
+    network in eval mode on ``device`` with exactly the saved weights.
+    """
+    from safetensors.torch import load_model
+
+    folder = Path(folder)
+    spec, plan = read_model_description(folder)
     network = build_inference_network(spec)
     try:
         load_model(network, str(folder / WEIGHTS_FILE), strict=True)

@@ -31,6 +31,8 @@ from medseg.volume import Volume, VolumeMeta
 SPACING_TOLERANCE = 0.01
 #: background probability above which a voxel counts as background when restoring probabilities
 BACKGROUND_CERTAIN = 1.0 - 1e-3
+#: share of boundary voxels in a slab above which restore_argmax resamples the whole slab
+DENSE_FRACTION = 0.1
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,6 +198,93 @@ def restore_probabilities(
     return out
 
 
+def restore_argmax(probs: np.ndarray, record: PreprocessRecord, planes: int = 8) -> np.ndarray:
+    """Labels on the source grid: the argmax of the probabilities ``restore_probabilities`` would
+    give (linear resampling), without materialising them. Ties go to the lower class.
+
+    Needs probabilities (C, *record.shape). Promises a source-shaped uint8 array (uint16 beyond
+    256 classes). Exactness: a linearly resampled value is a convex combination of the 8
+    preprocessed voxels around it, so where all 8 share one argmax that class wins; only voxels
+    of cells whose corners disagree (the label boundaries) are interpolated, class by class, with
+    the same separable lerp as :func:`restore_probabilities`. Memory: the output plus
+    ``planes`` canonical planes of work at a time.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 4 or probs.shape[1:] != record.shape:
+        raise GeometryError(f"probabilities of shape {probs.shape} do not match (C, {record.shape})")
+    low_labels = _argmax(probs)
+    out = np.zeros(record.source_shape, dtype=low_labels.dtype)
+    view = to_canonical(out, record)
+    if not record.resampled:
+        view[...] = low_labels
+        return out
+    uniform = _uniform_cells(low_labels)
+    axes = [_linear_axis(n, m) for n, m in zip(record.shape, record.canonical_shape)]
+    (lx, hx, wx), (ly, hy, wy), (lz, hz, wz) = axes
+    for z0 in range(0, record.canonical_shape[2], planes):
+        zs = slice(z0, min(z0 + planes, record.canonical_shape[2]))
+        mixed = ~_gather(uniform, lx, ly, lz[zs])
+        count = int(np.count_nonzero(mixed))
+        if count > DENSE_FRACTION * mixed.size:  # many boundaries: resample the slab densely
+            lo, hi = int(lz[zs].min()), int(hz[zs].max()) + 1
+            slab = [(lx, hx, wx), (ly, hy, wy), (lz[zs] - lo, hz[zs] - lo, wz[zs])]
+            labels = _argmax(np.stack([_resample_linear(probs[c, :, :, lo:hi], slab) for c in range(len(probs))]))
+        else:
+            labels = _gather(low_labels, lx, ly, lz[zs])
+            if count:
+                ox, oy, oz = np.nonzero(mixed)
+                oz += z0
+                corners = (lx[ox], hx[ox], wx[ox]), (ly[oy], hy[oy], wy[oy]), (lz[oz], hz[oz], wz[oz])
+                labels[ox, oy, oz - z0] = _argmax(np.stack([_lerp_points(p, corners) for p in probs]))
+        view[:, :, zs] = labels
+    return out
+
+
+def _argmax(values: np.ndarray) -> np.ndarray:
+    """Index of the largest value along axis 0 (ties -> lower index), uint8 (uint16 beyond 256)."""
+    labels = np.zeros(values.shape[1:], dtype=np.uint8 if values.shape[0] <= 256 else np.uint16)
+    best = np.array(values[0], copy=True)
+    for c in range(1, values.shape[0]):
+        better = values[c] > best
+        labels[better] = c
+        np.copyto(best, values[c], where=better)
+    return labels
+
+
+def _uniform_cells(labels: np.ndarray) -> np.ndarray:
+    """True at (i, j, k) where the voxels i..i+1, j..j+1, k..k+1 (clamped at the edge) share a label."""
+    high, low = labels.copy(), labels.copy()
+    for axis in range(3):
+        index = np.minimum(np.arange(labels.shape[axis]) + 1, labels.shape[axis] - 1)
+        np.maximum(high, np.take(high, index, axis=axis), out=high)
+        np.minimum(low, np.take(low, index, axis=axis), out=low)
+    return high == low
+
+
+def _gather(array: np.ndarray, ix: np.ndarray, iy: np.ndarray, iz: np.ndarray) -> np.ndarray:
+    """``array[np.ix_(ix, iy, iz)]``, one axis at a time, smallest result first."""
+    return np.ascontiguousarray(array[:, :, iz][:, iy][ix])
+
+
+def _lerp_points(values: np.ndarray, corners) -> np.ndarray:
+    """Separable linear interpolation of a 3D float array at scattered points, axis 0 first (the
+    order and arithmetic of :func:`_resample_linear`, so both give the same numbers)."""
+    import torch
+
+    (lx, hx, wx), (ly, hy, wy), (lz, hz, wz) = corners
+    source = torch.from_numpy(np.require(values, np.float32))
+
+    def at(ix, iy, iz):
+        return source[torch.from_numpy(ix), torch.from_numpy(iy), torch.from_numpy(iz)]
+
+    tx, ty, tz = (torch.from_numpy(w) for w in (wx, wy, wz))
+    planes = []
+    for iz in (lz, hz):
+        rows = [torch.lerp(at(lx, iy, iz), at(hx, iy, iz), tx) for iy in (ly, hy)]
+        planes.append(torch.lerp(rows[0], rows[1], ty))
+    return torch.lerp(planes[0], planes[1], tz).numpy()
+
+
 # ------------------------------------------------------------------------- orientation
 def _geometry_record(image: Volume, target: tuple[float, float, float]) -> PreprocessRecord:
     import nibabel as nib
@@ -303,8 +392,17 @@ def _resample_linear(array: np.ndarray, axes: Sequence[tuple[np.ndarray, np.ndar
     """Separable linear interpolation of a 3D array (torch, float32) at the given per-axis coords."""
     import torch
 
-    tensor = torch.from_numpy(np.require(array, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
+    array = np.asarray(array, dtype=np.float32)
+    flipped = [axis for axis in range(array.ndim) if array.strides[axis] < 0]
+    for axis in flipped:  # torch takes no negative strides: read flipped axes with mirrored indices
+        array = np.flip(array, axis)
+    if not array.flags.writeable:
+        array = array.copy()
+    tensor = torch.from_numpy(array)  # any memory order (a NIfTI volume is Fortran-ordered): no copy
     for axis, (low, high, weight) in enumerate(axes):
+        if axis in flipped:
+            n = tensor.shape[axis] - 1
+            low, high = n - low, n - high
         a = tensor.index_select(axis, torch.from_numpy(low))
         b = tensor.index_select(axis, torch.from_numpy(high))
         shape = [1, 1, 1]
@@ -346,7 +444,7 @@ def _box_coordinates(
     """The canonical voxels whose samples fall inside ``box`` and their coords relative to the box."""
     pre_box, target, axes = [], [], []
     for part, n_in, n_out in zip(box, n_pre, n_canonical):
-        x = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        x = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)  # as _linear_axis samples
         inside = np.flatnonzero((x >= part.start) & (x <= part.stop - 1))
         if inside.size == 0:  # the box falls between two output samples: take the nearest one
             inside = np.array([int(np.clip(np.argmin(np.abs(x - (part.start + part.stop - 1) / 2)), 0, n_out - 1))])
