@@ -206,8 +206,10 @@ def _collective_device() -> torch.device:
 
 
 def cleanup(ctx: DistContext) -> None:
-    """Leave the process group (no-op for one process)."""
+    """Leave the process group (no-op for one process), after a barrier: a rank that tears its
+    gloo connections down while a peer is still in a collective makes that peer abort."""
     import torch.distributed as dist
 
     if ctx.enabled and dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
