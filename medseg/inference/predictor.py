@@ -32,6 +32,8 @@ from medseg.inference.options import OutputOptions, PredictOptions
 from medseg.inference.runtime import Runtime, configure_runtime
 from medseg.inference.sliding import predict_volume
 from medseg.training.plan import Plan
+from medseg.training.preprocess import (argmax_labels, preprocess_case, restore_argmax, restore_labels,
+                                        restore_probabilities)
 from medseg.volume import Volume, VolumeMeta
 
 log = logging.getLogger(__name__)
@@ -149,8 +151,6 @@ class Predictor:
         Needs one 3D Volume per model input channel, all on one grid. Promises a label Volume
         with the source shape and affine, label names in its meta, uint8 (uint16 beyond 255).
         """
-        from medseg.training.preprocess import preprocess_case
-
         if len(images) != self.in_channels:
             raise InputError(
                 f"the model takes {self.in_channels} input channel(s) but {len(images)} image(s) were given"
@@ -191,8 +191,6 @@ class Predictor:
 
     def _restore(self, results: list, want_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels on the source grid (and float16 probabilities when asked) from per-plan results."""
-        from medseg.training.preprocess import restore_argmax, restore_labels, restore_probabilities
-
         if len(results) == 1:
             record, probs, _ = results[0]
             labels = None
@@ -265,19 +263,6 @@ def softmax_(logits: torch.Tensor, chunk: int = 16) -> torch.Tensor:
         part = logits[..., start : start + chunk]
         part.copy_(torch.softmax(part, dim=0))
     return logits
-
-
-def argmax_labels(probs: np.ndarray) -> np.ndarray:
-    """Class index of the largest value along axis 0 (ties -> lower class), uint8 (uint16 if > 255
-    classes), without an int64 full-size temporary."""
-    dtype = np.uint8 if probs.shape[0] <= 256 else np.uint16
-    labels = np.zeros(probs.shape[1:], dtype=dtype)
-    best = np.array(probs[0], copy=True)
-    for c in range(1, probs.shape[0]):
-        better = probs[c] > best
-        labels[better] = c
-        np.copyto(best, probs[c], where=better)
-    return labels
 
 
 # ---------------------------------------------------------------------- per-case pipeline

@@ -212,7 +212,7 @@ def restore_argmax(probs: np.ndarray, record: PreprocessRecord, planes: int = 8)
     probs = np.asarray(probs)
     if probs.ndim != 4 or probs.shape[1:] != record.shape:
         raise GeometryError(f"probabilities of shape {probs.shape} do not match (C, {record.shape})")
-    low_labels = _argmax(probs)
+    low_labels = argmax_labels(probs)
     out = np.zeros(record.source_shape, dtype=low_labels.dtype)
     view = to_canonical(out, record)
     if not record.resampled:
@@ -228,26 +228,27 @@ def restore_argmax(probs: np.ndarray, record: PreprocessRecord, planes: int = 8)
         if count > DENSE_FRACTION * mixed.size:  # many boundaries: resample the slab densely
             lo, hi = int(lz[zs].min()), int(hz[zs].max()) + 1
             slab = [(lx, hx, wx), (ly, hy, wy), (lz[zs] - lo, hz[zs] - lo, wz[zs])]
-            labels = _argmax(np.stack([_resample_linear(probs[c, :, :, lo:hi], slab) for c in range(len(probs))]))
+            labels = argmax_labels(np.stack([_resample_linear(probs[c, :, :, lo:hi], slab) for c in range(len(probs))]))
         else:
             labels = _gather(low_labels, lx, ly, lz[zs])
             if count:
                 ox, oy, oz = np.nonzero(mixed)
                 oz += z0
                 corners = (lx[ox], hx[ox], wx[ox]), (ly[oy], hy[oy], wy[oy]), (lz[oz], hz[oz], wz[oz])
-                labels[ox, oy, oz - z0] = _argmax(np.stack([_lerp_points(p, corners) for p in probs]))
+                labels[ox, oy, oz - z0] = argmax_labels(np.stack([_lerp_points(p, corners) for p in probs]))
         view[:, :, zs] = labels
     return out
 
 
-def _argmax(values: np.ndarray) -> np.ndarray:
-    """Index of the largest value along axis 0 (ties -> lower index), uint8 (uint16 beyond 256)."""
-    labels = np.zeros(values.shape[1:], dtype=np.uint8 if values.shape[0] <= 256 else np.uint16)
-    best = np.array(values[0], copy=True)
-    for c in range(1, values.shape[0]):
-        better = values[c] > best
+def argmax_labels(probs: np.ndarray) -> np.ndarray:
+    """Class index of the largest value along axis 0 (ties -> lower class), uint8 (uint16 beyond
+    256 classes), without an int64 full-size temporary."""
+    labels = np.zeros(probs.shape[1:], dtype=np.uint8 if probs.shape[0] <= 256 else np.uint16)
+    best = np.array(probs[0], copy=True)
+    for c in range(1, probs.shape[0]):
+        better = probs[c] > best
         labels[better] = c
-        np.copyto(best, values[c], where=better)
+        np.copyto(best, probs[c], where=better)
     return labels
 
 
