@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -89,6 +90,11 @@ def test_value_counts_match_bincount_for_every_label_dtype(dtype):
     array = np.random.default_rng(1).integers(0, 7, (9, 8, 5)).astype(dtype)
     array = array[:, ::-1]  # a non-contiguous view, as restored labels often are
     assert np.array_equal(value_counts(array), np.bincount(array.ravel().astype(np.int64)))
+    frozen = np.asfortranarray(array)
+    frozen.flags.writeable = False  # label volumes are often read-only views
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(value_counts(frozen), np.bincount(array.ravel().astype(np.int64)))
     assert value_counts(np.zeros((0, 3, 3), dtype)).tolist() == [0]
 
 

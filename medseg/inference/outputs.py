@@ -52,7 +52,10 @@ def value_counts(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         import torch
 
-        return torch.bincount(torch.from_numpy(np.ascontiguousarray(array).reshape(-1))).numpy()
+        flat = array.ravel(order="K")  # a view when contiguous in either order
+        if not flat.flags.writeable:  # torch.from_numpy warns on read-only memory; a uint8 copy is cheap
+            flat = flat.copy()
+        return torch.bincount(torch.from_numpy(flat)).numpy()
     return np.bincount(array.ravel().astype(np.int64, copy=False))
 
 

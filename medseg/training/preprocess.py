@@ -206,14 +206,14 @@ def restore_argmax(probs: np.ndarray, record: PreprocessRecord, planes: int = 8)
     256 classes). Exactness: a linearly resampled value is a convex combination of the 8
     preprocessed voxels around it, so where all 8 share one argmax that class wins; only voxels
     of cells whose corners disagree (the label boundaries) are interpolated, class by class, with
-    the same separable lerp as :func:`restore_probabilities`. Memory: the output plus
-    ``planes`` canonical planes of work at a time.
+    the same separable lerp as :func:`restore_probabilities`. Memory: the output (Fortran
+    order, as NIfTI files store it) plus ``planes`` canonical planes of work at a time.
     """
     probs = np.asarray(probs)
     if probs.ndim != 4 or probs.shape[1:] != record.shape:
         raise GeometryError(f"probabilities of shape {probs.shape} do not match (C, {record.shape})")
     low_labels = argmax_labels(probs)
-    out = np.zeros(record.source_shape, dtype=low_labels.dtype)
+    out = np.zeros(record.source_shape, dtype=low_labels.dtype, order="F")  # NIfTI's order: written without a copy
     view = to_canonical(out, record)
     if not record.resampled:
         view[...] = low_labels
