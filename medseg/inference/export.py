@@ -201,7 +201,9 @@ class ExportStore:
 
     def cached(self, folder: Path) -> Path | None:
         """The ONNX file exported earlier for ``folder``'s current contents, or None."""
-        key = model_fingerprint(Path(folder))
+        return self._find(model_fingerprint(Path(folder)))
+
+    def _find(self, key: str) -> Path | None:
         roots = [self.root] + ([Path(self._temporary.name)] if self._temporary else [])
         for root in roots:
             if (root / key / EXPORT_JSON).is_file() and (root / key / ONNX_NAME).is_file():
@@ -210,10 +212,10 @@ class ExportStore:
 
     def onnx_for(self, folder: Path, trained: Any, info: ModelInfo) -> Path:
         """The ONNX file for ``folder``'s model, exported now when the cache lacks it."""
-        found = self.cached(folder)
+        key = model_fingerprint(Path(folder))
+        found = self._find(key)
         if found is not None:
             return found
-        key = model_fingerprint(Path(folder))
         try:
             ensure_writable_dir(self.root)
             root = self.root

@@ -150,7 +150,7 @@ def load_model(path: str | Path, backend: str, runtime: Runtime, store: Any) -> 
                 raise
             log.warning("%s: the %s backend could not be prepared (%s); using torch", path, chosen, exc)
     trained = trained or load_model_folder(path, device="cpu")
-    return LoadedModel(info, trained.plan, TorchBackend(trained.network, runtime))
+    return LoadedModel(info, plan, TorchBackend(trained.network, runtime))
 
 
 def _onnx_backend(name: str, onnx_path: Path, runtime: Runtime) -> Backend:

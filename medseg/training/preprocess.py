@@ -233,9 +233,9 @@ def restore_argmax(probs: np.ndarray, record: PreprocessRecord, planes: int = 8)
             labels = _gather(low_labels, lx, ly, lz[zs])
             if count:
                 ox, oy, oz = np.nonzero(mixed)
-                oz += z0
-                corners = (lx[ox], hx[ox], wx[ox]), (ly[oy], hy[oy], wy[oy]), (lz[oz], hz[oz], wz[oz])
-                labels[ox, oy, oz - z0] = argmax_labels(np.stack([_lerp_points(p, corners) for p in probs]))
+                gz = oz + z0
+                corners = (lx[ox], hx[ox], wx[ox]), (ly[oy], hy[oy], wy[oy]), (lz[gz], hz[gz], wz[gz])
+                labels[ox, oy, oz] = argmax_labels(np.stack([_lerp_points(p, corners) for p in probs]))
         view[:, :, zs] = labels
     return out
 
