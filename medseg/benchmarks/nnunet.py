@@ -35,7 +35,7 @@ docs/benchmarks.md:
 Setting up nnU-Net (outside the repository; nnunetv2 pulls a CUDA torch build, which runs on the CPU)::
 
     python3 -m venv ~/nnunet/venv && ~/nnunet/venv/bin/pip install nnunetv2
-    python -m medseg.benchmarks.nnunet prepare --nnunet-bin ~/nnunet/venv/bin --nnunet-root ~/nnunet
+    python -m medseg.benchmarks.nnunet prepare --nnunet-root ~/nnunet
     export nnUNet_raw=~/nnunet/raw nnUNet_preprocessed=~/nnunet/preprocessed nnUNet_results=~/nnunet/results
     nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres -np 2
     nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_1epoch -device cpu     # for ``training``
