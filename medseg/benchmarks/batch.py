@@ -101,6 +101,12 @@ def markdown(results: dict[str, dict], n: int, model: Path, machine: str) -> str
     for name, r in results.items():
         load = f"{r['load_seconds']:.1f}" if "load_seconds" in r else "n/a"
         lines.append(f"| {name} | {3600 * r['done'] / r['seconds']:.0f} | {r['seconds']:.1f} | {r['loads']} | {load} |")
+    rate = {name: r["done"] / r["seconds"] for name, r in results.items()}
+    one = next((v for k, v in rate.items() if k.startswith("medseg batch, 1 worker")), None)
+    loop = next((v for k, v in rate.items() if k.startswith("loop of")), None)
+    if one and loop:
+        lines += ["", f"Batch with 1 worker vs the per-case loop: **{one / loop:.1f}x** the cases per hour "
+                  "(target 1.5x); the loop pays Python start-up and model loading once per case."]
     breakdown = next((r for r in results.values() if r.get("stages")), None)
     if breakdown:
         total = sum(breakdown["stages"].values()) or 1.0
