@@ -106,3 +106,18 @@ def test_instance_map_table():
     assert set(np.unique(instances[labels == 2])) == {3}
     only_two, table2 = instance_map(labels, affine, [2])
     assert len(table2) == 1 and only_two.max() == 1
+
+
+@pytest.mark.parametrize("options, largest", [
+    (PostprocessOptions(), ()),
+    (PostprocessOptions(), (1,)),
+    (PostprocessOptions(min_size_mm3=10.0, fill_holes=True), ()),
+])
+def test_stored_order_is_kept_and_input_untouched(options, largest):
+    """A Fortran-ordered map (as restored for NIfTI) comes back Fortran-ordered: no transposing copy."""
+    labels = np.asfortranarray(blobs())
+    labels.flags.writeable = False  # as a Volume's array
+    out = postprocess(labels, (1.0, 1.0, 1.0), options, largest)
+    assert out.flags.f_contiguous and out.flags.writeable and not np.shares_memory(out, labels)
+    expected = postprocess(np.ascontiguousarray(labels), (1.0, 1.0, 1.0), options, largest)
+    np.testing.assert_array_equal(out, expected)

@@ -69,6 +69,18 @@ def test_saved_weights_have_no_deep_supervision_heads(tmp_path: Path) -> None:
     assert keys and not [k for k in keys if "deep_supervision" in k or "super_head" in k]
 
 
+def test_every_file_follows_the_umask(tmp_path: Path) -> None:
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        folder = save_model_folder(tmp_path / "m", trained_network("unet", 3), make_spec("unet", 3), PLAN)
+    finally:
+        os.umask(previous)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+    assert modes and set(modes.values()) == {"0o644"}, modes  # safetensors alone would leave 0o600
+
+
 def test_loading_never_unpickles(tmp_path: Path, monkeypatch) -> None:
     folder = save_model_folder(tmp_path / "m", trained_network("segnet", 2), make_spec("segnet", 2), PLAN)
 

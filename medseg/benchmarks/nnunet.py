@@ -13,8 +13,8 @@ docs/benchmarks.md:
     512x512x300 volume with a CT-style 5-stage network (random weights): seconds and peak RSS.
 
 ``training``
-    Reads an nnU-Net training run that was made on the same split (``--nnunet-run``: the
-    ``fold_0`` folder) and a medseg model folder trained with the same wall-clock budget
+    Reads nnU-Net training runs that were made on the same split (``--nnunet-run``, repeatable:
+    each run's ``fold_0`` folder) and a medseg model folder trained with the same wall-clock budget
     (``--medseg-model``); scores both on the validation cases with medseg's evaluator (nnU-Net's
     own validation predictions, which use mirroring; medseg's with TTA off and on).
 
@@ -39,8 +39,9 @@ Setting up nnU-Net (outside the repository; nnunetv2 pulls a CUDA torch build, w
     export nnUNet_raw=~/nnunet/raw nnUNet_preprocessed=~/nnunet/preprocessed nnUNet_results=~/nnunet/results
     nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres -np 2
     nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_1epoch -device cpu     # for ``training``
-    # nnUNetTrainer_1epoch (stock): one epoch of 250 iterations, the schedule that fits 30 minutes
-    # on a 2-core CPU (an epoch takes about 25 minutes there)
+    # nnUNetTrainer_1epoch (stock): one epoch of 250 iterations. Choose the number of epochs that
+    # fits the 30-minute budget on your machine (an epoch took 15 to 25 minutes on this project's
+    # 2-core CPU); ``prepare --epochs 2 --nnunet-bin BIN`` writes nnUNetTrainer_medseg2epochs.
 """
 
 from __future__ import annotations
@@ -262,15 +263,20 @@ def validation_cases(spec: dict[str, Any]) -> list[str]:
     return list(splits[dataset.get("fold", 0)].val)
 
 
+def nnunet_run(fold: Path, val: list[str]) -> dict[str, Any]:
+    """One nnU-Net training run: trainer, epoch times and its validation predictions' Dice."""
+    epochs = nnunet_epochs(fold)
+    return {"trainer": fold.parent.name.split("__")[0], "epochs": len(epochs), "epoch_seconds": epochs,
+            "total_seconds": sum(epochs), "it_per_s": 250 / statistics.median(epochs) if epochs else None,
+            "dice": score_folder(fold / "validation", val, HIPPO / "labelsTr")}
+
+
 def training_comparison(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """nnU-Net's run (epoch times, its validation predictions) against medseg's model folders."""
-    fold, model = Path(args.nnunet_run), Path(args.medseg_model)
+    """nnU-Net's runs (epoch times, their validation predictions) against medseg's model folder."""
+    model = Path(args.medseg_model)
     spec = json.loads((model / "model.json").read_text())
     val = validation_cases(spec)
-    epochs = nnunet_epochs(fold)
-    nnunet = {"trainer": fold.parent.name.split("__")[0], "epochs": len(epochs), "epoch_seconds": epochs,
-              "total_seconds": sum(epochs), "it_per_s": 250 / statistics.median(epochs) if epochs else None,
-              "dice": score_folder(fold / "validation", val, HIPPO / "labelsTr")}
+    nnunet = [nnunet_run(Path(fold), val) for fold in args.nnunet_run]
     medseg = {"metrics": spec["metrics"], "recipe": args.medseg_recipe,
               "dice_plain": medseg_validation(model, val, work, False),
               "dice_tta": medseg_validation(model, val, work, True)}
@@ -332,12 +338,46 @@ class nnUNetTrainer_medsegSpeed(nnUNetTrainer):
 '''
 
 
+EPOCHS_TRAINER = '''# Written by medseg.benchmarks.nnunet (not part of nnunetv2): the stock trainer with {epochs} epochs
+# (its poly schedule spread over them), for a fixed wall-clock budget on a slow machine.
+import torch
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class {name}(nnUNetTrainer):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = {epochs}
+'''
+
+
+def _install_trainer(bin_dir: Path, name: str, code: str) -> None:
+    """Write trainer class ``name`` into the nnunetv2 package of the venv at ``bin_dir``."""
+    query = "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))"
+    root = subprocess.run([str(bin_dir / "python"), "-c", query], capture_output=True, text=True, check=True)
+    (Path(root.stdout.strip()) / "training" / "nnUNetTrainer" / "variants" / f"{name}.py").write_text(code)
+
+
 def install_speed_trainer(bin_dir: Path, iterations: int) -> None:
     """Write ``nnUNetTrainer_medsegSpeed`` into the nnunetv2 package of the venv at ``bin_dir``."""
-    code = "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))"
-    root = subprocess.run([str(bin_dir / "python"), "-c", code], capture_output=True, text=True, check=True)
-    target = Path(root.stdout.strip()) / "training" / "nnUNetTrainer" / "variants" / "nnUNetTrainer_medsegSpeed.py"
-    target.write_text(SPEED_TRAINER.format(iterations=iterations))
+    _install_trainer(bin_dir, "nnUNetTrainer_medsegSpeed", SPEED_TRAINER.format(iterations=iterations))
+
+
+def epochs_trainer(bin_dir: Path | None, epochs: int) -> str:
+    """The trainer to run for ``epochs`` epochs: stock ``nnUNetTrainer_1epoch`` (and its 5, 10,
+    20... siblings) where nnunetv2 has one, else ``nnUNetTrainer_medseg<N>epochs`` written into the
+    venv at ``bin_dir`` (stock trainer, ``num_epochs`` changed)."""
+    if epochs < 1:
+        raise SystemExit(f"--epochs must be at least 1, got {epochs}")
+    if epochs == 1:
+        return "nnUNetTrainer_1epoch"
+    name = f"nnUNetTrainer_medseg{epochs}epochs"
+    if bin_dir is None:
+        raise SystemExit(f"prepare --epochs {epochs} needs --nnunet-bin (to write {name} into nnU-Net's venv)")
+    _install_trainer(bin_dir, name, EPOCHS_TRAINER.format(epochs=epochs, name=name))
+    return name
 
 
 def nnunet_speed(bin_dir: Path, iterations: int, workers: int, timeout: float) -> dict[str, Any]:
@@ -444,20 +484,22 @@ def md_inference(hippo: list[dict[str, Any]], ct: list[dict[str, Any]], n_cases:
 def md_training(r: dict[str, Any], versions: str) -> str:
     from medseg.benchmarks.report import machine_line
 
-    nn, ms = r["nnunet"], r["medseg"]
+    runs, ms = r["nnunet"], r["medseg"]
     m = ms["metrics"]
+    trainers = ", ".join(f"`{nn['trainer']}` ({nn['epochs']} epoch{'s' if nn['epochs'] != 1 else ''})" for nn in runs)
     lines = ["## medseg vs nnU-Net v2: training (`python -m medseg.benchmarks.nnunet training`)", "",
              machine_line() + f" nnU-Net side: {versions}.", "",
              f"Same fixed 80/20 split (138 training, {r['val_cases']} validation cases), same machine, run one after "
-             f"the other. nnU-Net: `nnUNetv2_train 4 3d_fullres 0 -tr {nn['trainer']} -device cpu` "
-             f"(its planned network: widths 32-256, patch 40x56x40, batch 6, fp32 on CPU; {nn['epochs']} epochs of "
-             f"250 iterations with its poly schedule over them, {nn['total_seconds'] / 60:.1f} min of epochs, then "
-             "its own validation of the whole cases with mirroring). "
+             f"the other. nnU-Net: `nnUNetv2_train 4 3d_fullres 0 -tr TRAINER -device cpu` with {trainers} "
+             "(its planned network: widths 32-256, patch 40x56x40, batch 6, fp32 on CPU; epochs of 250 iterations "
+             "with its poly schedule over them, then its own validation of the whole cases with mirroring). "
              f"medseg: `{r['medseg']['recipe']}` ({m['iterations']} iterations in {m['training_seconds'] / 60:.1f} min, {m['precision']}). "
              "Both scored here with medseg's Dice (mean over the validation cases).", "",
-             "| run | wall-clock | iterations | Dice Anterior | Dice Posterior | mean Dice |", "|---|---|---|---|---|---|",
-             f"| nnU-Net v2, {nn['epochs']} epochs (mirroring TTA) | {nn['total_seconds'] / 60:.1f} min | {250 * nn['epochs']} | "
-             f"{nn['dice']['Anterior']:.4f} | {nn['dice']['Posterior']:.4f} | {nn['dice']['mean']:.4f} |"]
+             "| run | wall-clock | iterations | Dice Anterior | Dice Posterior | mean Dice |", "|---|---|---|---|---|---|"]
+    for nn in runs:
+        lines.append(f"| nnU-Net v2, {nn['epochs']} epoch{'s' if nn['epochs'] != 1 else ''} (mirroring TTA) | "
+                     f"{nn['total_seconds'] / 60:.1f} min | {250 * nn['epochs']} | "
+                     f"{nn['dice']['Anterior']:.4f} | {nn['dice']['Posterior']:.4f} | {nn['dice']['mean']:.4f} |")
     for key, label in (("dice_plain", "TTA off"), ("dice_tta", "mirroring TTA")):
         d = ms[key]
         lines.append(f"| medseg `{r['medseg']['recipe']}` ({label}) | {m['training_seconds'] / 60:.1f} min | {m['iterations']} | "
@@ -494,14 +536,16 @@ def nnunet_versions(bin_dir: Path) -> str:
     return done.stdout.strip() or "unknown versions"
 
 
-def prepare_main(root: Path, recipe: Path) -> int:
-    """``prepare``: the raw dataset and split, then the commands that come next."""
+def prepare_main(root: Path, recipe: Path, epochs: int = 1, bin_dir: Path | None = None) -> int:
+    """``prepare``: the raw dataset and split (and the ``epochs`` trainer), then the commands
+    that come next."""
     raw, splits = prepare_nnunet(root, recipe)
+    trainer = epochs_trainer(bin_dir, epochs)
     print(f"wrote {raw} and {splits}\nnext:\n"
           f"  export nnUNet_raw={root / 'raw'} nnUNet_preprocessed={root / 'preprocessed'} "
           f"nnUNet_results={root / 'results'}\n"
           "  nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres -np 2\n"
-          "  nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_1epoch -device cpu   # for the training part")
+          f"  nnUNetv2_train 4 3d_fullres 0 -tr {trainer} -device cpu   # for the training part")
     return 0
 
 
@@ -510,12 +554,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("part", choices=("prepare", "inference", "training", "speed"))
     parser.add_argument("--nnunet-bin", type=Path, help="bin folder of the venv holding nnunetv2")
     parser.add_argument("--nnunet-root", type=Path, help="prepare: folder for nnU-Net's raw/, preprocessed/, results/")
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="prepare: epochs of 250 iterations that fit the training budget here (default 1)")
     parser.add_argument("--model", default="hippocampus", help="medseg unet model folder or shipped name")
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--ct-shape", type=int, nargs=3, default=(512, 512, 300))
     parser.add_argument("--skip-ct", action="store_true")
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--nnunet-run", type=Path, help="training: nnU-Net's fold_0 folder (same split)")
+    parser.add_argument("--nnunet-run", type=Path, action="append", default=[],
+                        help="training: an nnU-Net run's fold_0 folder (same split); repeat for several runs")
     parser.add_argument("--medseg-model", type=Path, help="training: medseg model folder, same budget")
     parser.add_argument("--medseg-recipe", default="pipelines/hippocampus.toml", help="training: the recipe it used")
     parser.add_argument("--iterations", type=int, default=30, help="speed: iterations per timed epoch")
@@ -526,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == "prepare":
         if not args.nnunet_root:
             parser.error("prepare needs --nnunet-root")
-        return prepare_main(args.nnunet_root.resolve(), recipes / "hippocampus.toml")
+        return prepare_main(args.nnunet_root.resolve(), recipes / "hippocampus.toml", args.epochs, args.nnunet_bin)
     if not args.nnunet_bin:
         parser.error(f"{args.part} needs --nnunet-bin (the bin folder of the venv holding nnunetv2)")
     work = Path(tempfile.mkdtemp(prefix="medseg-nnunet-"))

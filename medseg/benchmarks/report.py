@@ -26,6 +26,13 @@ def machine_line() -> str:
     )
 
 
+def read_section(name: str, doc: Path = DEFAULT_DOC) -> str:
+    """The text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` ("" when absent)."""
+    text = doc.read_text() if doc.exists() else ""
+    match = re.search(re.escape(f"<!-- bench:{name} -->") + r"(.*?)" + re.escape(f"<!-- /bench:{name} -->"), text, re.S)
+    return match.group(1) if match else ""
+
+
 def update_section(name: str, markdown: str, doc: Path = DEFAULT_DOC) -> None:
     """Replace (or append) the block between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``."""
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"

@@ -11,6 +11,8 @@ U-Net. Prints the figures and writes the ``train_hippocampus`` section of docs/b
 
 ``--reuse RECIPE=RUN_DIR`` takes a row from a run already trained with that recipe (same budget,
 same machine) instead of training it again; the report names the rows that were reused.
+``--models RECIPE ...`` trains only those recipes; the other models' rows are carried over from
+the section already in docs/benchmarks.md, marked with the date they were measured.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import statistics
 import time
 from pathlib import Path
@@ -117,11 +120,31 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def report(results: dict[str, dict], speed: dict, minutes: float) -> str:
-    """The markdown section."""
+def earlier_rows(section: str) -> dict[str, tuple[str, str]]:
+    """The model rows of an earlier ``train_hippocampus`` section, by model name: (row without its
+    footnote mark, date it was measured). A row carried over once keeps its own date."""
+    measured = re.search(r"Measured (\d{4}-\d{2}-\d{2})", section)
+    carried = re.search(r"\(b\) not retrained in this run: measured (\d{4}-\d{2}-\d{2})", section)
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        mark = re.search(r"\s*\(([a-z])\)$", cells[0])
+        name = cells[0][: mark.start()] if mark else cells[0]
+        if len(cells) > 1 and name in dict(MODELS):
+            source = carried if mark and mark.group(1) == "b" else measured
+            rows[name] = ("| " + " | ".join([name, *cells[1:]]) + " |", source.group(1) if source else "earlier")
+    return rows
+
+
+def report(results: dict[str, dict], speed: dict, minutes: float,
+           carried: dict[str, tuple[str, str]] | None = None) -> str:
+    """The markdown section; ``carried`` rows (model name -> (earlier table row, its date)) fill in
+    models not trained in this run."""
     from medseg.benchmarks.report import machine_line
 
-    device = ", ".join(sorted({r["metrics"]["device"] for r in results.values()}))
+    carried = carried or {}
+
+    device = ", ".join(sorted({r["metrics"]["device"] for r in results.values()})) or "cpu"
     lines = [
         "## Training on MSD hippocampus (`python -m medseg.benchmarks.train_hippocampus`)", "",
         machine_line(), "",
@@ -132,7 +155,12 @@ def report(results: dict[str, dict], speed: dict, minutes: float) -> str:
         "Dice Posterior | mean Dice | keeps largest component |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (name, recipe), result in zip(MODELS, results.values()):
+    for name, recipe in MODELS:
+        if name not in results:
+            if name in carried:
+                lines.append(carried[name][0].replace(f"| {name} |", f"| {name} (b) |", 1))
+            continue
+        result = results[name]
         m = result["metrics"]
         mark = " (a)" if result.get("reused") else ""
         lines.append(
@@ -143,6 +171,10 @@ def report(results: dict[str, dict], speed: dict, minutes: float) -> str:
     if any(r.get("reused") for r in results.values()):
         lines += ["", "(a) trained earlier in the same session on this machine with the same recipe and budget "
                   "(`--reuse`), not again in this run."]
+    dates = sorted({carried[name][1] for name, _ in MODELS if name in carried and name not in results})
+    if dates:
+        lines += ["", f"(b) not retrained in this run: measured {' and '.join(dates)} on this machine with the "
+                  "same recipe and budget (row carried over by `--models`)."]
     lines += ["", "Iterations/s above include data loading and DataLoader start-up. Training step speed, "
               "3D U-Net (same network, patch and real batches; median of alternating rounds, data loading "
               "excluded):", ""]
@@ -164,15 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-rounds", type=int, default=2, help="alternating fp32/bf16 rounds (median reported)")
     parser.add_argument("--reuse", action="append", default=[], metavar="RECIPE=RUN_DIR",
                         help="take this recipe's row from a run folder trained with it (e.g. hippocampus.toml=runs/x)")
+    parser.add_argument("--models", nargs="+", metavar="RECIPE", default=[r for _, r in MODELS],
+                        help="train only these recipes; the others' rows stay as measured before")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     reuse = dict(item.split("=", 1) for item in args.reuse)
-    unknown = set(reuse) - {recipe for _, recipe in MODELS}
-    if unknown:
-        parser.error(f"--reuse: unknown recipe {sorted(unknown)}; choose from {[r for _, r in MODELS]}")
+    for option, given in (("--reuse", set(reuse)), ("--models", set(args.models))):
+        unknown = given - {recipe for _, recipe in MODELS}
+        if unknown:
+            parser.error(f"{option}: unknown recipe {sorted(unknown)}; choose from {[r for _, r in MODELS]}")
     results = {}
     for name, recipe in MODELS:
+        if recipe not in args.models:
+            continue
         start = time.perf_counter()
         if recipe in reuse:
             results[name] = reused_result(REPO / "pipelines" / recipe, Path(reuse[recipe]), args.minutes)
@@ -185,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     speed = precision_speed(REPO / "pipelines" / MODELS[0][1], args.out / "precision", args.device,
                             args.speed_iterations, args.speed_rounds)
     print(f"3D U-Net training step: fp32 {speed.get('fp32')} it/s, bf16 {speed.get('bf16')} it/s")
-    markdown = report(results, speed, args.minutes)
+    from medseg.benchmarks.report import read_section
+
+    markdown = report(results, speed, args.minutes, earlier_rows(read_section("train_hippocampus")))
     print(markdown)
     if not args.no_doc:
         from medseg.benchmarks.report import update_section

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import platform
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from medseg.io import write_volume
 from medseg.io.atomic import atomic_path, atomic_write_text
+from medseg.io.nifti import save_nifti
 from medseg.volume import Volume
 
 OUTPUT_SUFFIXES = {
@@ -53,9 +55,9 @@ def value_counts(array: np.ndarray) -> np.ndarray:
         import torch
 
         flat = array.ravel(order="K")  # a view when contiguous in either order
-        if not flat.flags.writeable:  # torch.from_numpy warns on read-only memory; a uint8 copy is cheap
-            flat = flat.copy()
-        return torch.bincount(torch.from_numpy(flat)).numpy()
+        with warnings.catch_warnings():  # read-only memory: torch warns, but bincount only reads it
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.bincount(torch.from_numpy(flat)).numpy()
     return np.bincount(array.ravel().astype(np.int64, copy=False))
 
 
@@ -123,7 +125,7 @@ def write_probabilities(probabilities: np.ndarray, reference: Volume, path: Path
     image.header.set_slope_inter(1.0 / PROBABILITY_SCALE, 0.0)
     image.header.set_intent("estimate")
     with atomic_path(path) as tmp:
-        nib.save(image, str(tmp))
+        save_nifti(image, tmp)
     return Path(path)
 
 

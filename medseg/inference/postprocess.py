@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from medseg.errors import ConfigError
 
@@ -48,6 +47,8 @@ class PostprocessOptions:
 
 
 def _structure(ndim: int) -> np.ndarray:
+    from scipy import ndimage
+
     return ndimage.generate_binary_structure(ndim, ndim)
 
 
@@ -58,6 +59,8 @@ def _foreground_classes(labels: np.ndarray, classes: Iterable[int] | None) -> li
 
 def _class_boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
     """Bounding box (tuple of slices) of every non-zero value, found in one pass."""
+    from scipy import ndimage
+
     if labels.size == 0 or labels.max() <= 0 or labels.min() < 0:
         values = [int(v) for v in np.unique(labels) if v != 0]
         return {v: ndimage.find_objects((labels == v).astype(np.int32))[0] for v in values}
@@ -78,13 +81,15 @@ def _class_masks(
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Component map (int32) and voxel counts per component (index 0 = background)."""
+    from scipy import ndimage
+
     components, n = ndimage.label(mask, structure=_structure(mask.ndim))
     return components, np.bincount(components.ravel(), minlength=n + 1)
 
 
 def keep_largest_component(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
     """Keep only the largest connected component of each listed class (all classes if None)."""
-    out = labels.copy()
+    out = labels.copy(order="K")
     for _, box, mask in _class_masks(labels, classes):
         components, counts = _components(mask)
         if len(counts) <= 2:
@@ -105,9 +110,9 @@ def remove_small_components(
 ) -> np.ndarray:
     """Set components smaller than ``min_size_mm3`` to background (per class)."""
     if min_size_mm3 <= 0:
-        return labels.copy()
+        return labels.copy(order="K")
     min_voxels = min_size_mm3 / voxel_volume_mm3(spacing)
-    out = labels.copy()
+    out = labels.copy(order="K")
     for _, box, mask in _class_masks(labels, classes):
         components, counts = _components(mask)
         small = counts < min_voxels
@@ -119,7 +124,9 @@ def remove_small_components(
 
 def fill_holes(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.ndarray:
     """Fill enclosed background holes inside each class (holes holding another class are kept)."""
-    out = labels.copy()
+    from scipy import ndimage
+
+    out = labels.copy(order="K")
     for value, box, mask in _class_masks(labels, classes):
         filled = ndimage.binary_fill_holes(mask)
         region = out[box]
@@ -130,7 +137,7 @@ def fill_holes(labels: np.ndarray, classes: Iterable[int] | None = None) -> np.n
 def remap_labels(labels: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
     """Replace label values by ``mapping`` (values absent from the mapping stay); 0 deletes."""
     if not mapping:
-        return labels.copy()
+        return labels.copy(order="K")
     if any(int(k) < 0 or int(v) < 0 for k, v in mapping.items()):
         raise ConfigError(f"label remap values must be >= 0, got {dict(mapping)}")
     top = max(int(labels.max(initial=0)), *(int(k) for k in mapping))
@@ -178,7 +185,7 @@ def postprocess(
     largest_classes: Sequence[int] = (),
 ) -> np.ndarray:
     """Apply, in order: largest component, small-component removal, hole filling, remapping."""
-    out = keep_largest_component(labels, largest_classes) if largest_classes else labels.copy()
+    out = keep_largest_component(labels, largest_classes) if largest_classes else labels.copy(order="K")
     if options.min_size_mm3 > 0:
         out = remove_small_components(out, spacing, options.min_size_mm3)
     if options.fill_holes:
@@ -217,6 +224,8 @@ def instance_map(
     Needs a 3D label array and its voxel->RAS affine. Returns an instance map (uint16, or int32
     beyond 65535 instances) on the same grid, and one :class:`Instance` per component.
     """
+    from scipy import ndimage
+
     names = names or {}
     out = np.zeros(labels.shape, dtype=np.int32)
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0

@@ -39,6 +39,12 @@ def _current_umask() -> int:
     return mask
 
 
+def follow_umask(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` the permissions a newly created file gets under the umask (0644 under 022),
+    for writers that create their own private file (safetensors writes 0600)."""
+    os.chmod(path, 0o666 & ~_current_umask())
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same suffix); rename it onto ``target`` on success.
@@ -52,7 +58,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs follow the umask
+    follow_umask(tmp)  # mkstemp makes 0600; outputs follow the umask
     try:
         yield tmp
         os.replace(tmp, target)

@@ -1,4 +1,4 @@
-"""Volume files: NIfTI (nibabel), NRRD and MHA/MHD (SimpleITK). Reading and atomic writing."""
+"""Volume files: NIfTI (nibabel, gzip by ISA-L), NRRD and MHA/MHD (SimpleITK). Reading and atomic writing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 
 from medseg.errors import InputError, OutputError
 from medseg.io.atomic import atomic_path, atomic_write_text, full_suffix
+from medseg.io.nifti import load_nifti, save_nifti
 from medseg.volume import Kind, Volume, VolumeMeta
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -34,9 +35,7 @@ def read_volume_file(path: str | Path, kind: Kind = "image") -> Volume:
     meta = VolumeMeta(source=str(path))
     try:
         if suffix in NIFTI_SUFFIXES:
-            import nibabel as nib
-
-            volume = Volume.from_nibabel(nib.load(str(path)), meta=meta)
+            volume = Volume.from_nibabel(load_nifti(path), meta=meta)
         elif suffix in SITK_SUFFIXES:
             import SimpleITK as sitk
 
@@ -76,9 +75,7 @@ def write_volume_file(volume: Volume, path: str | Path) -> Path:
         raise OutputError(f"{path}: cannot write {suffix!r}; use one of {', '.join(VOLUME_SUFFIXES)}")
     with atomic_path(path) as tmp:
         if suffix in NIFTI_SUFFIXES:
-            import nibabel as nib
-
-            nib.save(volume.to_nibabel(), str(tmp))
+            save_nifti(volume.to_nibabel(), tmp)
         else:
             import SimpleITK as sitk
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from medseg.errors import ConfigError, InputError
-from medseg.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
+from medseg.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir, follow_umask
 
 FORMAT_VERSION = 1
 SPEC_FILE, PLAN_FILE, WEIGHTS_FILE = "model.json", "plan.json", "weights.safetensors"
@@ -130,6 +130,7 @@ def save_model_folder(folder: str | Path, network: nn.Module, spec: ModelSpec, p
     ensure_writable_dir(folder)
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_model(inference_copy(network, spec), str(tmp), metadata={"format": "medseg", "family": spec.family})
+        follow_umask(tmp)  # safetensors replaces the file with a private (0600) one
     plan.save(folder / PLAN_FILE)
     for source, name in ((log_csv, LOG_FILE), (curves, CURVES_FILE)):
         if source is not None and Path(source).is_file() and Path(source).resolve() != (folder / name).resolve():
