@@ -366,9 +366,9 @@ def install_speed_trainer(bin_dir: Path, iterations: int) -> None:
 
 
 def epochs_trainer(bin_dir: Path | None, epochs: int) -> str:
-    """The trainer to run for ``epochs`` epochs: stock ``nnUNetTrainer_1epoch`` (and its 5, 10,
-    20... siblings) where nnunetv2 has one, else ``nnUNetTrainer_medseg<N>epochs`` written into the
-    venv at ``bin_dir`` (stock trainer, ``num_epochs`` changed)."""
+    """The trainer to run for ``epochs`` epochs: the stock ``nnUNetTrainer_1epoch`` for one, else
+    ``nnUNetTrainer_medseg<N>epochs`` written into the venv at ``bin_dir`` (the stock trainer with
+    ``num_epochs`` changed)."""
     if epochs < 1:
         raise SystemExit(f"--epochs must be at least 1, got {epochs}")
     if epochs == 1:
@@ -481,12 +481,16 @@ def md_inference(hippo: list[dict[str, Any]], ct: list[dict[str, Any]], n_cases:
     return "\n".join(lines)
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def md_training(r: dict[str, Any], versions: str) -> str:
     from medseg.benchmarks.report import machine_line
 
     runs, ms = r["nnunet"], r["medseg"]
     m = ms["metrics"]
-    trainers = ", ".join(f"`{nn['trainer']}` ({nn['epochs']} epoch{'s' if nn['epochs'] != 1 else ''})" for nn in runs)
+    trainers = ", ".join(f"`{nn['trainer']}` ({_epochs(nn['epochs'])})" for nn in runs)
     lines = ["## medseg vs nnU-Net v2: training (`python -m medseg.benchmarks.nnunet training`)", "",
              machine_line() + f" nnU-Net side: {versions}.", "",
              f"Same fixed 80/20 split (138 training, {r['val_cases']} validation cases), same machine, run one after "
@@ -497,7 +501,7 @@ def md_training(r: dict[str, Any], versions: str) -> str:
              "Both scored here with medseg's Dice (mean over the validation cases).", "",
              "| run | wall-clock | iterations | Dice Anterior | Dice Posterior | mean Dice |", "|---|---|---|---|---|---|"]
     for nn in runs:
-        lines.append(f"| nnU-Net v2, {nn['epochs']} epoch{'s' if nn['epochs'] != 1 else ''} (mirroring TTA) | "
+        lines.append(f"| nnU-Net v2, {_epochs(nn['epochs'])} (mirroring TTA) | "
                      f"{nn['total_seconds'] / 60:.1f} min | {250 * nn['epochs']} | "
                      f"{nn['dice']['Anterior']:.4f} | {nn['dice']['Posterior']:.4f} | {nn['dice']['mean']:.4f} |")
     for key, label in (("dice_plain", "TTA off"), ("dice_tta", "mirroring TTA")):
