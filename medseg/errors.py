@@ -6,6 +6,9 @@ internal fault (exit code 1). Messages say what was wrong and what to do about i
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable, Sequence
+
 
 class MedsegError(Exception):
     """A problem with the user's input or options; the message is shown as is."""
@@ -31,3 +34,16 @@ class ConfigError(MedsegError):
 
 class OutputError(MedsegError):
     """An output path that cannot be written."""
+
+
+def did_you_mean(value: object, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    """``"did you mean 'x'? "`` for the choice closest to ``value``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=cutoff)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def check_choice(what: str, value: str, choices: Sequence[str]) -> str:
+    """Return ``value`` when it is one of ``choices``; else a ConfigError naming the closest one and all."""
+    if value in choices:
+        return value
+    raise ConfigError(f"unknown {what} {value!r}; {did_you_mean(value, choices)}choose one of {', '.join(choices)}")

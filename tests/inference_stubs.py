@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medseg.inference.loading import ModelInfo
-from medseg.training.plan import Normalization, NetworkConfig, Plan
+from medseg.model.folder import ModelSpec
+from medseg.model.plan import Normalization, NetworkConfig, Plan
 
 LABELS = {0: "background", 1: "Anterior", 2: "Posterior"}
 
@@ -41,10 +41,11 @@ def make_plan(spacing=(1.0, 1.0, 1.0), patch=(16, 16, 16), patch_2d=(16, 16), sc
                 config_2d=config_2d, slice_axis=slice_axis)
 
 
-def stub_info(dims: int = 3, channels: int = 1, labels=None, postprocessing=None, name="stub") -> ModelInfo:
+def stub_info(dims: int = 3, channels: int = 1, labels=None, postprocessing=None) -> ModelSpec:
+    """The ModelSpec of a stub network (no registry family: used with Predictor.from_network)."""
     labels = labels or LABELS
-    return ModelInfo(name=name, family="stub", spatial_dims=dims, in_channels=channels,
-                     out_channels=max(labels) + 1, labels=labels, postprocessing=postprocessing or {})
+    return ModelSpec(family="stub", spatial_dims=dims, in_channels=channels, out_channels=max(labels) + 1,
+                     labels=labels, network={}, postprocessing=postprocessing or {})
 
 
 def save_random_model(folder, plan: Plan, labels=None, seed: int = 0, postprocessing=None):
@@ -52,8 +53,8 @@ def save_random_model(folder, plan: Plan, labels=None, seed: int = 0, postproces
     nnU-Net-style U-Net for ``plan``'s 3D configuration."""
     from dataclasses import asdict
 
-    from medseg.models import build_model
-    from medseg.training.model_folder import ModelSpec, save_model_folder
+    from medseg.networks import build_model
+    from medseg.model.folder import ModelSpec, save_model_folder
 
     labels = labels or LABELS
     torch.manual_seed(seed)

@@ -13,7 +13,7 @@ from medseg.training.augment import PatchSampler, SpatialParams, forced_foregrou
 from medseg.training.cache import build_cache
 from medseg.training.data import make_train_loader, make_val_cases
 from medseg.training.dataset import load_dataset
-from medseg.training.plan import NetworkConfig, Normalization, Plan
+from medseg.model.plan import NetworkConfig, Normalization, Plan
 from medseg.training.recipe import AugmentationConfig, DatasetConfig, Recipe, RuntimeConfig
 
 IDS = ["hippocampus_003", "hippocampus_004", "hippocampus_007", "hippocampus_008"]

@@ -164,7 +164,7 @@ def test_medseg_train_under_two_ranks_writes_once_and_ends_identical(shared_data
 
     import torch.multiprocessing as mp
 
-    from medseg.training.plan import NetworkConfig, Normalization, Plan
+    from medseg.model.plan import NetworkConfig, Normalization, Plan
 
     source = shared_data / "msd_hippocampus"
     rows = "".join(f"{c},{source}/imagesTr/{c}.nii.gz,{source}/labelsTr/{c}.nii.gz\n" for c in HIPPO_CASES)

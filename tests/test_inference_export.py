@@ -71,7 +71,7 @@ def test_model_folder_is_exported_once_into_the_cache(exported, hippo, tmp_path,
     def no_network(*args, **kwargs):
         raise AssertionError("a cached export must load without building the torch network")
 
-    monkeypatch.setattr("medseg.training.model_folder.build_inference_network", no_network)
+    monkeypatch.setattr("medseg.model.folder.build_inference_network", no_network)
     with Predictor.from_folders([model], options) as predictor:
         assert predictor.predict([hippo]).labels.same_grid(hippo)
     assert (entry / "model.onnx").stat().st_mtime_ns == stamp  # reused, not exported again
@@ -122,7 +122,7 @@ def test_dynamic_spatial_export_runs_other_sizes(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     import torch
 
-    from medseg.training.model_folder import load_model_folder
+    from medseg.model.folder import load_model_folder
 
     model = save_random_model(tmp_path / "model", make_plan(patch=(16, 24, 16)))
     onnx_path = export_model_folder(model, tmp_path / "onnx", dynamic_spatial=True)

@@ -80,7 +80,7 @@ def test_ensemble_averages_probabilities(hippo):
     plan, runtime_opts = make_plan(), PredictOptions(**CPU)
     single = [Predictor.from_network(Threshold(t1=t), plan, stub_info(), runtime_opts) for t in (-0.5, 0.5)]
     p = [s.predict([hippo], probabilities=True).probabilities.astype(np.float32) for s in single]
-    models = [LoadedModel(stub_info(name=f"m{n}"), plan, s.models[0].backend) for n, s in enumerate(single)]
+    models = [LoadedModel(f"m{n}", stub_info(), plan, s.models[0].backend) for n, s in enumerate(single)]
     ensemble = Predictor(models, runtime_opts, single[0].runtime).predict([hippo], probabilities=True)
     np.testing.assert_allclose(ensemble.probabilities.astype(np.float32), (p[0] + p[1]) / 2, atol=2e-3)
     mean = (p[0] + p[1]) / 2
@@ -103,7 +103,7 @@ def test_ensemble_of_different_plans_meets_on_the_source_grid(hippo):
 def test_incompatible_ensemble_and_wrong_channel_count_are_user_errors(hippo):
     runtime_opts = PredictOptions(**CPU)
     a = Predictor.from_network(Threshold(), make_plan(), stub_info(), runtime_opts)
-    other = LoadedModel(stub_info(labels={0: "background", 1: "liver", 2: "spleen"}, name="other"), make_plan(),
+    other = LoadedModel("other", stub_info(labels={0: "background", 1: "liver", 2: "spleen"}), make_plan(),
                         a.models[0].backend)
     with pytest.raises(ConfigError, match="different labels"):
         Predictor([a.models[0], other], runtime_opts, a.runtime)
@@ -121,7 +121,7 @@ def test_2d_model_predicts_slice_by_slice(hippo):
 
 
 def test_nnunet_style_network_runs_end_to_end(hippo):
-    from medseg.models import build_model
+    from medseg.networks import build_model
 
     plan = make_plan(patch=(16, 24, 16))
     torch.manual_seed(0)

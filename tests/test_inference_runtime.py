@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError
-from medseg.inference import runtime as rt
+from medseg.model import runtime as rt
 from medseg.inference.backends import TorchBackend, require_backend_package
 from medseg.inference.predictor import accumulator_device, argmax_labels, softmax_
 
@@ -27,15 +27,36 @@ def test_cpu_runtime_threads_and_precision():
         torch.set_num_threads(before)
 
 
-def test_bf16_falls_back_cleanly_without_native_support(monkeypatch):
+def test_one_precision_rule_set_on_the_cpu(monkeypatch):
+    """auto picks bf16 only with native support; an explicit bf16 the CPU cannot run is refused."""
     monkeypatch.setattr(rt, "cpu_supports_bf16", lambda: False)
     cpu = torch.device("cpu")
     assert rt.resolve_precision("auto", cpu) == "fp32"
-    assert rt.resolve_precision("bf16", cpu) == "fp32"
+    with pytest.raises(ConfigError, match="no native bf16"):
+        rt.resolve_precision("bf16", cpu)
     monkeypatch.setattr(rt, "cpu_supports_bf16", lambda: True)
     assert rt.resolve_precision("auto", cpu) == "bf16"
-    with pytest.raises(ConfigError, match="CUDA only"):
+    assert rt.resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         rt.resolve_precision("fp16", cpu)
+
+
+def test_one_precision_rule_set_on_cuda(monkeypatch):
+    """CUDA auto: bf16 where the GPU has it, else fp16 (the same for training and inference)."""
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(rt, "cuda_supports_bf16", lambda: True)
+    assert rt.resolve_precision("auto", gpu) == "bf16"
+    monkeypatch.setattr(rt, "cuda_supports_bf16", lambda: False)
+    assert rt.resolve_precision("auto", gpu) == "fp16"
+    with pytest.raises(ConfigError, match="no bf16"):
+        rt.resolve_precision("bf16", gpu)
+
+
+def test_threads_follow_omp_num_threads_when_set(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert rt.default_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert rt.default_threads() == rt.available_cpus()
 
 
 def test_unknown_device_and_missing_gpu_are_user_errors():

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError, InputError
-from medseg.models import FAMILIES, build_model
-from medseg.training.model_folder import ModelSpec, load_model_folder, package_versions, save_model_folder
-from medseg.training.plan import NetworkConfig, Normalization, Plan
+from medseg.networks import FAMILIES, build_model
+from medseg.model.folder import ModelSpec, load_model_folder, save_model_folder
+from medseg.model.runtime import package_versions
+from medseg.model.plan import NetworkConfig, Normalization, Plan
 
 LABELS = {0: "background", 1: "Anterior", 2: "Posterior"}
 CONFIG_3D = NetworkConfig((16, 16, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2)))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError
-from medseg.models import FAMILIES, build_model
-from medseg.training.plan import NetworkConfig
+from medseg.networks import FAMILIES, build_model
+from medseg.model.plan import NetworkConfig
 
 CONFIGS = {
     3: NetworkConfig((16, 16, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 1))),
@@ -65,7 +65,7 @@ def test_unknown_family_names_the_closest() -> None:
 
 
 def test_a_2d_config_for_a_3d_model_is_refused() -> None:
-    with pytest.raises(ConfigError, match="3D model needs 3"):
+    with pytest.raises(ConfigError, match="3D model needs a 3D network config"):
         build_model("unet", 3, 1, 2, CONFIGS[2])
 
 

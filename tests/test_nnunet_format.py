@@ -17,9 +17,9 @@ from medseg.benchmarks.nnunet_format import (
     nnunet_state_dict,
     write_nnunet_model,
 )
-from medseg.models import build_model
-from medseg.training.model_folder import ModelSpec, save_model_folder
-from medseg.training.plan import NetworkConfig, Normalization, Plan
+from medseg.networks import build_model
+from medseg.model.folder import ModelSpec, save_model_folder
+from medseg.model.plan import NetworkConfig, Normalization, Plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

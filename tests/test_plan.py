@@ -12,7 +12,7 @@ import pytest
 from medseg.cli import main
 from medseg.errors import ConfigError
 from medseg.training.fingerprint import ChannelStats, Fingerprint
-from medseg.training.plan import NetworkConfig, Plan
+from medseg.model.plan import NetworkConfig, Plan
 from medseg.training.planner import (
     apply_overrides,
     estimate_memory,

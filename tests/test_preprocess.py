@@ -15,8 +15,8 @@ import torch
 from medseg.errors import GeometryError
 from medseg.training.cache import build_cache, cache_key
 from medseg.training.dataset import load_dataset, read_case
-from medseg.training.plan import NetworkConfig, Normalization, Plan
-from medseg.training.preprocess import (
+from medseg.model.plan import NetworkConfig, Normalization, Plan
+from medseg.model.preprocess import (
     PreprocessRecord,
     from_canonical,
     preprocess_case,

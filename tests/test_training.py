@@ -16,9 +16,9 @@ import torch
 
 from medseg.errors import ConfigError
 from medseg.training.checkpoint import Progress, load_checkpoint, save_checkpoint
-from medseg.training.loop import choose_precision, cpu_supports_bf16
+from medseg.model.runtime import cpu_supports_bf16, resolve_precision
 from medseg.training.optim import LRSchedule, build_optimizer, clip_gradients, schedule_factor
-from medseg.training.plan import NetworkConfig, Normalization, Plan
+from medseg.model.plan import NetworkConfig, Normalization, Plan
 from medseg.training.recipe import OptimizerConfig, Recipe
 from medseg.training.splits import make_splits, splits_for_run
 from medseg.training.trainer import TrainOptions, train
@@ -100,9 +100,9 @@ def test_gradient_clipping_bounds_the_norm() -> None:
 
 def test_precision_choice_on_cpu() -> None:
     cpu = torch.device("cpu")
-    assert choose_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
-    with pytest.raises(ConfigError, match="fp16 training needs a CUDA GPU"):
-        choose_precision("fp16", cpu)
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", cpu)
 
 
 # ---------------------------------------------------------------------------- splits

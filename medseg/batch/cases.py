@@ -11,7 +11,6 @@ Every series that is not run gets a one-line reason, so ``--dry-run`` can say wh
 from __future__ import annotations
 
 import csv
-import difflib
 import logging
 import os
 import re
@@ -21,7 +20,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 from medseg.batch.naming import Namer
 from medseg.batch.privacy import name_parts
-from medseg.errors import ConfigError, InputError
+from medseg.errors import ConfigError, InputError, did_you_mean
 from medseg.io.atomic import full_suffix
 from medseg.io.files import VOLUME_SUFFIXES
 
@@ -173,9 +172,7 @@ def load_rules(path: Path | None) -> SelectionRules:
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"{path}: unknown key select.{key}; {hint}valid keys: {', '.join(names)}")
+            raise ConfigError(f"{path}: unknown key select.{key}; {did_you_mean(key, names)}valid keys: {', '.join(names)}")
         values[key] = _coerce(path, key, value)
     return SelectionRules(**values)
 

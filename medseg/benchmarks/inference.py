@@ -87,8 +87,8 @@ def hippocampus_cases(n: int) -> list[Path]:
 
 def random_model(folder: Path, plan: Any, labels: dict[int, str]) -> Path:
     """A randomly initialised nnU-Net-style U-Net model folder for ``plan`` (speed figures only)."""
-    from medseg.models import build_model
-    from medseg.training.model_folder import ModelSpec, save_model_folder
+    from medseg.networks import build_model
+    from medseg.model.folder import ModelSpec, save_model_folder
 
     torch.manual_seed(0)
     out = max(labels) + 1
@@ -109,7 +109,7 @@ def hippocampus_model(folder: Path) -> Path:
 
 def ct_model(folder: Path) -> Path:
     """A CT-style plan at 3 mm (TotalSegmentator --fast-like) with a 5-stage nnU-Net U-Net."""
-    from medseg.training.plan import Normalization, NetworkConfig, Plan
+    from medseg.model.plan import Normalization, NetworkConfig, Plan
 
     config_3d = NetworkConfig((96, 96, 96), 2, (32, 64, 128, 256, 320), ((3, 3, 3),) * 5,
                               ((1, 1, 1),) + ((2, 2, 2),) * 4)
@@ -165,7 +165,7 @@ def network_only(predictor: Any, arrays: list[np.ndarray], tta_values: tuple[boo
     from medseg.inference.sliding import predict_volume
 
     model = predictor.models[0]
-    classes = model.info.out_channels
+    classes = model.spec.out_channels
     rows = {}
     for tta in tta_values:
         window = model.window(0.5, predictor.tiles_per_batch, tta)
@@ -215,7 +215,7 @@ def backends(model: Path, volumes: list[Any], threads: int, workdir: Path, repea
 
     from medseg.inference import PredictOptions, Predictor
     from medseg.inference.export import export_model_folder
-    from medseg.inference.runtime import cpu_supports_bf16
+    from medseg.model.runtime import cpu_supports_bf16
 
     export = workdir / "onnx"
     have_onnx = importlib.util.find_spec("onnx") is not None
@@ -305,7 +305,7 @@ def monai_ct(volume: Any, model: Path) -> tuple[np.ndarray, dict[str, float]]:
     from monai.inferers import sliding_window_inference
     from monai.transforms import AsDiscreted, Compose, Invertd, Orientationd, ScaleIntensityRanged, Spacingd
 
-    from medseg.training.model_folder import load_model_folder
+    from medseg.model.folder import load_model_folder
 
     trained = load_model_folder(model)
     norm = trained.plan.normalization[0]
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     from medseg.inference import PredictOptions, Predictor
     from medseg.io.files import read_volume_file
-    from medseg.training.preprocess import preprocess_case
+    from medseg.model.preprocess import preprocess_case
 
     work = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
     model = args.model or hippocampus_model(work / "hippo")
@@ -507,7 +507,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     r["network_big"] = network_only(predictor, [big], (False,), args.repeats)
     m = predictor.models[0]
     r["precision"], r["tiles"], r["patch"] = predictor.runtime.precision, predictor.tiles_per_batch, "x".join(map(str, m.patch_size))
-    flops = network_flops(load_network(model), (1, m.info.in_channels, *m.patch_size))
+    flops = network_flops(load_network(model), (1, m.spec.in_channels, *m.patch_size))
     r["tile_gflop"] = flops / 1e9
     r["hippo_tiles"] = sum(tile_count(a.shape[1:], m.patch_size, 0.5) for a in arrays)
     r["tile_counts"] = {"big_medseg": tile_count(tuple(args.big_shape), m.patch_size, 0.5),
@@ -530,7 +530,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_network(model: Path) -> torch.nn.Module:
-    from medseg.training.model_folder import load_model_folder
+    from medseg.model.folder import load_model_folder
 
     return load_model_folder(model).network
 

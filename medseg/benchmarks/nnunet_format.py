@@ -139,7 +139,7 @@ def nnunet_plans(plan: Any, config: Any, classes: int) -> dict[str, Any]:
 def write_nnunet_model(medseg_folder: str | Path, out: str | Path, fold: int = 0) -> Path:
     """Write ``out/{plans,dataset}.json`` and ``out/fold_<fold>/checkpoint_final.pth`` for the
     medseg ``unet`` model folder; returns ``out`` (nnU-Net's ``-m`` model folder)."""
-    from medseg.training.model_folder import load_model_folder
+    from medseg.model.folder import load_model_folder
 
     trained = load_model_folder(medseg_folder)
     if trained.spec.family != "unet" or trained.spec.spatial_dims != 3:

@@ -79,7 +79,8 @@ def precision_speed(recipe_path: Path, run_dir: Path, device: str, iterations: i
     import itertools
     from dataclasses import replace
 
-    from medseg.training.loop import TrainStep, autocast_factory, choose_device, cpu_supports_bf16
+    from medseg.model.runtime import Runtime, cpu_supports_bf16, resolve_device
+    from medseg.training.loop import TrainStep
     from medseg.training.optim import build_optimizer
     from medseg.training.recipe import load_recipe
     from medseg.training.session import build_session
@@ -87,7 +88,7 @@ def precision_speed(recipe_path: Path, run_dir: Path, device: str, iterations: i
     recipe = load_recipe(recipe_path)
     recipe = replace(recipe, runtime=replace(recipe.runtime, device=device))
     session = build_session(recipe, run_dir)
-    target = choose_device(device)
+    target = resolve_device(device)
     if target.type == "cpu" and not cpu_supports_bf16():
         return {"fp32": None, "bf16": None, "note": "this CPU has no native bf16"}
     stream = session.batches(0)
@@ -97,7 +98,7 @@ def precision_speed(recipe_path: Path, run_dir: Path, device: str, iterations: i
     for precision in ("fp32", "bf16"):
         network = copy.deepcopy(session.network)
         steps[precision] = TrainStep(network, session.step.loss, build_optimizer(network.parameters(), recipe.optimizer),
-                                     target, autocast_factory(target, precision), None, recipe.optimizer.grad_clip,
+                                     target, Runtime(target, precision, session.runtime.threads).autocast, None, recipe.optimizer.grad_clip,
                                      session.step.memory_format)
     speeds: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for _ in range(rounds):

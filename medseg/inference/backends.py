@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medseg.errors import ConfigError
-from medseg.inference.runtime import Runtime
+from medseg.model.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -25,14 +25,16 @@ import numpy as np
 import torch
 
 from medseg.errors import ConfigError, InputError, OutputError
-from medseg.inference.loading import EXPORT_JSON, ModelInfo
+from medseg.inference.loading import EXPORT_JSON
 from medseg.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir
-from medseg.training.plan import Plan
+from medseg.model.folder import ModelSpec, TrainedModel
+from medseg.model.plan import Plan
+from medseg.model.runtime import package_versions
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "medseg-onnx"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: "model" holds the full ModelSpec (model.json)
 ONNX_NAME = "model.onnx"
 OPSET = 18
 
@@ -76,7 +78,7 @@ def _export_graph(network: torch.nn.Module, example: torch.Tensor, path: Path, d
         program.save(str(path), external_data=False)
 
 
-def export_onnx(network: torch.nn.Module, plan: Plan, info: ModelInfo, out_dir: str | Path,
+def export_onnx(network: torch.nn.Module, plan: Plan, spec: ModelSpec, out_dir: str | Path,
                 dynamic_spatial: bool = False) -> Path:
     """Write ``model.onnx``, ``plan.json`` and ``medseg_export.json`` into ``out_dir``.
 
@@ -87,15 +89,15 @@ def export_onnx(network: torch.nn.Module, plan: Plan, info: ModelInfo, out_dir: 
     out_dir = Path(out_dir)
     ensure_writable_dir(out_dir)
     network = _Logits(network.float().cpu().eval())
-    patch = tuple(plan.config(info.spatial_dims).patch_size)
-    example = torch.randn(1, info.in_channels, *patch, generator=torch.Generator().manual_seed(0))
+    patch = tuple(plan.config(spec.spatial_dims).patch_size)
+    example = torch.randn(1, spec.in_channels, *patch, generator=torch.Generator().manual_seed(0))
     target = out_dir / ONNX_NAME
     with atomic_path(target) as tmp:
         _export_graph(network, example, tmp, dynamic_spatial)
     diff = _max_difference(network, example, target)
     plan.save(out_dir / "plan.json")
-    spec = export_spec(plan, info, dynamic_spatial, diff)
-    atomic_write_text(out_dir / EXPORT_JSON, json.dumps(spec, indent=2) + "\n")
+    description = export_spec(plan, spec, dynamic_spatial, diff)
+    atomic_write_text(out_dir / EXPORT_JSON, json.dumps(description, indent=2) + "\n")
     return target
 
 
@@ -112,22 +114,20 @@ def _max_difference(network: torch.nn.Module, example: torch.Tensor, onnx_path: 
     return float(np.max(np.abs(got - expected)))
 
 
-def export_spec(plan: Plan, info: ModelInfo, dynamic_spatial: bool, max_abs_diff: float | None) -> dict[str, Any]:
-    """The JSON description of an export: model info, tensor layout, preprocessing, windowing."""
-    from medseg.inference.outputs import package_versions
-
-    patch = list(plan.config(info.spatial_dims).patch_size)
+def export_spec(plan: Plan, spec: ModelSpec, dynamic_spatial: bool, max_abs_diff: float | None) -> dict[str, Any]:
+    """The JSON description of an export: the model spec, tensor layout, preprocessing, windowing."""
+    patch = list(plan.config(spec.spatial_dims).patch_size)
     spatial = ["dynamic"] * len(patch) if dynamic_spatial else patch
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "onnx": ONNX_NAME,
-        "model": info.to_dict(),
-        "input": {"name": "image", "shape": ["batch", info.in_channels, *spatial], "dtype": "float32"},
-        "output": {"name": "logits", "shape": ["batch", info.out_channels, *spatial], "dtype": "float32"},
+        "model": spec.to_dict(),
+        "input": {"name": "image", "shape": ["batch", spec.in_channels, *spatial], "dtype": "float32"},
+        "output": {"name": "logits", "shape": ["batch", spec.out_channels, *spatial], "dtype": "float32"},
         "patch_size": patch,
-        "spatial_multiple_of": list(plan.config(info.spatial_dims).divisor),
-        "slice_axis": plan.slice_axis if info.spatial_dims == 2 else None,
+        "spatial_multiple_of": list(plan.config(spec.spatial_dims).divisor),
+        "slice_axis": plan.slice_axis if spec.spatial_dims == 2 else None,
         "preprocessing": {
             "steps": ["reorient to the closest RAS axes (permute/flip only)",
                       f"resample to {list(plan.target_spacing)} mm ({plan.image_interpolation}) when the spacing differs",
@@ -137,14 +137,14 @@ def export_spec(plan: Plan, info: ModelInfo, dynamic_spatial: bool, max_abs_diff
             "normalization": [n.__dict__ for n in plan.normalization],
             "plan": "plan.json",
         },
-        "sliding_window": {"overlap": 0.5, "gaussian_sigma": "patch / 8", "mirror_tta_axes": list(range(info.spatial_dims))},
+        "sliding_window": {"overlap": 0.5, "gaussian_sigma": "patch / 8", "mirror_tta_axes": list(range(spec.spatial_dims))},
         "max_abs_diff_vs_torch": max_abs_diff,
         "exported_with": package_versions(),
     }
 
 
-def load_export(folder: str | Path) -> tuple[Plan, ModelInfo, Path]:
-    """Read an export folder: its plan, model info and ONNX path (InputError/ConfigError if unusable)."""
+def load_export(folder: str | Path) -> tuple[Plan, ModelSpec, Path]:
+    """Read an export folder: its plan, model spec and ONNX path (InputError/ConfigError if unusable)."""
     folder = Path(folder)
     try:
         spec = json.loads((folder / EXPORT_JSON).read_text(encoding="utf-8"))
@@ -158,20 +158,19 @@ def load_export(folder: str | Path) -> tuple[Plan, ModelInfo, Path]:
     onnx_path = folder / spec.get("onnx", ONNX_NAME)
     if not onnx_path.is_file():
         raise InputError(f"{onnx_path} is missing; export the model again with 'medseg export'")
-    return Plan.load(folder / "plan.json"), ModelInfo.from_dict(spec["model"]), onnx_path
+    return Plan.load(folder / "plan.json"), ModelSpec.from_dict(spec["model"]), onnx_path
 
 
 def export_model_folder(model_folder: str | Path, out_dir: str | Path, dynamic_spatial: bool = False) -> Path:
     """Export a trained model folder (``medseg export``). Returns the ONNX path."""
     from medseg.inference.loading import folder_kind
-    from medseg.training.model_folder import load_model_folder
+    from medseg.model.folder import load_model_folder
 
     model_folder = Path(model_folder)
     if folder_kind(model_folder) != "model":
         raise InputError(f"{model_folder} is already an export; pass the trained model folder")
     trained = load_model_folder(model_folder, device="cpu")
-    info = ModelInfo.from_spec(trained.spec, str(model_folder))
-    return export_onnx(trained.network, trained.plan, info, out_dir, dynamic_spatial)
+    return export_onnx(trained.network, trained.plan, trained.spec, out_dir, dynamic_spatial)
 
 
 def default_cache_dir() -> Path:
@@ -210,7 +209,7 @@ class ExportStore:
                 return root / key / ONNX_NAME
         return None
 
-    def onnx_for(self, folder: Path, trained: Any, info: ModelInfo) -> Path:
+    def onnx_for(self, folder: Path, trained: TrainedModel) -> Path:
         """The ONNX file for ``folder``'s model, exported now when the cache lacks it."""
         key = model_fingerprint(Path(folder))
         found = self._find(key)
@@ -225,7 +224,7 @@ class ExportStore:
         log.info("exporting %s to ONNX once (cached in %s)", folder, root)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
         try:
-            export_onnx(trained.network, trained.plan, info, staging)
+            export_onnx(trained.network, trained.plan, trained.spec, staging)
             try:
                 os.replace(staging, root / key)  # publish atomically; a concurrent export may win
             except OSError:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING
 
 from medseg.errors import ConfigError, InputError
 from medseg.inference.backends import Backend, OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, require_backend_package
-from medseg.inference.runtime import Runtime
 from medseg.inference.sliding import WindowConfig
-from medseg.training.plan import Plan
+from medseg.model.folder import ModelSpec
+from medseg.model.plan import Plan
+from medseg.model.runtime import Runtime
+
+if TYPE_CHECKING:
+    from medseg.inference.export import ExportStore
 
 log = logging.getLogger(__name__)
 
@@ -21,67 +25,23 @@ MODEL_JSON = "model.json"
 EXPORT_JSON = "medseg_export.json"
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What prediction needs to know about a model besides its plan and weights."""
-
-    name: str
-    family: str
-    spatial_dims: int
-    in_channels: int
-    out_channels: int
-    labels: dict[int, str]
-    postprocessing: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "labels", {int(k): str(v) for k, v in sorted(self.labels.items())})
-        if self.spatial_dims not in (2, 3):
-            raise ConfigError(f"model {self.name}: spatial_dims must be 2 or 3, got {self.spatial_dims}")
-        if self.out_channels < max(self.labels) + 1:
-            raise ConfigError(
-                f"model {self.name} has {self.out_channels} outputs but labels up to {max(self.labels)}"
-            )
-
-    @classmethod
-    def from_spec(cls, spec: Any, name: str) -> "ModelInfo":
-        """From a trainer ``ModelSpec`` (model.json)."""
-        return cls(name=name, family=spec.family, spatial_dims=int(spec.spatial_dims),
-                   in_channels=int(spec.in_channels), out_channels=int(spec.out_channels),
-                   labels=dict(spec.labels), postprocessing=dict(spec.postprocessing or {}),
-                   extra={"metrics": getattr(spec, "metrics", {}), "versions": getattr(spec, "versions", {})})
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (string label keys)."""
-        return {"name": self.name, "family": self.family, "spatial_dims": self.spatial_dims,
-                "in_channels": self.in_channels, "out_channels": self.out_channels,
-                "labels": {str(k): v for k, v in self.labels.items()},
-                "postprocessing": self.postprocessing}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelInfo":
-        """Inverse of :meth:`to_dict`."""
-        fields = dict(data)
-        fields["labels"] = {int(k): v for k, v in fields["labels"].items()}
-        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
-
-
 @dataclass
 class LoadedModel:
-    """A model ready to run: its info, its plan and the backend that runs its network."""
+    """A model ready to run: its name (the folder), its spec, its plan and the backend that runs it."""
 
-    info: ModelInfo
+    name: str
+    spec: ModelSpec
     plan: Plan
     backend: Backend
 
     @property
     def patch_size(self) -> tuple[int, ...]:
         """The tile size of the sliding window (the plan's patch size for this model's dims)."""
-        return tuple(self.plan.config(self.info.spatial_dims).patch_size)
+        return tuple(self.plan.config(self.spec.spatial_dims).patch_size)
 
     def window(self, overlap: float, tiles_per_batch: int, tta: bool) -> WindowConfig:
         """The sliding-window configuration for this model."""
-        axes = tuple(range(self.info.spatial_dims)) if tta else ()
+        axes = tuple(range(self.spec.spatial_dims)) if tta else ()
         return WindowConfig(self.patch_size, overlap=overlap, tiles_per_batch=tiles_per_batch, mirror_axes=axes)
 
 
@@ -114,7 +74,7 @@ def resolve_backend(name: str, runtime: Runtime, kind: str = "model") -> str:
     return "torch"
 
 
-def load_model(path: str | Path, backend: str, runtime: Runtime, store: Any) -> LoadedModel:
+def load_model(path: str | Path, backend: str, runtime: Runtime, store: ExportStore) -> LoadedModel:
     """Load one model folder for ``backend`` (``auto`` resolved by :func:`resolve_backend`).
 
     A trained folder run by an ONNX backend is exported once into ``store`` (an
@@ -131,26 +91,25 @@ def load_model(path: str | Path, backend: str, runtime: Runtime, store: Any) -> 
             )
         from medseg.inference.export import load_export
 
-        plan, info, onnx_path = load_export(path)
-        return LoadedModel(info, plan, _onnx_backend(chosen, onnx_path, runtime))
-    from medseg.training.model_folder import load_model_folder, read_model_description
+        plan, spec, onnx_path = load_export(path)
+        return LoadedModel(str(path), spec, plan, _onnx_backend(chosen, onnx_path, runtime))
+    from medseg.model.folder import load_model_folder, read_model_description
 
     spec, plan = read_model_description(path)
-    info = ModelInfo.from_spec(spec, str(path))
     trained = None
     if chosen != "torch":
         try:
             onnx_path = store.cached(path)  # exported before: no torch network to build
             if onnx_path is None:
                 trained = load_model_folder(path, device="cpu")
-                onnx_path = store.onnx_for(path, trained, info)
-            return LoadedModel(info, plan, _onnx_backend(chosen, onnx_path, runtime))
+                onnx_path = store.onnx_for(path, trained)
+            return LoadedModel(str(path), spec, plan, _onnx_backend(chosen, onnx_path, runtime))
         except Exception as exc:  # only 'auto' falls back; an explicit backend reports its failure
             if backend != "auto":
                 raise
             log.warning("%s: the %s backend could not be prepared (%s); using torch", path, chosen, exc)
     trained = trained or load_model_folder(path, device="cpu")
-    return LoadedModel(info, plan, TorchBackend(trained.network, runtime))
+    return LoadedModel(str(path), spec, plan, TorchBackend(trained.network, runtime))
 
 
 def _onnx_backend(name: str, onnx_path: Path, runtime: Runtime) -> Backend:
@@ -161,21 +120,20 @@ def _onnx_backend(name: str, onnx_path: Path, runtime: Runtime) -> Backend:
 
 def check_compatible(models: list[LoadedModel]) -> None:
     """An ensemble needs the same labels and input channels in every model (ConfigError otherwise)."""
-    first = models[0].info
-    for model in models[1:]:
-        other = model.info
-        if other.labels != first.labels:
+    first = models[0]
+    for other in models[1:]:
+        if other.spec.labels != first.spec.labels:
             raise ConfigError(
-                f"models {first.name} and {other.name} have different labels ({first.labels} vs "
-                f"{other.labels}); an ensemble needs identical labels"
+                f"models {first.name} and {other.name} have different labels ({first.spec.labels} vs "
+                f"{other.spec.labels}); an ensemble needs identical labels"
             )
-        if other.out_channels != first.out_channels:
+        if other.spec.out_channels != first.spec.out_channels:
             raise ConfigError(
-                f"models {first.name} ({first.out_channels} outputs) and {other.name} "
-                f"({other.out_channels}) cannot be averaged; ensemble models with the same outputs"
+                f"models {first.name} ({first.spec.out_channels} outputs) and {other.name} "
+                f"({other.spec.out_channels}) cannot be averaged; ensemble models with the same outputs"
             )
-        if other.in_channels != first.in_channels:
+        if other.spec.in_channels != first.spec.in_channels:
             raise ConfigError(
-                f"models {first.name} ({first.in_channels} channels) and {other.name} "
-                f"({other.in_channels}) take different inputs; ensemble models with the same channels"
+                f"models {first.name} ({first.spec.in_channels} channels) and {other.name} "
+                f"({other.spec.in_channels}) take different inputs; ensemble models with the same channels"
             )

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, check_choice
 from medseg.inference.backends import BACKENDS
 from medseg.inference.postprocess import PostprocessOptions
-from medseg.inference.runtime import DEVICES, PRECISIONS
+from medseg.model.runtime import DEVICES, PRECISIONS
 
 TTA_MODES = ("off", "all")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        import difflib
-
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"unknown {name} {value!r}; {hint}choose one of {', '.join(choices)}")
+    check_choice(name, value, choices)
 
 
 @dataclass(frozen=True)

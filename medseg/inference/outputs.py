@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import platform
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ import numpy as np
 
 from medseg.io import write_volume
 from medseg.io.atomic import atomic_path, atomic_write_text
+from medseg.model.runtime import package_versions
 from medseg.io.nifti import save_nifti
 from medseg.volume import Volume
 
@@ -149,20 +149,6 @@ def write_instances(instances: np.ndarray, rows: Iterable[Mapping[str, Any]], re
     columns = ["instance", "class", "name", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm",
                "centroid_z_mm", "bbox_i", "bbox_j", "bbox_k"]
     write_csv(list(rows), csv_path, columns)
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python, medseg and the libraries that shape results (absent ones omitted)."""
-    from importlib import metadata
-
-    versions = {"python": platform.python_version()}
-    for name in ("medseg", "torch", "monai", "numpy", "scipy", "nibabel", "SimpleITK", "pydicom",
-                 "highdicom", "onnxruntime", "openvino"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 MANIFEST_NAME = "medseg_run.json"

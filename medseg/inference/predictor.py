@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from medseg.errors import ConfigError, InputError
-from medseg.inference.loading import LoadedModel, ModelInfo, check_compatible, load_model
+from medseg.inference.loading import LoadedModel, check_compatible, load_model
 from medseg.inference.options import OutputOptions, PredictOptions
-from medseg.inference.runtime import Runtime, configure_runtime
+from medseg.model.runtime import Runtime, configure_runtime
 from medseg.inference.sliding import predict_volume
-from medseg.training.plan import Plan
-from medseg.training.preprocess import (argmax_labels, preprocess_case, restore_argmax, restore_labels,
+from medseg.model.folder import ModelSpec
+from medseg.model.plan import Plan
+from medseg.model.preprocess import (argmax_labels, preprocess_case, restore_argmax, restore_labels,
                                         restore_probabilities)
 from medseg.volume import Volume, VolumeMeta
 
@@ -95,7 +96,7 @@ class Predictor:
         return cls(models, options, runtime, [store])
 
     @classmethod
-    def from_network(cls, network: torch.nn.Module, plan: Plan, info: ModelInfo,
+    def from_network(cls, network: torch.nn.Module, plan: Plan, spec: ModelSpec,
                      options: PredictOptions | None = None) -> "Predictor":
         """A predictor around an in-memory PyTorch network (tests, notebooks, benchmarks)."""
         from medseg.inference.backends import TorchBackend
@@ -104,7 +105,7 @@ class Predictor:
         if options.backend not in ("torch", "auto"):
             raise ConfigError("from_network runs PyTorch networks only; export first for other backends")
         runtime = configure_runtime(options.device, options.precision, options.threads)
-        return cls([LoadedModel(info, plan, TorchBackend(network, runtime))], options, runtime)
+        return cls([LoadedModel("in-memory network", spec, plan, TorchBackend(network, runtime))], options, runtime)
 
     def close(self) -> None:
         """Release temporary exports."""
@@ -122,22 +123,22 @@ class Predictor:
     @property
     def labels(self) -> dict[int, str]:
         """Label value -> name (shared by all models)."""
-        return dict(self.models[0].info.labels)
+        return dict(self.models[0].spec.labels)
 
     @property
     def in_channels(self) -> int:
         """How many input images (channels) a case needs."""
-        return self.models[0].info.in_channels
+        return self.models[0].spec.in_channels
 
     @property
     def postprocessing(self) -> dict:
         """The first model's validated post-processing choices (``model.json``)."""
-        return dict(self.models[0].info.postprocessing)
+        return dict(self.models[0].spec.postprocessing)
 
     def describe(self) -> dict[str, Any]:
         """Models, backend, device and options, for the run manifest."""
         return {
-            "models": [{**m.info.to_dict(), "patch_size": list(m.patch_size),
+            "models": [{"name": m.name, "family": m.spec.family, "spatial_dims": m.spec.spatial_dims, "in_channels": m.spec.in_channels, "out_channels": m.spec.out_channels, "labels": {str(k): v for k, v in m.spec.labels.items()}, "postprocessing": m.spec.postprocessing, "patch_size": list(m.patch_size),
                         "backend": m.backend.describe()} for m in self.models],
             "runtime": self.runtime.describe(),
             "options": asdict(self.options),
@@ -174,7 +175,7 @@ class Predictor:
 
     def _probabilities(self, array: np.ndarray, plan: Plan, models: list[LoadedModel]) -> np.ndarray:
         """Mean softmax (K, X, Y, Z) float32 of ``models`` on a preprocessed array (C, X, Y, Z)."""
-        num_classes = models[0].info.out_channels
+        num_classes = models[0].spec.out_channels
         device = self.runtime.device
         values = (num_classes + 1 + array.shape[0]) * int(np.prod(_padded(array.shape[1:], models)))
         where = accumulator_device(device, values)

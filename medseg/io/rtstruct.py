@@ -10,7 +10,6 @@ skipped.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from medseg.errors import DicomError, InputError
+from medseg.errors import DicomError, InputError, did_you_mean
 from medseg.io.seg import ReferenceGrid
 from medseg.volume import Volume, VolumeMeta
 
@@ -150,8 +149,7 @@ def _select_rois(available: list[Roi], names: Sequence[str] | None, path: Path) 
     for name in names:
         roi = by_name.get(name.lower())
         if roi is None:
-            close = difflib.get_close_matches(name, [r.name for r in available], n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(name, [r.name for r in available])
             raise InputError(
                 f"{path} has no ROI named {name!r}; {hint}available: {', '.join(r.name for r in available)}"
             )

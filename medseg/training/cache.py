@@ -27,8 +27,8 @@ import numpy as np
 from medseg.errors import InputError
 from medseg.io.atomic import atomic_path, atomic_write_text
 from medseg.training.dataset import Case, DatasetSpec, read_case
-from medseg.training.plan import Plan
-from medseg.training.preprocess import PreprocessRecord, preprocess_case, preprocess_label
+from medseg.model.plan import Plan
+from medseg.model.preprocess import PreprocessRecord, preprocess_case, preprocess_label
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from medseg.training.augment import PatchAugmenter, PatchSampler, forced_foregro
 
 if TYPE_CHECKING:
     from medseg.training.cache import CaseCache
-    from medseg.training.plan import Plan
-    from medseg.training.preprocess import PreprocessRecord
+    from medseg.model.plan import Plan
+    from medseg.model.preprocess import PreprocessRecord
     from medseg.training.recipe import Recipe
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from medseg.training.dataset import Case, DatasetSpec, read_case
-from medseg.training.preprocess import canonical_geometry
+from medseg.model.preprocess import canonical_geometry
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""From a dataset fingerprint to a :class:`~medseg.training.plan.Plan`, following nnU-Net v2's rules.
+"""From a dataset fingerprint to a :class:`~medseg.model.plan.Plan`, following nnU-Net v2's rules.
 
 * Target spacing: the median spacing; along a very anisotropic axis (spacing > 3x the others'
   and fewer than a third of their voxels) the 10th percentile instead.
@@ -25,7 +25,7 @@ import numpy as np
 
 from medseg.errors import ConfigError
 from medseg.training.fingerprint import Fingerprint, compute_fingerprint
-from medseg.training.plan import NetworkConfig, Normalization, Plan, round_up
+from medseg.model.plan import NetworkConfig, Normalization, Plan, round_up
 
 if TYPE_CHECKING:
     from medseg.training.dataset import DatasetSpec

@@ -9,14 +9,13 @@ docs/training-data.md lists every key with its default.
 
 from __future__ import annotations
 
-import difflib
 import math
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from medseg.errors import ConfigError, InputError
+from medseg.errors import ConfigError, InputError, did_you_mean
 
 
 def _choice(*values: Any, **extra: Any) -> dict[str, Any]:
@@ -241,9 +240,7 @@ def _with_source(recipe: Recipe, source: Path) -> Recipe:
 def _unknown(what: str, value: Any, valid: list[Any]) -> str:
     """'unknown X 'v'; did you mean 'w'? valid: a, b, c' (difflib's closest match)."""
     names = [str(v) for v in valid]
-    close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.0)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown {what} {value!r}; {hint}valid: {', '.join(names)}"
+    return f"unknown {what} {value!r}; {did_you_mean(value, names, cutoff=0.0)}valid: {', '.join(names)}"
 
 
 def _build(cls: type, section: str, values: Mapping[str, Any], base_dir: Path) -> Any:

@@ -8,7 +8,7 @@ the few actions the epoch loop needs (batches, validation, checkpoints).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -18,8 +18,8 @@ from torch import nn
 from medseg.training import checkpoint as ckpt
 from medseg.training import distributed
 from medseg.training.checkpoint import Progress
-from medseg.training.loop import (TrainStep, autocast_factory, choose_device, choose_precision, configure_backends,
-                                  make_scaler, memory_format)
+from medseg.model.runtime import Runtime, configure_runtime
+from medseg.training.loop import TrainStep
 from medseg.training.optim import LRSchedule
 from medseg.training.splits import Split, select_split, splits_for_run
 from medseg.training.validation import Predictor, ValidationResult, validate
@@ -36,13 +36,20 @@ class Session:
     plan: object
     cache: object
     split: Split
-    device: torch.device
-    precision: str
+    runtime: Runtime
     network: nn.Module
     step: TrainStep
     schedule: LRSchedule
     predictor: Predictor
     dist: distributed.DistContext = field(default_factory=distributed.DistContext)
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
 
     @property
     def spatial_dims(self) -> int:
@@ -90,7 +97,7 @@ def prepare_data(recipe, run_dir: Path, resume: bool):
     """Dataset -> plan (reused from ``run_dir/plan.json`` on resume) -> cache -> this fold's split."""
     from medseg.training.cache import build_cache
     from medseg.training.dataset import load_dataset
-    from medseg.training.plan import Plan
+    from medseg.model.plan import Plan
     from medseg.training.planner import plan_for_recipe
 
     spec = load_dataset(recipe.dataset.path)
@@ -106,14 +113,14 @@ def prepare_data(recipe, run_dir: Path, resume: bool):
     return plan, cache, select_split(splits, data.fold if data.split == "kfold" else 0)
 
 
-def build_network(recipe, plan, device: torch.device) -> nn.Module:
-    """The training network (deep supervision as the recipe says), on ``device``."""
-    from medseg.models import build_model
+def build_network(recipe, plan, runtime: Runtime) -> nn.Module:
+    """The training network (deep supervision as the recipe says), on the runtime's device."""
+    from medseg.networks import build_model
 
     dims = recipe.model.spatial_dims
     network = build_model(recipe.model.family, dims, len(plan.channels), plan.num_classes, plan.config(dims),
                           deep_supervision=recipe.model.deep_supervision)
-    return network.to(device=device, memory_format=memory_format(device, dims))
+    return network.to(device=runtime.device, memory_format=runtime.memory_format(dims))
 
 
 def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
@@ -121,25 +128,25 @@ def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
     from medseg.training.losses import build_loss
     from medseg.training.optim import build_optimizer
 
-    dist = distributed.init_from_env(choose_device(recipe.runtime.device))  # torchrun: join the group
-    device = distributed.rank_device(dist, choose_device(recipe.runtime.device))
-    precision = choose_precision(recipe.runtime.precision, device)
-    configure_backends(device)
+    runtime = configure_runtime(recipe.runtime.device, recipe.runtime.precision)
+    dist = distributed.init_from_env(runtime.device)  # torchrun: join the group
+    runtime = replace(runtime, device=distributed.rank_device(dist, runtime.device))
+    device = runtime.device
     with distributed.main_first(dist):  # rank 0 plans and caches; the others then reuse its files
         plan, cache, split = prepare_data(recipe, run_dir, resume or not dist.is_main)
     ckpt.seed_everything(recipe.runtime.seed)
-    network = build_network(recipe, plan, device)
+    network = build_network(recipe, plan, runtime)
     optimizer = build_optimizer(network.parameters(), recipe.optimizer)
     budget = recipe.budget
     schedule = LRSchedule(optimizer, recipe.optimizer.schedule, budget.epochs * budget.iterations_per_epoch,
                           budget.minutes * 60.0 if budget.minutes else None)
-    autocast = autocast_factory(device, precision)
+    autocast = runtime.autocast
     loss = build_loss(recipe.loss.name, plan.num_classes, recipe.loss.class_weights).to(device)
-    step = TrainStep(distributed.wrap(network, dist, device), loss, optimizer, device, autocast, make_scaler(device, precision),
-                     recipe.optimizer.grad_clip, memory_format(device, recipe.model.spatial_dims))
+    step = TrainStep(distributed.wrap(network, dist, device), loss, optimizer, device, autocast, runtime.grad_scaler(),
+                     recipe.optimizer.grad_clip, runtime.memory_format(recipe.model.spatial_dims))
     config = plan.config(recipe.model.spatial_dims)
     predictor = Predictor(network, recipe.model.spatial_dims, config.patch_size, device, autocast, plan.slice_axis,
                           sw_batch_size=config.batch_size)
     log.info("training %s %dD on %s (%s), %d training / %d validation cases", recipe.model.family,
-             recipe.model.spatial_dims, device, precision, len(split.train), len(split.val))
-    return Session(recipe, run_dir, plan, cache, split, device, precision, network, step, schedule, predictor, dist)
+             recipe.model.spatial_dims, device, runtime.precision, len(split.train), len(split.val))
+    return Session(recipe, run_dir, plan, cache, split, runtime, network, step, schedule, predictor, dist)

@@ -31,7 +31,8 @@ from medseg.training import distributed
 from medseg.training.checkpoint import Progress
 from medseg.training.logs import TensorBoard, plot_curves, write_log_csv
 from medseg.training.loop import run_epoch
-from medseg.training.model_folder import ModelSpec, package_versions, save_model_folder
+from medseg.model.folder import ModelSpec, save_model_folder
+from medseg.model.runtime import package_versions
 from medseg.training.session import Session, build_session
 from medseg.training.validation import ValidationResult, decide_postprocessing, validate
 

@@ -1,5 +1,8 @@
 """A trained model is one self-contained folder; prediction needs nothing else.
 
+:class:`ModelSpec` (``model.json``) is the one description of a trained model: training writes
+it, inference, export and the batch runner read it.
+
 Layout::
 
     model.json            ModelSpec: format version, family, spatial dims, channels, network config,
@@ -15,7 +18,6 @@ Loading reads JSON and safetensors only: nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from torch import nn
 
 from medseg.errors import ConfigError, InputError
 from medseg.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir, follow_umask
+from medseg.model.plan import NetworkConfig, Plan
 
 FORMAT_VERSION = 1
 SPEC_FILE, PLAN_FILE, WEIGHTS_FILE = "model.json", "plan.json", "weights.safetensors"
@@ -50,6 +53,20 @@ class ModelSpec:
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", {int(k): str(v) for k, v in sorted(self.labels.items())})
+        if self.spatial_dims not in (2, 3):
+            raise ConfigError(f"model.json: spatial_dims must be 2 or 3, got {self.spatial_dims!r}")
+        if not self.labels or self.out_channels < max(self.labels) + 1:
+            raise ConfigError(
+                f"model.json: {self.out_channels} network outputs cannot hold the labels {sorted(self.labels)}"
+            )
+
+    @property
+    def foreground(self) -> dict[int, str]:
+        """Label value -> name for every class but background (0)."""
+        return {k: v for k, v in self.labels.items() if k != 0}
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["labels"] = {str(k): v for k, v in self.labels.items()}
@@ -70,10 +87,8 @@ class ModelSpec:
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"model.json is malformed ({type(exc).__name__}: {exc})") from None
 
-    def network_config(self):
+    def network_config(self) -> NetworkConfig:
         """The NetworkConfig the network was built with."""
-        from medseg.training.plan import NetworkConfig
-
         return NetworkConfig(**self.network)
 
 
@@ -82,25 +97,18 @@ class TrainedModel:
     """A loaded model folder: ``network`` (eval mode, on the requested device), ``plan``, ``spec``."""
 
     network: nn.Module
-    plan: Any
+    plan: Plan
     spec: ModelSpec
     folder: Path
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of Python, medseg, torch, MONAI and numpy in this environment."""
-    import monai
-    import numpy
-
-    import medseg
-
-    return {"python": platform.python_version(), "medseg": medseg.__version__, "torch": torch.__version__,
-            "monai": monai.__version__, "numpy": numpy.__version__}
-
-
 def build_inference_network(spec: ModelSpec) -> nn.Module:
-    """The spec's network without deep-supervision heads, in eval mode (random weights)."""
-    from medseg.models import build_model
+    """The spec's network without deep-supervision heads, in eval mode (random weights).
+
+    This is the one hook from a model description to the network registry
+    (:func:`medseg.networks.build_model`).
+    """
+    from medseg.networks import build_model
 
     network = build_model(spec.family, spec.spatial_dims, spec.in_channels, spec.out_channels,
                           spec.network_config(), deep_supervision=False)
@@ -118,7 +126,7 @@ def inference_copy(trained: nn.Module, spec: ModelSpec) -> nn.Module:
     return network
 
 
-def save_model_folder(folder: str | Path, network: nn.Module, spec: ModelSpec, plan,
+def save_model_folder(folder: str | Path, network: nn.Module, spec: ModelSpec, plan: Plan,
                       log_csv: Path | None = None, curves: Path | None = None) -> Path:
     """Write a self-contained model folder (each file atomically); returns the folder.
 
@@ -140,14 +148,12 @@ def save_model_folder(folder: str | Path, network: nn.Module, spec: ModelSpec, p
     return folder
 
 
-def read_model_description(folder: str | Path) -> tuple[ModelSpec, Any]:
+def read_model_description(folder: str | Path) -> tuple[ModelSpec, Plan]:
     """The ``(spec, plan)`` of a model folder, read from its JSON files only (no network is built).
 
     Needs ``model.json``, ``plan.json`` and ``weights.safetensors`` in ``folder`` (InputError
     naming the missing one otherwise; ConfigError for invalid JSON).
     """
-    from medseg.training.plan import Plan
-
     folder = Path(folder)
     for name in (SPEC_FILE, PLAN_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():

@@ -6,7 +6,7 @@ Families: ``unet`` (nnU-Net's U-Net on MONAI DynUNet), ``resenc_unet`` (residual
 
 from __future__ import annotations
 
-from medseg.models.padding import PadToStride, total_stride
-from medseg.models.registry import FAMILIES, build_model, check_family
+from medseg.networks.padding import PadToStride, total_stride
+from medseg.networks.registry import FAMILIES, build_model, check_family
 
 __all__ = ["FAMILIES", "PadToStride", "build_model", "check_family", "total_stride"]

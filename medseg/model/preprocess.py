@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medseg.errors import GeometryError, InputError
-from medseg.training.plan import Normalization, Plan
+from medseg.model.plan import Normalization, Plan
 from medseg.volume import Volume, VolumeMeta
 
 #: relative spacing difference below which an axis is not resampled

@@ -17,7 +17,7 @@ import torch
 from monai.networks.blocks import ResidualUnit, SimpleASPP
 from torch import nn
 
-from medseg.models.layers import ACT, NORM, conv_norm_act, he_init, head, stage_count_check, upsample_to
+from medseg.networks.layers import ACT, NORM, conv_norm_act, he_init, head, stage_count_check, upsample_to
 
 
 class DeepLabV3Plus(nn.Module):

@@ -19,7 +19,7 @@ from monai.networks.blocks.dynunet_block import UnetResBlock
 from monai.networks.nets import DynUNet
 from torch import nn
 
-from medseg.models.layers import ACT, NORM, stage_count_check
+from medseg.networks.layers import ACT, NORM, stage_count_check
 
 #: residual blocks per encoder stage of nnU-Net's ResEnc U-Net (M/L presets)
 RESENC_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6)

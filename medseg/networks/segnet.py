@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medseg.models.layers import conv_norm_act, he_init, head, stage_count_check
+from medseg.networks.layers import conv_norm_act, he_init, head, stage_count_check
 
 
 class SegNet(nn.Module):
