@@ -106,7 +106,7 @@ class Volume:
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
         """The first three dimensions of the array."""
-        return tuple(self.array.shape[:3])  # type: ignore[return-value]
+        return tuple(self.array.shape[:3])
 
     @property
     def spacing(self) -> tuple[float, float, float]:

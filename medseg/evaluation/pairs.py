@@ -30,7 +30,7 @@ def case_name(path: Path) -> str:
 
 def volume_files(folder: Path) -> dict[str, Path]:
     """Label files directly inside ``folder`` by case name (JSON sidecars and other files skipped)."""
-    files = {}
+    files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if is_volume_file(path):
             name = case_name(path)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from medseg.io.atomic import full_suffix
 
 if TYPE_CHECKING:
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
 #: gzip level for written ``.nii.gz`` files: ISA-L's level 1 (nibabel's default is zlib level 1).
 COMPRESS_LEVEL = 1
@@ -32,7 +33,7 @@ def is_gzipped(path: str | os.PathLike[str]) -> bool:
     return full_suffix(Path(path)).lower() == ".nii.gz"
 
 
-def _image_class(head: bytes) -> type | None:
+def _image_class(head: bytes) -> Any:
     """The nibabel NIfTI class whose ``sizeof_hdr`` the first 4 bytes hold (either byte order)."""
     import nibabel as nib
 
@@ -43,7 +44,7 @@ def _image_class(head: bytes) -> type | None:
     return None
 
 
-def load_nifti(path: str | os.PathLike[str]) -> "nib.Nifti1Image":
+def load_nifti(path: str | os.PathLike[str]) -> "SpatialImage":
     """Open a ``.nii`` or ``.nii.gz`` file as a nibabel image.
 
     A gzipped file is inflated into memory with ISA-L (its voxels are then read from memory);
@@ -53,15 +54,15 @@ def load_nifti(path: str | os.PathLike[str]) -> "nib.Nifti1Image":
     import nibabel as nib
 
     if not is_gzipped(path):
-        return nib.load(os.fspath(path))
+        return cast("SpatialImage", nib.load(os.fspath(path)))
     from isal import igzip
 
     with igzip.open(os.fspath(path), "rb") as handle:
         data = handle.read()
     image_class = _image_class(data)
     if image_class is None:
-        return nib.load(os.fspath(path))
-    return image_class.from_stream(io.BytesIO(data))
+        return cast("SpatialImage", nib.load(os.fspath(path)))
+    return cast("SpatialImage", image_class.from_stream(io.BytesIO(data)))
 
 
 def save_nifti(image: "nib.Nifti1Image", path: str | os.PathLike[str]) -> None:

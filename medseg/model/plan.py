@@ -122,8 +122,9 @@ class Plan:
 
     def with_config(self, spatial_dims: int, config: NetworkConfig) -> "Plan":
         """A copy with the 3D or 2D network configuration replaced."""
-        key = "config_3d" if spatial_dims == 3 else "config_2d"
-        return replace(self, **{key: config})
+        if spatial_dims == 3:
+            return replace(self, config_3d=config)
+        return replace(self, config_2d=config)
 
     def preprocessing_fields(self) -> dict[str, Any]:
         """The fields that decide the preprocessed arrays (what a cache key must cover)."""

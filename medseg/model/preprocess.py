@@ -193,8 +193,9 @@ def restore_probabilities(
         return out
     pre_box, coords = _box_coordinates(box, record.shape, record.canonical_shape)
     for c in range(probs.shape[0]):
-        region = probs[(c, *pre_box)]
-        view[(c, *coords.target)] = _resample_linear(region, coords.axes)
+        source_index: tuple[Any, ...] = (c, *pre_box)
+        target_index: tuple[Any, ...] = (c, *coords.target)
+        view[target_index] = _resample_linear(probs[source_index], coords.axes)
     return out
 
 
@@ -294,22 +295,24 @@ def _geometry_record(image: Volume, target: tuple[float, float, float]) -> Prepr
     ornt = nib.orientations.io_orientation(image.affine)
     canonical_affine = image.affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     order = [int(a) for a in ornt[:, 0]]
-    canonical_shape = [0, 0, 0]
+    axes_shape = [0, 0, 0]
     for source_axis, axis in enumerate(order):
-        canonical_shape[axis] = shape[source_axis]
-    spacing = tuple(float(s) for s in np.linalg.norm(canonical_affine[:3, :3], axis=0))
-    new_shape = target_shape(tuple(canonical_shape), spacing, target)
-    resampled = new_shape != tuple(canonical_shape)
-    affine = canonical_affine @ _scale_matrix(tuple(canonical_shape), new_shape) if resampled else canonical_affine
+        axes_shape[axis] = shape[source_axis]
+    canonical_shape = (axes_shape[0], axes_shape[1], axes_shape[2])
+    norms = np.linalg.norm(canonical_affine[:3, :3], axis=0)
+    spacing = (float(norms[0]), float(norms[1]), float(norms[2]))
+    new_shape = target_shape(canonical_shape, spacing, target)
+    resampled = new_shape != canonical_shape
+    affine = canonical_affine @ _scale_matrix(canonical_shape, new_shape) if resampled else canonical_affine
     return PreprocessRecord(
         source_shape=shape, source_affine=image.affine,
         orientation=tuple((int(a), int(f)) for a, f in ornt),
-        canonical_shape=tuple(canonical_shape), canonical_spacing=spacing,
+        canonical_shape=canonical_shape, canonical_spacing=spacing,
         shape=new_shape, affine=affine, resampled=resampled, source=image.meta.source,
     )
 
 
-def canonical_geometry(affine: np.ndarray, shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+def canonical_geometry(affine: np.ndarray, shape: Sequence[int]) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """Shape and spacing along the closest-RAS axes of a grid (what preprocessing resamples)."""
     import nibabel as nib
 
@@ -318,7 +321,7 @@ def canonical_geometry(affine: np.ndarray, shape: Sequence[int]) -> tuple[tuple[
     out_shape, out_spacing = [0, 0, 0], [0.0, 0.0, 0.0]
     for source_axis, axis in enumerate(int(a) for a in ornt[:, 0]):
         out_shape[axis], out_spacing[axis] = int(shape[source_axis]), float(spacing[source_axis])
-    return tuple(out_shape), tuple(out_spacing)
+    return (out_shape[0], out_shape[1], out_shape[2]), (out_spacing[0], out_spacing[1], out_spacing[2])
 
 
 def target_shape(

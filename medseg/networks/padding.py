@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -49,4 +49,5 @@ class PadToStride(nn.Module):
 
 def _crop(out: torch.Tensor, spatial: Sequence[int], padded: Sequence[int]) -> torch.Tensor:
     sizes = [-(-s * o // p) for s, o, p in zip(spatial, out.shape[2:], padded)]
-    return out[(Ellipsis, *[slice(0, n) for n in sizes])]
+    index: tuple[Any, ...] = (Ellipsis, *[slice(0, n) for n in sizes])
+    return out[index]

@@ -12,7 +12,7 @@ of residual blocks (1, 3, 4, 6, 6, ... per stage) and keeps the plain decoder.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from monai.networks.blocks.dynunet_block import UnetResBlock
@@ -40,7 +40,19 @@ class ResEncUNet(UNet):
 
     def __init__(self, *args, blocks_per_stage: Sequence[int], **kwargs) -> None:
         object.__setattr__(self, "_blocks_per_stage", tuple(int(b) for b in blocks_per_stage))
-        super().__init__(*args, res_block=True, **kwargs)
+        super().__init__(*args, res_block=True, **kwargs)  # type: ignore[misc]
+
+    @property
+    def _blocks(self) -> tuple[int, ...]:
+        return cast(tuple[int, ...], self.__dict__["_blocks_per_stage"])
+
+    @property
+    def _stage_filters(self) -> list[int]:
+        return cast(list[int], self.filters)
+
+    @property
+    def _stage_kernels(self) -> list[Any]:
+        return cast(list[Any], self.kernel_size)
 
     def _stack(self, first: nn.Module, channels: int, kernel, n_blocks: int) -> nn.Module:
         if n_blocks <= 1:
@@ -53,20 +65,20 @@ class ResEncUNet(UNet):
         return nn.Sequential(first, *extra)
 
     def get_input_block(self) -> nn.Module:
-        blocks = self._blocks_per_stage
-        return self._stack(super().get_input_block(), self.filters[0], self.kernel_size[0], blocks[0])
+        blocks = self._blocks
+        return self._stack(super().get_input_block(), self._stage_filters[0], self._stage_kernels[0], blocks[0])
 
     def get_downsamples(self) -> nn.ModuleList:
         plain = super().get_downsamples()
-        blocks = self._blocks_per_stage[1:-1]
+        blocks = self._blocks[1:-1]
         return nn.ModuleList(
             self._stack(layer, f, k, n)
-            for layer, f, k, n in zip(plain, self.filters[1:-1], self.kernel_size[1:-1], blocks)
+            for layer, f, k, n in zip(plain, self._stage_filters[1:-1], self._stage_kernels[1:-1], blocks)
         )
 
     def get_bottleneck(self) -> nn.Module:
-        n = self._blocks_per_stage[len(self.strides) - 1]
-        return self._stack(super().get_bottleneck(), self.filters[-1], self.kernel_size[-1], n)
+        n = self._blocks[len(self._stage_kernels) - 1]
+        return self._stack(super().get_bottleneck(), self._stage_filters[-1], self._stage_kernels[-1], n)
 
 
 def _dynunet_args(config, deep_supervision: bool) -> dict:

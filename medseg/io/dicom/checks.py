@@ -34,8 +34,13 @@ TILT_TOL_PIXELS = 0.1
 RESAMPLE_HINT = "rerun with --resample (resample=True) to resample onto a regular grid"
 
 
-def directions(orientation: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit row direction, column direction and slice normal (LPS) from ImageOrientationPatient."""
+def directions(orientation: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit row direction, column direction and slice normal (LPS) from ImageOrientationPatient.
+
+    GeometryError when the orientation is missing or degenerate.
+    """
+    if orientation is None:
+        raise GeometryError("ImageOrientationPatient is missing; the slices have no orientation")
     values = np.asarray(orientation, dtype=np.float64)
     row, col = values[:3], values[3:6]
     row_norm, col_norm = np.linalg.norm(row), np.linalg.norm(col)

@@ -205,7 +205,7 @@ def _geometry_summary(frames: Sequence[Frame]) -> tuple[int, int, tuple[float, f
     counts = [len(g) for g in groups]
     slice_d = np.array([distances[g[0]] for g in groups])
     gap = float(np.median(np.diff(slice_d))) if len(groups) > 1 else 0.0
-    row_spacing, col_spacing = frames[0].pixel_spacing
+    row_spacing, col_spacing = frames[0].pixel_spacing or (0.0, 0.0)
     notes: tuple[str, ...] = ()
     n_frames = 1
     if max(counts) > 1:

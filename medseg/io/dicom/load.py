@@ -225,7 +225,7 @@ def _meta(info: SeriesInfo, stack: Stack, order: list[int], resampled: bool, n_v
     ds = stack.frames[0].header.dataset
     scales = {stack.frames[i].rescale for i in order}
     first = stack.frames[order[0]].rescale
-    extra = {
+    extra: dict[str, object] = {
         "study_uid": info.study_uid,
         "patient_id": info.patient_id,
         "series_number": info.series_number,

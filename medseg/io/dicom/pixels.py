@@ -57,6 +57,8 @@ def _read_native(header: FileHeader) -> np.ndarray | None:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     expected = int(ds.Rows) * int(ds.Columns) * frames * dtype.itemsize
     implicit = bool(getattr(ds, "original_encoding", (False, True))[0])
+    if header.pixel_offset is None:
+        return None
     with open(header.path, "rb") as fp:
         fp.seek(header.pixel_offset)
         element = fp.read(12)
@@ -117,11 +119,11 @@ def rescale(stored: np.ndarray, slopes: Sequence[float], intercepts: Sequence[fl
     Keeps an integer dtype when every slope is 1 and every intercept is one integer and the
     result fits (the stored dtype, else int16/int32); otherwise returns float32.
     """
-    slopes = np.asarray(slopes, dtype=np.float64)
-    intercepts = np.asarray(intercepts, dtype=np.float64)
-    uniform = np.all(slopes == 1.0) and np.all(intercepts == intercepts[0])
-    if uniform and float(intercepts[0]).is_integer() and np.issubdtype(stored.dtype, np.integer):
-        intercept = int(intercepts[0])
+    slope_values = np.asarray(slopes, dtype=np.float64)
+    intercept_values = np.asarray(intercepts, dtype=np.float64)
+    uniform = np.all(slope_values == 1.0) and np.all(intercept_values == intercept_values[0])
+    if uniform and float(intercept_values[0]).is_integer() and np.issubdtype(stored.dtype, np.integer):
+        intercept = int(intercept_values[0])
         if intercept == 0:
             return stored
         dtype = _int_dtype_for(stored, intercept)
@@ -131,8 +133,8 @@ def rescale(stored: np.ndarray, slopes: Sequence[float], intercepts: Sequence[fl
             return out
     out = stored.astype(np.float32)
     shape = (-1,) + (1,) * (stored.ndim - 1)
-    out *= slopes.astype(np.float32).reshape(shape)
-    out += intercepts.astype(np.float32).reshape(shape)
+    out *= slope_values.astype(np.float32).reshape(shape)
+    out += intercept_values.astype(np.float32).reshape(shape)
     return out
 
 

@@ -49,9 +49,9 @@ class Frame:
     index: int
     rows: int
     cols: int
-    position: tuple[float, float, float] | None
+    position: tuple[float, ...] | None
     orientation: tuple[float, ...] | None
-    pixel_spacing: tuple[float, float] | None
+    pixel_spacing: tuple[float, ...] | None
     rescale: tuple[float, float]
     stack: str
     order: tuple
