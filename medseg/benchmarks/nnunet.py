@@ -6,7 +6,7 @@ docs/benchmarks.md:
 
 ``inference``
     The same weights in both tools: the medseg model folder is written as an nnU-Net model folder
-    (``medseg.benchmarks.nnunet_format``), then both command lines run on the same files, each
+    (``medseg export --format nnunet``), then both command lines run on the same files, each
     in a fresh process, timed from start to exit (start-up counted once per run), with the peak
     resident memory of the whole process tree. (1) N hippocampus cases, TTA off and on; label
     agreement (mean Dice over cases and classes) with nnU-Net's labels. (2) A CT-sized synthetic
@@ -164,7 +164,7 @@ def hippocampus_inference(bin_dir: Path, medseg_model: Path, nnunet_model: Path,
     """Both tools on the same cases, TTA off and on; seconds, s/case, RSS, agreement."""
     import nibabel as nib
 
-    from medseg.benchmarks.nnunet_format import check_storage_order
+    from medseg.inference.export_nnunet import check_storage_order
 
     for case in cases:
         check_storage_order(nib.load(case).affine)
@@ -203,7 +203,7 @@ def ct_volume(shape: tuple[int, int, int], path: Path) -> Path:
 def ct_inference(bin_dir: Path, work: Path, shape: tuple[int, int, int], env: dict[str, str],
                  timeout: float) -> list[dict[str, Any]]:
     from medseg.benchmarks.inference import ct_model
-    from medseg.benchmarks.nnunet_format import write_nnunet_model
+    from medseg.inference.export_nnunet import write_nnunet_model
 
     model = ct_model(work / "ct-model")
     nn_model = write_nnunet_model(model, work / "ct-nnunet")
@@ -448,7 +448,7 @@ def md_inference(hippo: list[dict[str, Any]], ct: list[dict[str, Any]], n_cases:
     lines = ["## medseg vs nnU-Net v2: inference (`python -m medseg.benchmarks.nnunet inference`)", "",
              machine_line() + f" nnU-Net side: {versions}.", "",
              f"Same weights in both tools: `{model}` written as an nnU-Net model folder "
-             "(`medseg/benchmarks/nnunet_format.py`; the two networks' outputs agree to 3e-5 on the same input). "
+             "(`medseg export --format nnunet`; the two networks' outputs agree to 3e-5 on the same input). "
              "Each row is one command run in a fresh process, timed from start to exit, so start-up counts once; "
              "peak RSS is the whole process tree's. nnU-Net: `nnUNetv2_predict_from_modelfolder -device cpu -npp 1 "
              "-nps 1`; medseg: `medseg predict --no-qc --largest-component off` (label NIfTI only, like nnU-Net), "
@@ -584,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     versions = nnunet_versions(args.nnunet_bin)
     env = {"nnUNet_raw": str(work), "nnUNet_preprocessed": str(work), "nnUNet_results": str(work)}
     if args.part == "inference":
-        from medseg.benchmarks.nnunet_format import write_nnunet_model
+        from medseg.inference.export_nnunet import write_nnunet_model
         from medseg.pretrained import resolve_model_path
 
         model = Path(resolve_model_path(args.model))
