@@ -1,4 +1,4 @@
-"""The nnU-Net comparison benchmark's helpers (medseg/benchmarks/nnunet.py): the
+"""The nnU-Net comparison benchmark's helpers (benchmarks/nnunet.py, run from the checkout): the
 short speed recipe is a valid copy of the full one, and ``prepare`` writes nnU-Net's raw dataset
 with medseg's split."""
 
@@ -7,15 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medseg.benchmarks.nnunet import SPEED_TRAINER, prepare_nnunet, short_recipe
+from benchmarks.nnunet import SPEED_TRAINER, prepare_nnunet, short_recipe
+from benchmarks.repo import repo_path
 from medseg.training.recipe import load_recipe
 from medseg.training.splits import make_splits
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def repo_path(*parts: str) -> Path:
-    return REPO.joinpath(*parts)
 
 
 def test_speed_recipe_is_a_valid_two_epoch_copy(tmp_path: Path) -> None:
