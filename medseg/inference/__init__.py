@@ -10,7 +10,8 @@ Public API (see docs/inference.md)::
 Modules along the flow: ``runtime`` (device, threads, precision) -> ``loading`` / ``backends``
 (model folders, torch / ONNX Runtime / OpenVINO) -> ``sliding`` (Gaussian-blended batched
 tiles, mirroring TTA) -> ``predictor`` (preprocess, ensemble, exact inverse) -> ``postprocess``
--> ``writer`` / ``outputs`` / ``qc`` (files). ``export`` writes ONNX; ``sources`` expands inputs.
+-> ``writer`` / ``outputs`` / ``qc`` (files). ``export`` writes ONNX, ``export_nnunet`` an nnU-Net v2
+model folder; ``sources`` expands inputs.
 """
 
 from medseg.inference.options import OutputOptions, PredictOptions

@@ -1,6 +1,6 @@
 """Batch throughput on MSD hippocampus: cases per hour, model loading, and where the time goes.
 
-    python -m medseg.benchmarks.batch --model runs/hippocampus-3d-unet/model [--cases 40] [--out DIR]
+    python -m benchmarks.batch --model runs/hippocampus-3d-unet/model [--cases 40] [--out DIR]
 
 Side by side in one run, on the same ``--cases`` hippocampus images (every configuration writes
 labels, statistics and the QC picture, on the CPU unless ``--device`` says otherwise):
@@ -26,6 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.repo import shared_data
+from benchmarks.report import add_no_doc_option, machine_line, update_section
 
 STAGES = ("read", "preprocess", "network", "inverse", "postprocess", "write")
 
@@ -90,7 +93,7 @@ def ray_available() -> bool:
 def markdown(results: dict[str, dict], n: int, model: Path, machine: str) -> str:
     """The docs/benchmarks.md section."""
     lines = [
-        "## Batch throughput (`python -m medseg.benchmarks.batch`)",
+        "## Batch throughput (`python -m benchmarks.batch`)",
         "",
         f"{n} MSD hippocampus cases, model `{model.name}`; whole commands timed (start-up and model loading "
         "included), run one after another on the same machine. " + machine,
@@ -121,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="trained hippocampus model folder")
     parser.add_argument("--cases", type=int, default=40, help="number of hippocampus cases (default 40)")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data" / "msd_hippocampus")
+    parser.add_argument("--data", type=Path, default=shared_data("msd_hippocampus"),
+                        help="MSD hippocampus folder (default ../shared/data/msd_hippocampus)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     parser.add_argument("--out", type=Path, help="work folder (default: a temporary folder, removed after)")
-    parser.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
+    add_no_doc_option(parser)
     args = parser.parse_args(argv)
     work = args.out or Path(tempfile.mkdtemp(prefix="medseg-batch-bench-"))
     try:
@@ -138,8 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.out is None:
             shutil.rmtree(work, ignore_errors=True)
-    from medseg.benchmarks.report import machine_line, update_section
-
     text = markdown(results, args.cases, args.model, machine_line())
     print(text)
     if not args.no_doc:
