@@ -10,22 +10,20 @@ Public API (see docs/inference.md)::
 Modules along the flow: ``runtime`` (device, threads, precision) -> ``loading`` / ``backends``
 (model folders, torch / ONNX Runtime / OpenVINO) -> ``sliding`` (Gaussian-blended batched
 tiles, mirroring TTA) -> ``predictor`` (preprocess, ensemble, exact inverse) -> ``postprocess``
--> ``writer`` / ``outputs`` / ``qc`` (files). ``export`` writes ONNX; ``sources`` expands inputs.
+-> ``writer`` / ``outputs`` / ``qc`` (files). ``export`` writes ONNX. Inputs become cases in
+:mod:`medseg.cases` (shared with ``medseg batch``).
 """
 
 from medseg.inference.options import OutputOptions, PredictOptions
 from medseg.inference.postprocess import PostprocessOptions
 from medseg.inference.predictor import CaseResult, Prediction, Predictor, predict_case
-from medseg.inference.sources import CaseSource, find_sources
 
 __all__ = [
     "CaseResult",
-    "CaseSource",
     "OutputOptions",
     "PostprocessOptions",
     "Prediction",
     "PredictOptions",
     "Predictor",
-    "find_sources",
     "predict_case",
 ]
