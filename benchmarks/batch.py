@@ -6,7 +6,7 @@ Side by side in one run, on the same ``--cases`` hippocampus images (every confi
 labels, statistics and the QC picture, on the CPU unless ``--device`` says otherwise):
 
 * ``medseg batch`` with 1 and 2 local workers (the model loaded once per worker);
-* ``medseg batch --backend ray`` with 2 actors, when Ray is installed;
+* ``medseg batch --executor ray`` with 2 actors, when Ray is installed;
 * a plain loop calling ``medseg predict`` once per case (a new process, so a model load, per case).
 
 Cases per hour count the whole command (start-up and model loading included). The breakdown
@@ -44,12 +44,12 @@ def prepare_inputs(data: Path, n: int, folder: Path) -> list[Path]:
     return images
 
 
-def run_batch(inputs: Path, model: Path, out: Path, workers: int, backend: str, device: str) -> dict:
+def run_batch(inputs: Path, model: Path, out: Path, workers: int, executor: str, device: str) -> dict:
     """Run ``medseg batch`` as its own process; returns wall seconds and ledger figures."""
     shutil.rmtree(out, ignore_errors=True)
     threads = max(1, (os.cpu_count() or 1) // workers)
     command = [sys.executable, "-m", "medseg", "-q", "batch", str(inputs), "-m", str(model), "-o", str(out),
-               "--workers", str(workers), "--backend", backend, "--device", device, "--threads", str(threads)]
+               "--workers", str(workers), "--executor", executor, "--device", device, "--threads", str(threads)]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         results["medseg batch, 1 worker"] = run_batch(work / "input", args.model, work / "b1", 1, "local", args.device)
         results["medseg batch, 2 workers"] = run_batch(work / "input", args.model, work / "b2", 2, "local", args.device)
         if ray_available():
-            results["medseg batch --backend ray, 2 actors"] = run_batch(work / "input", args.model, work / "ray", 2, "ray", args.device)
+            results["medseg batch --executor ray, 2 actors"] = run_batch(work / "input", args.model, work / "ray", 2, "ray", args.device)
         results["loop of `medseg predict` per case"] = run_predict_loop(images, args.model, work / "loop", args.device)
     finally:
         if args.out is None:
