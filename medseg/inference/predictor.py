@@ -3,14 +3,18 @@
 Public API (stable; used by ``medseg predict`` and ``medseg batch``)::
 
     predictor = Predictor.from_folders([folder, ...], PredictOptions(...))
+    predictor = Predictor.from_network(network, plan, spec, PredictOptions(...))  # in memory (training)
     prediction = predictor.predict([volume, ...])          # one Volume per input channel
+    probabilities = predictor.predict_preprocessed(array)  # an array already preprocessed with the plan
     result = predict_case(predictor, source, out_dir, OutputOptions(...))
 
 Per case: preprocess with each model's plan (once per distinct plan), sliding-window logits,
-softmax, average over the ensemble, then back onto the exact source grid from the plan's
-preprocessing record: restore_argmax (labels of the linearly restored probabilities, resampling
-only at label boundaries), restore_labels (--fast: argmax, then nearest) or restore_probabilities
-(when probabilities are written, or models of different plans are averaged).
+softmax, average over the ensemble (:meth:`Predictor.predict_preprocessed`, the one path from a
+preprocessed array to probabilities, which the trainer's validation also runs), then back onto
+the exact source grid from the plan's preprocessing record: restore_argmax (labels of the
+linearly restored probabilities, resampling only at label boundaries), restore_labels (--fast:
+argmax, then nearest) or restore_probabilities (when probabilities are written, or models of
+different plans are averaged).
 """
 
 from __future__ import annotations
@@ -104,14 +108,20 @@ class Predictor:
 
     @classmethod
     def from_network(cls, network: torch.nn.Module, plan: Plan, spec: ModelSpec,
-                     options: PredictOptions | None = None) -> "Predictor":
-        """A predictor around an in-memory PyTorch network (tests, notebooks, benchmarks)."""
+                     options: PredictOptions | None = None, runtime: Runtime | None = None) -> "Predictor":
+        """A predictor around an in-memory PyTorch network (training's validation, tests, notebooks).
+
+        ``runtime``: an already resolved runtime (the trainer passes its own: its rank's device
+        and precision, so the network is neither moved nor run differently); None resolves
+        ``options.device``/``precision``/``threads``. The network is put in eval mode for every
+        forward pass; its weights are used as they are at each call (no copy).
+        """
         from medseg.inference.backends import TorchBackend
 
         options = options or PredictOptions()
         if options.backend not in ("torch", "auto"):
             raise ConfigError("from_network runs PyTorch networks only; export first for other backends")
-        runtime = configure_runtime(options.device, options.precision, options.threads)
+        runtime = runtime or configure_runtime(options.device, options.precision, options.threads)
         return cls([LoadedModel("in-memory network", spec, plan, TorchBackend(network, runtime))], options, runtime)
 
     def close(self) -> None:
@@ -170,7 +180,7 @@ class Predictor:
             pre = preprocess_case(images, plan)
             timings["preprocess"] += time.perf_counter() - start
             start = time.perf_counter()
-            probs = self._probabilities(pre.array, plan, models)
+            probs = self.predict_preprocessed(pre.array, plan)
             timings["network"] += time.perf_counter() - start
             results.append((pre.record, probs, len(models)))
         start = time.perf_counter()
@@ -179,6 +189,31 @@ class Predictor:
         meta = VolumeMeta(source=images[0].meta.source, series_uid=images[0].meta.series_uid,
                           label_names=self.labels)
         return Prediction(Volume(labels, images[0].affine, "label", meta), probs_out, dict(timings))
+
+    def predict_preprocessed(self, array: np.ndarray, plan: Plan | None = None) -> np.ndarray:
+        """Mean softmax probabilities (K, X, Y, Z) float32 on the grid of an already preprocessed image.
+
+        Needs ``array`` (C, X, Y, Z) made by ``preprocess_case`` with ``plan`` (default: the one
+        plan of this predictor's models; ConfigError when their plans preprocess differently).
+        Any float dtype and read-only (memory-mapped) arrays are accepted. Runs every model of
+        that plan with this predictor's windowing and TTA: the path :meth:`predict` takes
+        between preprocessing and the inverse.
+        """
+        plan, models = self._group(plan)
+        if array.dtype != np.float32 or not array.flags.writeable:
+            array = np.array(array, dtype=np.float32)  # torch wants writable float32 memory
+        return self._probabilities(array, plan, models)
+
+    def _group(self, plan: Plan | None) -> tuple[Plan, list[LoadedModel]]:
+        """The models sharing ``plan``'s preprocessing (the only group when ``plan`` is None)."""
+        if plan is None:
+            if len(self._groups) != 1:
+                raise ConfigError("these models preprocess differently; say which plan the array was made with")
+            return self._groups[0]
+        for group_plan, models in self._groups:
+            if group_plan is plan or group_plan.preprocessing_fields() == plan.preprocessing_fields():
+                return group_plan, models
+        raise ConfigError("no model of this predictor preprocesses with the given plan")
 
     def _probabilities(self, array: np.ndarray, plan: Plan, models: list[LoadedModel]) -> np.ndarray:
         """Mean softmax (K, X, Y, Z) float32 of ``models`` on a preprocessed array (C, X, Y, Z)."""
