@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from medseg.batch.backend import Backend, Event, Loaded, Lost, StartFailed
+from medseg.batch.executor import Executor, Event, Loaded, Lost, StartFailed
 from medseg.batch.engine import Engine, ModelIdentity, remove_part_files, sha256_file
 from medseg.batch.ledger import LEDGER_NAME, CaseRow, Ledger
 from medseg.cases import Discovery, InputCase, Skipped
@@ -202,8 +202,8 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
              len(queue), skipped_done, kept_failed, len(discovery.skipped))
     done = failed = 0
     if queue:
-        backend = make_backend(engine, options)
-        done, failed = drive(backend, queue, ledger, run_id, identity, options.progress)
+        executor = make_executor(engine, options)
+        done, failed = drive(executor, queue, ledger, run_id, identity, options.progress)
     ledger.end_run(run_id, done, failed)
     statuses = {r.case_id: r.status for r in ledger.rows()}
     any_failed = any(statuses.get(c.case_id) == "failed" for c in discovery.cases)
@@ -213,46 +213,46 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
     )
 
 
-def make_backend(engine: Engine, options: BatchOptions) -> Backend:
+def make_executor(engine: Engine, options: BatchOptions) -> Executor:
     """The executor named in ``options`` (``local`` or ``ray``)."""
     if options.executor == "local":
-        from medseg.batch.local import LocalBackend
+        from medseg.batch.local import LocalExecutor
 
-        return LocalBackend(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout)
+        return LocalExecutor(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout)
     if options.executor == "ray":
-        from medseg.batch.ray_backend import RayBackend
+        from medseg.batch.ray_executor import RayExecutor
 
-        return RayBackend(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout,
+        return RayExecutor(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout,
                           address=options.ray_address, gpus_per_worker=options.gpus_per_worker)
     raise ConfigError(f"unknown executor {options.executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-def drive(backend: Backend, queue: deque[InputCase], ledger: Ledger, run_id: int, identity: ModelIdentity, progress: bool) -> tuple[int, int]:
-    """Feed ``queue`` to ``backend`` and record every event; returns (done, failed) counts."""
+def drive(executor: Executor, queue: deque[InputCase], ledger: Ledger, run_id: int, identity: ModelIdentity, progress: bool) -> tuple[int, int]:
+    """Feed ``queue`` to ``executor`` and record every event; returns (done, failed) counts."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     counts = {"done": 0, "failed": 0}
     total = len(queue)
     bar = tqdm(total=total, unit="case", desc="batch", disable=None if progress else True, dynamic_ncols=True)
-    backend.start()
+    executor.start()
     aborted = True
     try:
         with logging_redirect_tqdm():
-            while queue or backend.busy():
-                for worker in backend.free_workers():
+            while queue or executor.busy():
+                for worker in executor.free_workers():
                     if not queue:
                         break
                     case = queue.popleft()
                     ledger.mark_running(case.case_id, run_id, worker)
-                    backend.submit(worker, case)
-                for event in backend.poll(0.5):
+                    executor.submit(worker, case)
+                for event in executor.poll(0.5):
                     if _record(event, ledger, run_id, identity, counts):
                         bar.update(1)
                         bar.set_postfix(failed=counts["failed"], refresh=False)
         aborted = False
     finally:
-        backend.stop(abort=aborted)
+        executor.stop(abort=aborted)
         bar.close()
     return counts["done"], counts["failed"]
 

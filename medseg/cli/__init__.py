@@ -33,7 +33,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available subcommand registered."""
-    from medseg import __version__
+    from medseg.version import __version__
 
     parser = Parser(
         prog="medseg", description="Segment medical volumes from DICOM exports and NIfTI/NRRD/MHA files."
