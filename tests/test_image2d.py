@@ -204,3 +204,17 @@ def test_dicom_colour_2d_from_pydicom_test_file() -> None:
     volume = read_volume(path)
     assert volume.shape == (3, 3, 1, 3) and np.allclose(volume.spacing[:2], (33.333333, 33.333333))
     assert np.array_equal(image_pixels(volume), pydicom.dcmread(path).pixel_array)
+
+
+def test_semantic_evaluation_of_png_says_pixels_not_mm(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from medseg.evaluation import evaluate
+
+    labels = np.zeros((10, 12), np.uint8)
+    labels[2:6, 3:9] = 1
+    Image.fromarray(labels).save(tmp_path / "ref.png")
+    shifted = np.roll(labels, 2, axis=1)  # two columns
+    Image.fromarray(shifted).save(tmp_path / "pred.png")
+    with caplog.at_level(logging.WARNING):
+        (result,) = evaluate(tmp_path / "pred.png", tmp_path / "ref.png")
+    assert "in pixels, not mm" in caplog.text
+    assert result.metrics[0].hd95 == pytest.approx(2.0)  # two pixels
