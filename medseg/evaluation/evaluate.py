@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,6 +13,8 @@ from medseg.errors import GeometryError
 from medseg.evaluation.metrics import NEITHER, ClassMetrics, class_metrics
 from medseg.evaluation.pairs import CasePair, match_cases
 from medseg.volume import Volume
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,9 @@ def evaluate_volumes(case: str, prediction: Volume, reference: Volume, classes: 
     """Metrics of one case; ``classes`` default to the non-zero values found in either volume."""
     prediction, reference = prediction.require_3d(), reference.require_3d()
     check_same_grid(prediction, reference, case)
+    if not reference.meta.spacing_known:
+        log.warning("case %s: the pixel size is unknown (e.g. a PNG): HD95 and the NSD tolerance are in pixels, not mm",
+                    case)
     pred, ref = np.asarray(prediction.array), np.asarray(reference.array)
     if classes is None:
         classes = sorted(int(v) for v in set(np.unique(pred)) | set(np.unique(ref)) if v != 0)
