@@ -64,14 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from medseg.errors import MedsegError
+    from medseg.errors import MedsegError, printable
 
     try:
         return int(args.func(args) or 0)
     except MedsegError as exc:
         if args.debug:
             raise
-        print(f"medseg: error: {exc}", file=sys.stderr)
+        print(f"medseg: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)
