@@ -1,9 +1,9 @@
 """The end-of-batch summary: ``summary.csv`` and a static ``report.html`` in the output folder.
 
 Both are made from the ledger only. Per case: status, label volumes (ml, from the inference
-stats), the QC thumbnail written by inference (linked relatively, so the folder can be moved or
-zipped), timings and the error. No patient names: the ledger never holds them, and with
-pseudonymised names the source paths and series UIDs are left out too.
+stats), the object count of instance models, the QC thumbnail written by inference (linked
+relatively, so the folder can be moved or zipped), timings and the error. No patient names: the
+ledger never holds them, and with pseudonymised names the source paths and series UIDs are left out too.
 """
 
 from __future__ import annotations
@@ -43,11 +43,23 @@ def label_volumes(stats: Mapping) -> dict[str, float]:
 
 
 def qc_image(row: CaseRow) -> str | None:
-    """Relative path (from the output folder) of the case's QC PNG, if inference wrote one."""
-    for output in row.outputs:
+    """Relative path (from the output folder) of the case's QC PNG, if inference wrote one (an
+    output named ``qc...`` first: a 2D instance map is a PNG too)."""
+    named = [o for o in row.outputs if o.name.lower().startswith("qc")]
+    for output in named or row.outputs:
         if output.name.lower().startswith("qc") or output.path.lower().endswith(".png"):
             return output.path
     return None
+
+
+def object_count(stats: Mapping) -> int | None:
+    """The number of objects an instance model found (``stats["objects"]``), None for other models."""
+    count = stats.get("objects")
+    return int(count) if isinstance(count, (int, float)) and not isinstance(count, bool) else None
+
+
+def _has_objects(rows: Iterable[CaseRow]) -> bool:
+    return any(object_count(row.stats) is not None for row in rows)
 
 
 def _label_names(rows: Iterable[CaseRow]) -> list[str]:
@@ -62,9 +74,11 @@ def _label_names(rows: Iterable[CaseRow]) -> list[str]:
 def summary_csv(rows: list[CaseRow], pseudonymised: bool) -> str:
     """The summary table as CSV text (one row per case)."""
     labels = _label_names(rows)
+    objects = _has_objects(rows)
     header = ["case", "status", "kind"] + ([] if pseudonymised else ["source", "series_uid"])
     header += ["modality", "description", "n_slices", "attempts", "seconds"]
     header += [f"t_{k}" for k in TIMING_KEYS] + [f"volume_ml_{name}" for name in labels]
+    header += ["objects"] if objects else []
     header += ["model_id", "model_version", "outputs", "error"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -75,9 +89,14 @@ def summary_csv(rows: list[CaseRow], pseudonymised: bool) -> str:
         values += [row.modality or "", "" if pseudonymised else row.description or "", row.n_slices or "", row.attempts]
         values += [_num(row.seconds)] + [_num(row.timings.get(k)) for k in TIMING_KEYS]
         values += [_num(volumes.get(name)) for name in labels]
+        values += [_count(object_count(row.stats))] if objects else []
         values += [row.model_id or "", row.model_version or "", ";".join(o.path for o in row.outputs), row.error or ""]
         writer.writerow(values)
     return buffer.getvalue()
+
+
+def _count(value: int | None) -> str:
+    return "" if value is None else str(value)
 
 
 def _num(value: object) -> str:
@@ -92,9 +111,11 @@ def report_html(rows: list[CaseRow], pseudonymised: bool, title: str = "medseg b
         counts[row.status] = counts.get(row.status, 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     models = sorted({f"{r.model_id} ({r.model_version})" for r in rows if r.model_id})
+    objects = _has_objects(rows)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in
-                   ["case", "status", "QC", *([] if pseudonymised else ["source"]), *(f"{n} (ml)" for n in labels), "time (s)", "error"])
-    body = "\n".join(_html_row(row, labels, pseudonymised) for row in rows)
+                   ["case", "status", "QC", *([] if pseudonymised else ["source"]), *(f"{n} (ml)" for n in labels),
+                    *(["objects"] if objects else []), "time (s)", "error"])
+    body = "\n".join(_html_row(row, labels, pseudonymised, objects) for row in rows)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -112,7 +133,7 @@ Written {html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))}.</p>
 """
 
 
-def _html_row(row: CaseRow, labels: list[str], pseudonymised: bool) -> str:
+def _html_row(row: CaseRow, labels: list[str], pseudonymised: bool, objects: bool = False) -> str:
     volumes = label_volumes(row.stats)
     qc = qc_image(row)
     thumb = f'<a href="{html.escape(qc)}"><img src="{html.escape(qc)}" alt="QC of {html.escape(row.case_id)}"></a>' if qc else ""
@@ -121,6 +142,8 @@ def _html_row(row: CaseRow, labels: list[str], pseudonymised: bool) -> str:
     if not pseudonymised:
         cells.append(f"<td>{html.escape(row.source)}</td>")
     cells += [f'<td class="num">{_num(volumes.get(n))}</td>' for n in labels]
+    if objects:
+        cells.append(f'<td class="num">{_count(object_count(row.stats))}</td>')
     cells.append(f'<td class="num">{_num(row.seconds)}</td>')
     cells.append(f'<td class="err">{html.escape(row.error or "")}</td>')
     return "<tr>" + "".join(cells) + "</tr>"

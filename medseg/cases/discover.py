@@ -33,6 +33,7 @@ from medseg.cases.rules import SelectionRules, series_reasons
 from medseg.errors import ConfigError, DicomError, InputError
 from medseg.io.atomic import full_suffix
 from medseg.io.files import VOLUME_SUFFIXES, is_volume_file
+from medseg.io.image2d import IMAGE2D_SUFFIXES
 
 if TYPE_CHECKING:
     from medseg.io.dicom import SeriesInfo
@@ -122,21 +123,26 @@ def _discover_dicom(root: Path, have_files: bool) -> list[SeriesInfo]:
 
 # ----------------------------------------------------------------------------- volume files
 def _file_cases(files: Sequence[Path], root: Path, namer: Namer, channels: int) -> list[InputCase]:
-    """One case per file, or per group of channel files (``x_0000``, ``x_0001``, ...) when ``channels`` > 1."""
+    """One case per file, or per group of channel files (``x_0000``, ``x_0001``, ...) when ``channels`` > 1
+    (a 2D PNG/TIFF image not named like a channel file is one case: its colour channels are inside)."""
     stems = {f: _relative_stem(f, root) for f in files}
     if channels == 1:
         return [_file_case(stems[f], (f,), root, namer) for f in files]
     groups: dict[str, dict[int, Path]] = defaultdict(dict)
+    colour: list[InputCase] = []
     for f in files:
         match = _CHANNEL.match(stems[f])
+        if not match and full_suffix(f).lower() in IMAGE2D_SUFFIXES:
+            colour.append(_file_case(stems[f], (f,), root, namer))
+            continue
         if not match:
             raise InputError(
                 f"{f.name}: the model takes {channels} channels; name channel files case_0000.nii.gz, "
                 "case_0001.nii.gz, ... (one per channel), or list them in a CSV manifest"
             )
         groups[match["case"]][int(match["channel"])] = f
-    return [_file_case(stem, _channel_files(stem, by_channel, channels, root), root, namer)
-            for stem, by_channel in sorted(groups.items())]
+    return colour + [_file_case(stem, _channel_files(stem, by_channel, channels, root), root, namer)
+                     for stem, by_channel in sorted(groups.items())]
 
 
 def _channel_files(stem: str, by_channel: dict[int, Path], channels: int, root: Path) -> tuple[Path, ...]:

@@ -44,6 +44,7 @@ def case_series(case: InputCase) -> SeriesInfo | None:
 
 def read_case(case: InputCase, resample: bool = False) -> tuple[list[Volume], DicomSeries | None]:
     """The 3D channel volumes of ``case`` and, for DICOM input, the loaded ``DicomSeries`` (else None).
+    A colour 2D image (PNG, TIFF) gives one volume per colour channel.
 
     A DICOM series with gantry tilt or uneven slices is refused (GeometryError) unless
     ``resample`` is set, which resamples it onto a regular grid.
@@ -54,4 +55,12 @@ def read_case(case: InputCase, resample: bool = False) -> tuple[list[Volume], Di
 
         dicom = load_series(series, resample=resample)
         return [dicom.volume.require_3d()], dicom
-    return [read_volume_file(p).require_3d() for p in case.images], None
+    return [channel for p in case.images for channel in image_channels(read_volume_file(p))], None
+
+
+def image_channels(volume: Volume) -> list[Volume]:
+    """The 3D channel volumes of one file: a colour 2D image (``(W, H, 1, C)``) gives one per
+    channel; anything else must be 3D (``require_3d``: a 4D series of frames is refused)."""
+    if volume.array.ndim == 4 and volume.spatial_shape[2] == 1:
+        return [volume.with_array(volume.array[..., c]) for c in range(volume.array.shape[3])]
+    return [volume.require_3d()]

@@ -47,7 +47,8 @@ def summary(plan) -> str:
     lines = [
         f"dataset {plan.name}: {fp.get('n_cases', '?')} cases, channels {', '.join(plan.channels)}, "
         f"classes {', '.join(f'{k}={v}' for k, v in plan.labels.items())}",
-        f"target spacing {_mm(plan.target_spacing)} mm; median shape at target {fp.get('median_shape_at_target')}",
+        f"target spacing {_mm(plan.target_spacing)} mm; median shape at target "
+        f"{fp.get('median_shape_at_target') or fp.get('shape', {}).get('median')}",
         "normalisation " + ", ".join(n.scheme for n in plan.normalization),
     ]
     for dims in (3, 2):
@@ -57,6 +58,11 @@ def summary(plan) -> str:
             f"{dims}D{extra}: patch {'x'.join(map(str, c.patch_size))}, batch {c.batch_size}, "
             f"{len(c.features)} stages {'/'.join(map(str, c.features))}"
         )
+    if plan.instances is not None:
+        o = plan.instances
+        lines.append(f"objects: diameter p5/p50/p95 {'/'.join(f'{d:g}' for d in o.diameter)} voxels, smallest kept "
+                     f"{o.min_size}, anchors {'/'.join(map(str, o.anchor_sizes))} x {'/'.join(f'{r:g}' for r in o.aspect_ratios)}, "
+                     f"tile overlap {o.tile_overlap}" + (" (pixel grid: no resampling)" if plan.pixel_grid else ""))
     return "\n".join(lines)
 
 

@@ -97,6 +97,10 @@ def load_model(path: str | Path, backend: str, runtime: Runtime, store: ExportSt
     path = Path(path)
     kind = folder_kind(path)
     chosen = resolve_backend(backend, runtime, kind)
+    if kind == "model" and chosen != "torch" and read_spec(path).family == "maskrcnn":
+        if backend != "auto":
+            raise ConfigError(f"{path} is a Mask R-CNN model, which runs with PyTorch only; use --backend torch")
+        chosen = "torch"  # detection models are not exported to ONNX
     if kind == "export":
         if chosen == "torch":
             raise ConfigError(

@@ -56,11 +56,15 @@ GPU_RESERVE_BYTES = 2 * 1024**3
 
 @dataclass(frozen=True)
 class Prediction:
-    """Labels on the source grid; class probabilities (K, I, J, K) float16 when asked; seconds per stage."""
+    """Labels on the source grid; class probabilities (K, I, J, K) float16 when asked; seconds per stage.
+    Instance models (:mod:`medseg.inference.instance_predict`) also give ``instances`` (ids on the
+    source grid; ``labels`` is then the object mask) and, for Mask R-CNN, a ``scores`` per id."""
 
     labels: Volume
     probabilities: np.ndarray | None
     timings: dict[str, float]
+    instances: Volume | None = None
+    scores: dict[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class Predictor:
         if not models:
             raise ConfigError("no model given; pass at least one -m MODEL_FOLDER")
         check_compatible(list(models))
+        from medseg.inference.instance_predict import check_instance_models
+
+        self.instance_method = check_instance_models([m.spec for m in models])
         self.models = list(models)
         self.options = options
         self.runtime = runtime
@@ -143,6 +150,11 @@ class Predictor:
         return dict(self.models[0].spec.labels)
 
     @property
+    def plan(self) -> Plan:
+        """The one plan of these models (ConfigError when an ensemble's plans preprocess differently)."""
+        return self._group(None)[0]
+
+    @property
     def in_channels(self) -> int:
         """How many input images (channels) a case needs."""
         return self.models[0].spec.in_channels
@@ -169,6 +181,10 @@ class Predictor:
         Needs one 3D Volume per model input channel, all on one grid. Promises a label Volume
         with the source shape and affine, label names in its meta, uint8 (uint16 beyond 255).
         """
+        if self.instance_method is not None:  # objects, not classes
+            from medseg.inference.instance_predict import predict_instances
+
+            return predict_instances(self, images)
         if len(images) != self.in_channels:
             raise InputError(
                 f"the model takes {self.in_channels} input channel(s) but {len(images)} image(s) were given"
@@ -200,6 +216,8 @@ class Predictor:
         between preprocessing and the inverse.
         """
         plan, models = self._group(plan)
+        if self.instance_method == "maskrcnn":
+            raise ConfigError("a Mask R-CNN model gives objects, not class probabilities; use predict()")
         if array.dtype != np.float32 or not array.flags.writeable:
             array = np.array(array, dtype=np.float32)  # torch wants writable float32 memory
         return self._probabilities(array, plan, models)
@@ -329,8 +347,13 @@ def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, o
     timings["read"] = time.perf_counter() - start
     prediction = predictor.predict(images, probabilities=options.probabilities)
     timings.update(prediction.timings)
-    outputs, stats, post_timings = write_case_outputs(predictor, case_id, images[0], prediction, dicom,
-                                                      out_dir, options)
+    if prediction.instances is not None:  # instance models: instance map, object table, QC picture
+        from medseg.inference.instance_predict import write_instance_case
+
+        outputs, stats, post_timings = write_instance_case(case_id, images, prediction, out_dir, options)
+    else:
+        outputs, stats, post_timings = write_case_outputs(predictor, case_id, images[0], prediction, dicom,
+                                                          out_dir, options)
     timings.update(post_timings)
     timings["total"] = time.perf_counter() - start
     stats = {"case_id": case_id, "source": described, **stats}

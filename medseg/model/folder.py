@@ -38,8 +38,12 @@ LOG_FILE, CURVES_FILE = "training_log.csv", "curves.png"
 @dataclass(frozen=True)
 class ModelSpec:
     """What ``model.json`` holds. ``network`` is the NetworkConfig as a dict (patch_size, batch_size,
-    features, kernel_sizes, strides); ``postprocessing`` e.g. ``{"keep_largest_component": [1, 2]}``;
-    ``metrics`` the validation results; ``versions`` the package versions that trained it."""
+    features, kernel_sizes, strides; for the ``maskrcnn`` family the DetectionConfig of
+    :mod:`medseg.networks.maskrcnn`); ``postprocessing`` e.g. ``{"keep_largest_component": [1, 2]}``;
+    ``metrics`` the validation results; ``versions`` the package versions that trained it.
+    ``instances``: empty for semantic models; for instance models how objects are made
+    (``{"method": "watershed", ...}``: U-Net heads + seeded watershed, ``{"method": "maskrcnn", ...}``:
+    detections), read by :mod:`medseg.inference.instance_predict`."""
 
     family: str
     spatial_dims: int
@@ -52,6 +56,7 @@ class ModelSpec:
     versions: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    instances: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", {int(k): str(v) for k, v in sorted(self.labels.items())})
@@ -61,6 +66,11 @@ class ModelSpec:
             raise ConfigError(
                 f"model.json: {self.out_channels} network outputs cannot hold the labels {sorted(self.labels)}"
             )
+
+    @property
+    def instance_method(self) -> str | None:
+        """``"watershed"`` or ``"maskrcnn"`` for instance models, None for semantic ones."""
+        return self.instances.get("method") if self.instances else None
 
     @property
     def foreground(self) -> dict[int, str]:
@@ -108,6 +118,10 @@ def build_inference_network(spec: ModelSpec) -> nn.Module:
     This is the one hook from a model description to the network registry
     (:func:`medseg.networks.build_model`).
     """
+    if spec.family == "maskrcnn":
+        from medseg.networks.maskrcnn import DetectionConfig, build_maskrcnn
+
+        return build_maskrcnn(spec.in_channels, DetectionConfig.from_dict(spec.network)).eval()
     from medseg.networks import build_model
 
     network = build_model(spec.family, spec.spatial_dims, spec.in_channels, spec.out_channels,

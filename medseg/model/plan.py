@@ -55,13 +55,49 @@ class Normalization:
 
 
 @dataclass(frozen=True)
+class InstancePlan:
+    """How an instance model sees its objects, planned from the object fingerprint
+    (:mod:`medseg.training.object_fingerprint`), in voxels of the preprocessed grid.
+
+    ``diameter``: equivalent diameter percentiles 5 / 50 / 95 of the training objects.
+    ``min_size``: objects (and watershed seeds) smaller than this many voxels are dropped.
+    ``anchor_sizes`` / ``aspect_ratios``: Mask R-CNN anchors, one size per FPN level.
+    ``tile_overlap``: overlap in voxels of the detection tiles (the 2D network's patch size): at
+    least the 99th-percentile object extent, so almost every object lies whole inside some tile.
+    ``max_objects``: detections kept per tile.
+    """
+
+    diameter: tuple[float, float, float]
+    min_size: int
+    anchor_sizes: tuple[int, ...]
+    aspect_ratios: tuple[float, ...]
+    tile_overlap: int
+    max_objects: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "diameter", tuple(float(v) for v in self.diameter))
+        object.__setattr__(self, "anchor_sizes", tuple(int(v) for v in self.anchor_sizes))
+        object.__setattr__(self, "aspect_ratios", tuple(float(v) for v in self.aspect_ratios))
+        if len(self.diameter) != 3 or min(self.diameter) < 0:
+            raise ConfigError(f"instances.diameter needs 3 non-negative percentiles, got {list(self.diameter)}")
+        if not self.anchor_sizes or min(self.anchor_sizes) < 1 or not self.aspect_ratios or min(self.aspect_ratios) <= 0:
+            raise ConfigError("instances.anchor_sizes and aspect_ratios need positive values")
+        if self.tile_overlap < 0 or self.min_size < 1 or self.max_objects < 1:
+            raise ConfigError(
+                f"instances: tile_overlap ({self.tile_overlap}) must be >= 0, min_size and max_objects at least 1"
+            )
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything needed to preprocess cases and build the networks for one dataset.
 
     ``target_spacing`` is in mm along the canonical (closest-RAS) i, j, k axes; ``config_2d``
     works on slices across ``slice_axis`` (its patch axes are the other two canonical axes in
     increasing order). ``labels`` includes ``0: "background"``. ``fingerprint`` holds dataset
-    statistics for information only.
+    statistics for information only. ``pixel_grid``: images are used on their own voxel grid,
+    never resampled (datasets whose images state no spacing, such as PNG microscopy; the model
+    then works in pixels). ``instances``: the object plan of an instance dataset (else None).
     """
 
     name: str
@@ -74,6 +110,8 @@ class Plan:
     slice_axis: int
     fingerprint: dict = field(default_factory=dict)
     image_interpolation: str = "linear"
+    pixel_grid: bool = False
+    instances: InstancePlan | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(str(c) for c in self.channels))
@@ -134,6 +172,7 @@ class Plan:
             "target_spacing": list(self.target_spacing),
             "normalization": [asdict(n) for n in self.normalization],
             "image_interpolation": self.image_interpolation,
+            **({"pixel_grid": True} if self.pixel_grid else {}),  # older cache keys stay valid
         }
 
     # ------------------------------------------------------------------ JSON
@@ -155,6 +194,8 @@ class Plan:
             fields["normalization"] = tuple(Normalization(**n) for n in fields["normalization"])
             fields["config_3d"] = NetworkConfig(**fields["config_3d"])
             fields["config_2d"] = NetworkConfig(**fields["config_2d"])
+            if fields.get("instances") is not None:
+                fields["instances"] = InstancePlan(**fields["instances"])
             return cls(**fields)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"the plan is malformed ({type(exc).__name__}: {exc}); regenerate it with 'medseg plan'") from None

@@ -5,7 +5,8 @@ Steps (each recorded in a :class:`PreprocessRecord`):
 1. reorient to the closest RAS axes (nibabel ``io_orientation``; permutations and flips only,
    no interpolation);
 2. resample to ``plan.target_spacing`` only when some axis differs by more than
-   :data:`SPACING_TOLERANCE` (relative): images linear (torch) or cubic (scipy), labels nearest;
+   :data:`SPACING_TOLERANCE` (relative): images linear (torch) or cubic (scipy), labels nearest
+   (never for a ``plan.pixel_grid`` plan: images stay on their own grid);
 3. normalise each channel as the plan says (per-image z-score, or CT clip + dataset z-score).
 
 Grids map voxel centres to voxel centres with edges aligned (``align_corners=False``): output
@@ -121,7 +122,8 @@ def preprocess_case(images: Sequence[Volume], plan: Plan) -> Preprocessed:
     for image in images[1:]:
         if not image.same_grid(first):
             raise GeometryError("the channel images lie on different grids; resample them onto the first channel")
-    record = _geometry_record(first, plan.target_spacing)
+    target = canonical_geometry(first.affine, first.spatial_shape)[1] if plan.pixel_grid else plan.target_spacing
+    record = _geometry_record(first, target)
     channels, intensity = [], []
     for image, norm in zip(images, plan.normalization):
         canonical = to_canonical(np.asarray(image.array, dtype=np.float32), record)
@@ -149,6 +151,29 @@ def preprocess_label(label: Volume, record: PreprocessRecord) -> np.ndarray:
     if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
         raise InputError(f"label values must lie in 0..255 for training, got {int(array.min())}..{int(array.max())}")
     canonical = to_canonical(array.astype(np.uint8, copy=False), record)
+    if not record.resampled:
+        return np.ascontiguousarray(canonical)
+    return resample_nearest(canonical, record.shape)
+
+
+def preprocess_instances(instances: Volume, record: PreprocessRecord) -> np.ndarray:
+    """An instance map on the preprocessed grid, (X, Y, Z), nearest-neighbour only, ids kept
+    (uint16, uint32 beyond 65535 ids).
+
+    Needs an instance map (0 = background, non-negative ids) on the source grid the record was
+    made from (GeometryError otherwise).
+    """
+    instances = instances.require_3d()
+    if instances.spatial_shape != record.source_shape or not np.allclose(instances.affine, record.source_affine, atol=1e-3):
+        raise GeometryError(
+            f"the instance map grid (shape {instances.spatial_shape}) is not the image grid it must match "
+            f"(shape {record.source_shape}); resample it onto its image (nearest)"
+        )
+    array = np.asarray(instances.array)
+    top = int(array.max(initial=0))
+    if array.size and int(array.min()) < 0:
+        raise InputError(f"instance ids must be non-negative, got {int(array.min())}")
+    canonical = to_canonical(array.astype(np.uint16 if top <= 65535 else np.uint32, copy=False), record)
     if not record.resampled:
         return np.ascontiguousarray(canonical)
     return resample_nearest(canonical, record.shape)

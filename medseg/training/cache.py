@@ -4,7 +4,7 @@ Layout: ``<cache_dir>/<dataset>-<key>/`` where ``key`` hashes the plan's preproc
 (spacing, normalisation, channels, labels, interpolation). Per case::
 
     <id>.image.npy   (C, X, Y, Z) float32 (or float16)
-    <id>.label.npy   (X, Y, Z) uint8
+    <id>.label.npy   (X, Y, Z) uint8 (instance plans: the instance map, uint16 / uint32)
     <id>.fg.npz      foreground voxel coordinates per class ("1", "2", ...), int32 (N, 3), sampled
     <id>.json        the PreprocessRecord and the source files' size/mtime (written last)
 
@@ -28,7 +28,7 @@ from medseg.errors import InputError
 from medseg.io.atomic import atomic_path, atomic_write_text
 from medseg.training.dataset import Case, DatasetSpec, read_case
 from medseg.model.plan import Plan
-from medseg.model.preprocess import PreprocessRecord, preprocess_case, preprocess_label
+from medseg.model.preprocess import PreprocessRecord, preprocess_case, preprocess_instances, preprocess_label
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ FOREGROUND_SAMPLES = 10_000
 
 def cache_key(plan: Plan) -> str:
     """A short hash of everything that decides the preprocessed arrays."""
-    payload = json.dumps({"cache_version": CACHE_VERSION, **plan.preprocessing_fields()}, sort_keys=True)
+    kind = {"instance_maps": True} if plan.instances is not None else {}  # ids, not classes
+    payload = json.dumps({"cache_version": CACHE_VERSION, **plan.preprocessing_fields(), **kind}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
@@ -130,14 +131,18 @@ def cache_case(case: Case, spec: DatasetSpec, plan: Plan, root: Path, image_dtyp
     """Read, check and preprocess one case; write its arrays, foreground coordinates and record."""
     images, label = read_case(case, spec)
     pre = preprocess_case(images, plan)
-    label_array = preprocess_label(label, pre.record)  # type: ignore[arg-type]
+    if plan.instances is not None:  # ids kept: targets are derived per augmented patch
+        label_array = preprocess_instances(label, pre.record)  # type: ignore[arg-type]
+    else:
+        label_array = preprocess_label(label, pre.record)  # type: ignore[arg-type]
     stem = _safe(case.id)
     root.mkdir(parents=True, exist_ok=True)
     with atomic_path(root / f"{stem}.image.npy") as tmp:
         np.save(tmp, pre.array.astype(image_dtype, copy=False))
     with atomic_path(root / f"{stem}.label.npy") as tmp:
         np.save(tmp, label_array)
-    coords = foreground_coordinates(label_array, seed=_seed(case.id))
+    objects = (label_array > 0).astype(np.uint8) if plan.instances is not None else label_array
+    coords = foreground_coordinates(objects, seed=_seed(case.id))
     with atomic_path(root / f"{stem}.fg.npz") as tmp:
         np.savez(tmp, **{str(k): v for k, v in coords.items()})
     meta = {"record": pre.record.to_dict(), "sources": _stamp(case)}

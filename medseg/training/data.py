@@ -7,14 +7,16 @@ iterations make an epoch. Batch ``b`` of the stream is drawn from its own seed,
 makes it: with ``W`` workers, worker ``w`` makes batches ``start + w, start + w + W, ...`` and the
 DataLoader hands them out in that round-robin order. So a run is reproducible for a given seed,
 and a resumed run starts its stream at the batch it stopped at without drawing the earlier ones.
-Batches are ``{"image": float32 (B, C, *patch), "label": int64 (B, 1, *patch)}``.
+Batches are ``{"image": float32 (B, C, *patch), "label": int64 (B, 1, *patch)}``. For instance
+datasets the cached labels are instance maps and an optional ``target`` step turns each augmented
+id patch into the model's target (:mod:`medseg.training.instance_targets`).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -37,8 +39,10 @@ class PatchBatches(IterableDataset):
     def __init__(
         self, sampler: PatchSampler, augmenter: PatchAugmenter, batch_size: int,
         foreground_fraction: float, seed: int = 0, start: int = 0,
+        target: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
+        self.target = target
         self.sampler = sampler
         self.augmenter = augmenter
         self.batch_size = batch_size
@@ -57,6 +61,8 @@ class PatchBatches(IterableDataset):
             params = self.augmenter.sample()
             image, label = self.sampler.sample(rng, self.augmenter.region_size(params), force)
             image, label = self.augmenter(torch.from_numpy(image), torch.from_numpy(label), params)
+            if self.target is not None:
+                label = self.target(label)
             images.append(image)
             labels.append(label)
         return {"image": torch.stack(images), "label": torch.stack(labels)}
@@ -85,7 +91,7 @@ def worker_init(worker_id: int) -> None:
 
 def make_train_loader(
     cache: "CaseCache", case_ids: Sequence[str], plan: "Plan", recipe: "Recipe", spatial_dims: int,
-    start_iteration: int = 0,
+    start_iteration: int = 0, target: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> DataLoader:
     """An infinite DataLoader of augmented, foreground-oversampled patches of ``plan``'s network,
     starting at batch ``start_iteration`` of the seeded stream (a resumed run passes the
@@ -93,7 +99,8 @@ def make_train_loader(
 
     Uses ``recipe.runtime.workers`` worker processes (0 = in the main process, persistent
     otherwise), ``recipe.runtime.seed``, ``recipe.augmentation``; in 2D, slices across
-    ``plan.slice_axis``.
+    ``plan.slice_axis``. ``target`` (picklable) maps each augmented label patch to the training
+    target (instance datasets).
     """
     if spatial_dims not in (2, 3):
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -101,7 +108,7 @@ def make_train_loader(
     sampler = PatchSampler(cache, case_ids, spatial_dims, config.patch_size, plan.slice_axis)
     augmenter = train_transforms(recipe.augmentation, spatial_dims, config.patch_size)
     dataset = PatchBatches(sampler, augmenter, config.batch_size, recipe.augmentation.foreground_fraction,
-                           recipe.runtime.seed, start_iteration)
+                           recipe.runtime.seed, start_iteration, target)
     workers = recipe.runtime.workers
     generator = torch.Generator().manual_seed(recipe.runtime.seed)
     return DataLoader(

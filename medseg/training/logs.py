@@ -71,8 +71,13 @@ class TensorBoard:
             self.writer.close()
 
 
+#: instance-model validation columns plotted beside (instead of) Dice, with their legend names
+INSTANCE_CURVES = {"val_dsb_score": "DSB score", "val_ap50": "AP@0.5"}
+
+
 def plot_curves(rows: Sequence[Mapping[str, float]], path: Path) -> Path | None:
-    """Save a PNG of training loss, validation Dice (columns ``dice_*``) and lr per epoch (matplotlib Agg)."""
+    """Save a PNG of training loss, validation Dice (columns ``dice_*``; instance models: DSB score
+    and AP@0.5) and lr per epoch (matplotlib Agg)."""
     if not rows:
         return None
     import matplotlib
@@ -86,11 +91,12 @@ def plot_curves(rows: Sequence[Mapping[str, float]], path: Path) -> Path | None:
     epochs = [r["epoch"] for r in rows]
     loss_ax.plot(epochs, [r.get("train_loss", math.nan) for r in rows], label="train loss")
     loss_ax.set(xlabel="epoch", title="loss")
-    keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith("dice_")))
+    keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith("dice_") or k in INSTANCE_CURVES))
     for key in keys:
         points = [(r["epoch"], r[key]) for r in rows if key in r]
-        dice_ax.plot(*zip(*points), marker="o", ms=3, label=key[5:])
-    dice_ax.set(xlabel="epoch", title="validation Dice", ylim=(0, 1))
+        dice_ax.plot(*zip(*points), marker="o", ms=3, label=INSTANCE_CURVES.get(key, key[5:]))
+    dice_ax.set(xlabel="epoch", title="validation DSB score / AP@0.5" if keys and keys[0] in INSTANCE_CURVES
+                else "validation Dice", ylim=(0, 1))
     if dice_ax.lines:
         dice_ax.legend(fontsize=8)
     lr_ax.plot(epochs, [r.get("lr", math.nan) for r in rows])

@@ -62,7 +62,12 @@ def plan_dataset(
     max_cases: int | None = None,
     workers: int = 2,
 ) -> Plan:
-    """Fingerprint ``spec`` (unless given) and plan preprocessing and both networks for it."""
+    """Fingerprint ``spec`` (unless given) and plan preprocessing and both networks for it
+    (an instance dataset: :func:`medseg.training.instance_planner.plan_instances`)."""
+    if spec.instances and fingerprint is None:
+        from medseg.training.instance_planner import plan_instances
+
+        return plan_instances(spec, max_cases=max_cases, workers=workers)
     if fingerprint is None:
         fingerprint = compute_fingerprint(spec, max_cases=max_cases, workers=workers)
     return plan_from_fingerprint(fingerprint, spec.name, spec.labels, memory_budget_gb)
@@ -266,6 +271,10 @@ def plan_for_recipe(recipe: "Recipe", spec: "DatasetSpec", workers: int = 2) -> 
                 f"plan {overrides.file} was made for labels {plan.labels} and channels {plan.channels}, "
                 f"but the dataset has {spec.labels} and {spec.channels}; re-plan with 'medseg plan'"
             )
+    elif spec.instances:
+        from medseg.training.instance_planner import plan_instances
+
+        plan = plan_instances(spec, workers=workers)
     else:
         fp = compute_fingerprint(spec, workers=workers)
         spacing = tuple(overrides.target_spacing) if overrides.target_spacing else None

@@ -60,7 +60,7 @@ class PlanOverrides:
 class ModelConfig:
     """``[model]``: which network family, in 2D or 3D."""
 
-    family: str = field(default="unet", metadata=_choice("unet", "resenc_unet", "deeplabv3plus", "segnet"))
+    family: str = field(default="unet", metadata=_choice("unet", "resenc_unet", "deeplabv3plus", "segnet", "maskrcnn"))
     spatial_dims: int = field(default=3, metadata=_choice(3, 2))
     deep_supervision: bool = True
 
@@ -113,6 +113,24 @@ class AugmentationConfig:
 
 
 @dataclass(frozen=True)
+class InstanceConfig:
+    """``[instances]``: instance models (datasets of instance maps only; docs/instances.md).
+
+    U-Net families: interior/boundary targets with boundaries ``boundary_width`` voxels thick, and
+    the seeded watershed's ``foreground_threshold`` / ``seed_threshold`` / ``min_seed``.
+    ``maskrcnn``: the ResNet ``backbone``, ``fpn_channels``, and the detection ``score_threshold``.
+    """
+
+    boundary_width: int = field(default=1, metadata={"min": 1})
+    foreground_threshold: float = field(default=0.5, metadata={"min": 0.01, "max": 0.99})
+    seed_threshold: float = field(default=0.5, metadata={"min": 0.01, "max": 0.99})
+    min_seed: int = field(default=3, metadata={"min": 1})
+    backbone: str = field(default="resnet18", metadata=_choice("resnet18", "resnet34", "resnet50"))
+    fpn_channels: int = field(default=128, metadata={"min": 8})
+    score_threshold: float = field(default=0.5, metadata={"min": 0.01, "max": 0.99})
+
+
+@dataclass(frozen=True)
 class BudgetConfig:
     """``[budget]``: training stops at whichever comes first."""
 
@@ -146,6 +164,7 @@ SECTIONS: dict[str, type] = {
     "loss": LossConfig,
     "optimizer": OptimizerConfig,
     "augmentation": AugmentationConfig,
+    "instances": InstanceConfig,
     "budget": BudgetConfig,
     "validation": ValidationConfig,
     "runtime": RuntimeConfig,
@@ -163,6 +182,7 @@ class Recipe:
     loss: LossConfig = LossConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     augmentation: AugmentationConfig = AugmentationConfig()
+    instances: InstanceConfig = InstanceConfig()
     budget: BudgetConfig = BudgetConfig()
     validation: ValidationConfig = ValidationConfig()
     runtime: RuntimeConfig = RuntimeConfig()

@@ -91,6 +91,13 @@ class Session:
         the current weights, through the predictor's own sliding window."""
         return validate_preprocessed(self.predictor, self.val_cases(), self.foreground_classes)
 
+    def validation_row(self, result: ValidationResult, seconds: float) -> dict[str, float]:
+        """Log columns of a validation: mean Dice, seconds, Dice per class."""
+        row = {"val_dice_mean": result.mean, "val_seconds": seconds}
+        for value, dice in zip(result.classes, result.mean_per_class):
+            row[f"dice_{self.class_name(value)}"] = float(dice)
+        return row
+
     def validate_final(self) -> ValidationResult:
         """Final validation: the validation cases' source files predicted on their own grid,
         scored with and without keep-largest-component (see :mod:`medseg.training.validation`)."""
@@ -164,6 +171,10 @@ def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
     device = runtime.device
     with distributed.main_first(dist):  # rank 0 plans and caches; the others then reuse its files
         plan, cache, dataset, split = prepare_data(recipe, run_dir, resume or not dist.is_main)
+    if dataset.instances or recipe.model.family == "maskrcnn":  # objects, not classes
+        from medseg.training.instance_session import build_instance_session
+
+        return build_instance_session(recipe, run_dir, runtime, dist, (plan, cache, dataset, split))
     ckpt.seed_everything(recipe.runtime.seed)
     network = build_network(recipe, plan, runtime)
     optimizer = build_optimizer(network.parameters(), recipe.optimizer)

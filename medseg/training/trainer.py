@@ -36,6 +36,7 @@ from medseg.training.logs import TensorBoard, plot_curves, write_log_csv
 from medseg.training.loop import run_epoch
 from medseg.model.folder import ModelSpec, save_model_folder
 from medseg.model.runtime import package_versions
+from medseg.training.instance_session import InstanceSession
 from medseg.training.session import Session, build_session, network_spec
 from medseg.training.validation import ValidationResult, decide_postprocessing, validation_settings
 
@@ -180,9 +181,7 @@ def train_one_epoch(session: Session, progress: Progress, batches: Iterator, bar
 def validation_columns(session: Session, progress: Progress, result: ValidationResult, seconds: float) -> dict:
     """Log columns of a validation; counts its time in the budget and keeps the best checkpoint."""
     progress.elapsed_seconds += seconds
-    row = {"val_dice_mean": result.mean, "val_seconds": seconds}
-    for value, dice in zip(result.classes, result.mean_per_class):
-        row[f"dice_{session.class_name(value)}"] = float(dice)
+    row = session.validation_row(result, seconds)
     if result.mean > progress.best_score:
         progress.best_score, progress.best_epoch = result.mean, progress.epoch
         session.save_checkpoint(session.run_dir / ckpt.BEST, progress)
@@ -209,13 +208,17 @@ def finish(session: Session, progress: Progress, board: TensorBoard) -> Path:
         row = progress.history[-1]
         row.update(validation_columns(session, progress, result, seconds))
         _write_epoch_outputs(session, progress, board, row, "final validation, epoch")
-    postprocessing = decide_postprocessing(result, session.plan.labels)
-    final = result.with_postprocessing(postprocessing["keep_largest_component"])
     curves = plot_curves(progress.history, session.run_dir / "curves.png")
-    spec = model_spec(session, progress, final, postprocessing)
+    if isinstance(session, InstanceSession):  # instance metrics, no class post-processing
+        spec = session.model_spec(progress, result)
+    else:
+        postprocessing = decide_postprocessing(result, session.plan.labels)
+        final = result.with_postprocessing(postprocessing["keep_largest_component"])
+        spec = model_spec(session, progress, final, postprocessing)
     folder = save_model_folder(session.run_dir / "model", session.network, spec, session.plan,
                                log_csv=session.run_dir / "training_log.csv", curves=curves)
-    log.info("model folder: %s (validation Dice %s)", folder, spec.metrics["dice"])
+    log.info("model folder: %s (validation %s)", folder,
+             spec.metrics.get("dice") or {k: spec.metrics.get(k) for k in ("dsb_score", "ap50")})
     return folder
 
 
