@@ -8,8 +8,8 @@ can learn where one ends and the next begins; ids are known exactly.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 

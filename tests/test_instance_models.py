@@ -168,3 +168,29 @@ def test_pixel_grid_plans_never_resample() -> None:
     assert preprocess_case([image], plan).record.resampled
     pre = preprocess_case([image], replace(plan, pixel_grid=True))
     assert not pre.record.resampled and pre.array.shape == (1, 40, 30, 1)
+
+
+def test_bright_objects_turns_dark_nuclei_on_a_bright_background_bright() -> None:
+    """Bright-field / H&E images (few dark objects on a bright background) are negated after
+    normalisation; fluorescence images (few bright objects on a dark one) are left as they are."""
+    from dataclasses import replace
+
+    from medseg.model.preprocess import dark_objects, preprocess_case
+    from medseg.volume import Volume
+
+    rng = np.random.default_rng(2)
+    image, ids = touching_objects((64, 64), rng, 5, (5.0, 7.0))
+    fluorescence = Volume(image[..., None], np.diag([-1.0, -1.0, 1.0, 1.0]))
+    brightfield = fluorescence.with_array(1.0 - image[..., None])
+    assert not dark_objects([image]) and dark_objects([1.0 - image])
+    plan = Plan("p", ("grey",), {0: "background", 1: "object"}, (1.0, 1.0, 1.0), (Normalization("zscore"),),
+                NetworkConfig((16, 16, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
+                NetworkConfig((32, 32), 2, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))), slice_axis=2,
+                pixel_grid=True, bright_objects=True)
+    kept, turned = preprocess_case([fluorescence], plan), preprocess_case([brightfield], plan)
+    assert kept.record.intensity[0][1] > 0 > turned.record.intensity[0][1]
+    inside = np.flip(ids > 0, (0, 1))[..., None]  # the preprocessed grid is the canonical (RAS) one
+    for pre in (kept, turned):
+        assert pre.array[0][inside].mean() > pre.array[0][~inside].mean()  # objects bright in both
+    assert np.allclose(kept.array, turned.array, atol=1e-4)  # the same picture, whatever its polarity
+    assert not preprocess_case([brightfield], replace(plan, bright_objects=False)).record.intensity[0][1] < 0

@@ -68,7 +68,7 @@ def test_trained_folder_records_the_instance_method_and_metrics(trained) -> None
     assert plan["pixel_grid"] is True and plan["instances"]["anchor_sizes"]
 
 
-def test_predict_pngs_then_evaluate_equals_model_json(trained, tmp_path: Path) -> None:
+def test_predict_pngs_then_evaluate_equals_model_json(trained, tmp_path: Path, caplog) -> None:
     data, folder = trained
     from medseg.training.splits import load_splits
 
@@ -90,7 +90,8 @@ def test_predict_pngs_then_evaluate_equals_model_json(trained, tmp_path: Path) -
         table = json.loads((out / f"{case}_objects.json").read_text())
         assert table["count"] == len(np.unique(written)) - 1 and table["spacing_known"] is False
         assert (out / f"{case}_objects.csv").is_file() and (out / f"{case}_objects_qc.png").is_file()
-    assert main(["--quiet", "evaluate", str(out), str(references), "--instances", "-o", str(tmp_path / "m.csv")]) == 0
+    assert main(["evaluate", str(out), str(references), "--instances", "-o", str(tmp_path / "m.csv")]) == 0
+    assert "no reference" not in caplog.text  # the QC pictures beside the maps are not predictions
     summary = json.loads((tmp_path / "m_summary.json").read_text())
     metrics = json.loads((folder / "model.json").read_text())["metrics"]
     assert summary["images"] == len(val_ids)
@@ -224,3 +225,13 @@ def medseg_read(path: Path):
     from medseg.io import read_volume
 
     return read_volume(path)
+
+
+def test_python_api_segments_a_colour_png_into_objects(trained) -> None:
+    import medseg
+
+    data, folder = trained
+    image = medseg.read(data / "images" / "img2.png")  # one (W, H, 1, 3) Volume, alpha dropped
+    result = medseg.segment(image, model=str(folder), backend="torch")
+    assert result.instances is not None and result.instances.spatial_shape == image.spatial_shape
+    assert np.array_equal(np.asarray(result.labels.array) > 0, np.asarray(result.instances.array) > 0)

@@ -40,12 +40,21 @@ def volume_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+#: suffixes of the QC pictures medseg writes beside its predictions (``medseg predict``)
+QC_SUFFIXES = ("_objects_qc", "_qc")
+
+
+def _qc_picture(name: str, cases: dict[str, Path]) -> bool:
+    """True for ``<case>_qc`` / ``<case>_objects_qc`` of a reference case (a PNG, but not a prediction)."""
+    return any(name.endswith(suffix) and name[: -len(suffix)] in cases for suffix in QC_SUFFIXES)
+
+
 def match_cases(prediction: Path, reference: Path) -> list[CasePair]:
     """Pair predictions with references.
 
     Two files (or DICOM folders) -> one pair. Two folders of label files -> pairs by case name;
     every reference case needs a prediction (InputError listing those missing); predictions
-    without a reference are skipped with a warning.
+    without a reference are skipped with a warning (QC pictures of a case are skipped silently).
     """
     prediction, reference = Path(prediction), Path(reference)
     for path in (prediction, reference):
@@ -62,7 +71,7 @@ def match_cases(prediction: Path, reference: Path) -> list[CasePair]:
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise InputError(f"{len(missing)} reference case(s) have no prediction in {prediction}: {shown}")
-    extra = sorted(set(pred_files) - set(ref_files))
+    extra = [name for name in sorted(set(pred_files) - set(ref_files)) if not _qc_picture(name, ref_files)]
     if extra:
         log.warning("%d prediction(s) have no reference and are skipped: %s", len(extra), ", ".join(extra[:5]))
     return [CasePair(name, pred_files[name], ref_files[name]) for name in sorted(ref_files)]

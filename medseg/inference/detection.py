@@ -23,9 +23,9 @@ torchvision's ``(C, H, W)`` is read as ``H = X``, ``W = Y``, so its boxes ``(x0,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
-from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -101,7 +101,7 @@ def detect_instances(network: nn.Module, image: np.ndarray, tile: tuple[int, int
     shape = image.shape[1:]
     padded = np.zeros((image.shape[0], *(max(s, t) for s, t in zip(shape, tile))), dtype=np.float32)
     padded[:, : shape[0], : shape[1]] = image
-    heads = network.roi_heads
+    heads: Any = network.get_submodule("roi_heads")
     previous, heads.score_thresh = heads.score_thresh, settings.score_threshold  # no masks for what is dropped
     try:
         detections = _detect(network, padded, tile, settings, runtime, tiles_per_batch)
@@ -120,7 +120,9 @@ def _detect(network: nn.Module, image: np.ndarray, tile: tuple[int, int], settin
     shape = image.shape[1:]
     origins = tile_origins(shape, tile, settings.overlap)
     starts = [sorted({o[a] for o in origins}) for a in (0, 1)]
-    scores, boxes, masks = [], [], []
+    scores: list[float] = []
+    boxes: list[tuple[int, int, int, int]] = []
+    masks: list[np.ndarray] = []
     tensor = torch.from_numpy(image)
     for first in range(0, len(origins), tiles_per_batch):
         batch = origins[first : first + tiles_per_batch]

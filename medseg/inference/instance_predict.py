@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -55,11 +55,15 @@ def check_instance_models(specs: Sequence[Any]) -> str | None:
 
 
 def matching_channels(images: Sequence[Volume], channels: Sequence[str]) -> list[Volume]:
-    """``images`` for a model with ``channels``: a grey image given to a red/green/blue model is
-    repeated into the three channels (a grey picture is its own RGB); otherwise unchanged."""
-    if len(images) == 1 and tuple(channels) == ("red", "green", "blue"):
-        return [images[0]] * 3
-    return list(images)
+    """``images`` as one 3D Volume per model channel: a colour 2D image (``(W, H, 1, C)``, as
+    ``medseg.read`` gives it) is split into its channels, and a grey image given to a
+    red/green/blue model is repeated into the three channels (a grey picture is its own RGB)."""
+    from medseg.cases.read import image_channels
+
+    volumes = [channel for image in images for channel in image_channels(image)]
+    if len(volumes) == 1 and tuple(channels) == ("red", "green", "blue"):
+        return volumes * 3
+    return volumes
 
 
 def predict_instances(predictor: Predictor, images: Sequence[Volume]) -> Prediction:
@@ -109,8 +113,11 @@ def instances_preprocessed(predictor: Predictor, array: np.ndarray) -> tuple[np.
         raise InputError(f"this Mask R-CNN model segments 2D images; the input has {array.shape[1 + axis]} slices "
                          "(give one image per file)")
     image = np.array(np.take(array, 0, axis=1 + axis), dtype=np.float32)
-    network = model.backend.network
-    ids, scores = detect_instances(network, image, tuple(plan.config_2d.patch_size),
+    network = getattr(model.backend, "network", None)
+    if network is None:
+        raise ConfigError(f"{model.name}: Mask R-CNN models run with the PyTorch backend only; use --backend torch")
+    tile = plan.config_2d.patch_size
+    ids, scores = detect_instances(network, image, (tile[0], tile[1]),
                                    DetectionSettings.from_spec(spec.instances), predictor.runtime,
                                    predictor.tiles_per_batch)
     return np.expand_dims(ids, axis), scores

@@ -19,9 +19,9 @@ tile border):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
-from collections.abc import Mapping
 
 import numpy as np
 

@@ -97,7 +97,11 @@ class Plan:
     increasing order). ``labels`` includes ``0: "background"``. ``fingerprint`` holds dataset
     statistics for information only. ``pixel_grid``: images are used on their own voxel grid,
     never resampled (datasets whose images state no spacing, such as PNG microscopy; the model
-    then works in pixels). ``instances``: the object plan of an instance dataset (else None).
+    then works in pixels). ``bright_objects``: after normalisation, an image whose objects are
+    darker than its background is negated, so every image shows bright objects on a dark
+    background (microscopy: fluorescence as it is, bright-field and H&E inverted; see
+    :func:`medseg.model.preprocess.dark_objects`). ``instances``: the object plan of an instance
+    dataset (else None).
     """
 
     name: str
@@ -111,6 +115,7 @@ class Plan:
     fingerprint: dict = field(default_factory=dict)
     image_interpolation: str = "linear"
     pixel_grid: bool = False
+    bright_objects: bool = False
     instances: InstancePlan | None = None
 
     def __post_init__(self) -> None:
@@ -173,6 +178,7 @@ class Plan:
             "normalization": [asdict(n) for n in self.normalization],
             "image_interpolation": self.image_interpolation,
             **({"pixel_grid": True} if self.pixel_grid else {}),  # older cache keys stay valid
+            **({"bright_objects": True} if self.bright_objects else {}),
         }
 
     # ------------------------------------------------------------------ JSON

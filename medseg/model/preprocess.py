@@ -7,7 +7,9 @@ Steps (each recorded in a :class:`PreprocessRecord`):
 2. resample to ``plan.target_spacing`` only when some axis differs by more than
    :data:`SPACING_TOLERANCE` (relative): images linear (torch) or cubic (scipy), labels nearest
    (never for a ``plan.pixel_grid`` plan: images stay on their own grid);
-3. normalise each channel as the plan says (per-image z-score, or CT clip + dataset z-score).
+3. normalise each channel as the plan says (per-image z-score, or CT clip + dataset z-score);
+   with ``plan.bright_objects``, negate every channel of an image whose objects are darker than
+   its background (:func:`dark_objects`; recorded as a negative divisor in ``intensity``).
 
 Grids map voxel centres to voxel centres with edges aligned (``align_corners=False``): output
 voxel ``o`` of an axis resized from ``n_in`` to ``n_out`` samples input coordinate
@@ -131,8 +133,27 @@ def preprocess_case(images: Sequence[Volume], plan: Plan) -> Preprocessed:
         normalised, values = normalize(resampled, norm)
         channels.append(normalised)
         intensity.append(values)
+    if plan.bright_objects and dark_objects(channels):
+        for channel in channels:
+            np.negative(channel, out=channel)
+        intensity = [(subtract, -divide) for subtract, divide in intensity]
     record = _replace_intensity(record, tuple(intensity))
     return Preprocessed(np.stack(channels), record)
+
+
+def dark_objects(channels: Sequence[np.ndarray], samples: int = 100_000) -> bool:
+    """True when an image's objects are darker than its background.
+
+    Objects cover the smaller part of an image (nuclei, cells, lesions), so the brightness
+    distribution leans towards them: few bright pixels on a dark background (fluorescence) put the
+    mean above the median; few dark pixels on a bright background (bright-field, H&E) put it below.
+    Needs the normalised channels of one image; judged on their mean, on at most ``samples``
+    evenly strided pixels.
+    """
+    grey = np.mean([np.asarray(c, dtype=np.float32).ravel() for c in channels], axis=0)
+    step = max(1, grey.size // samples)
+    sample = grey[::step]
+    return bool(np.median(sample) > float(sample.mean()))
 
 
 def preprocess_label(label: Volume, record: PreprocessRecord) -> np.ndarray:

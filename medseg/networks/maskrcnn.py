@@ -18,9 +18,9 @@ one-line ConfigError with the install command.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
-from collections.abc import Mapping
 
 from torch import nn
 

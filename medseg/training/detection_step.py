@@ -13,8 +13,8 @@ from autocast) with the shared optimiser, learning-rate schedule and gradient cl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn

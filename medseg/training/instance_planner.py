@@ -6,7 +6,9 @@ What differs from :mod:`medseg.training.planner` (semantic datasets):
   (``Plan.pixel_grid``: no resampling; sizes below are in pixels); with stated spacings the median
   spacing is the target, as for volumes;
 * **channels**: one per-image z-score per channel (colour channels of fluorescence, bright-field and
-  H&E images differ too much between images for one dataset-wide normalisation);
+  H&E images differ too much between images for one dataset-wide normalisation), and
+  ``bright_objects``: an image whose objects are darker than its background (bright-field, H&E) is
+  negated, so the network sees one polarity, bright objects on a dark background, in every image;
 * **patch**: the 2D network sees slices across the one-slice axis of 2D images; its patch is the
   median image extent, capped at :data:`MAX_PATCH_2D` per axis (objects of tens of pixels need no
   more context, and a CPU trains small patches faster), made divisible by the network's stride;
@@ -78,7 +80,7 @@ def plan_from_objects(fp: ObjectFingerprint, name: str, labels: dict[int, str]) 
         name=name, channels=fp.channels, labels=labels, target_spacing=spacing,  # type: ignore[arg-type]
         normalization=tuple(Normalization("zscore") for _ in fp.channels), config_3d=config_3d,
         config_2d=config_2d, slice_axis=slice_axis, fingerprint=summary, pixel_grid=pixel_grid,
-        instances=object_plan(fp, config_2d.patch_size),
+        bright_objects=True, instances=object_plan(fp, config_2d.patch_size),
     )
 
 

@@ -20,10 +20,10 @@ score, AP@0.5, box mAP and counts. The model folder keeps the final weights, as 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn

@@ -17,9 +17,9 @@ function ``medseg evaluate --instances`` runs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -92,6 +92,8 @@ def validate_sources(predictor: Predictor, dataset: DatasetSpec, case_ids: Seque
         if reference is None:
             raise InputError(f"validation case {case_id} has no instance map; every validation case needs one")
         prediction = predictor.predict(images)
+        if prediction.instances is None:
+            raise ValueError("instance validation needs an instance model's predictor")
         image_scores, image_box = evaluate_instance_volumes(case_id, prediction.instances, reference, prediction.scores)
         scores.append(image_scores)
         boxes.append(image_box)
