@@ -47,3 +47,7 @@ def check_choice(what: str, value: str, choices: Sequence[str]) -> str:
     if value in choices:
         return value
     raise ConfigError(f"unknown {what} {value!r}; {did_you_mean(value, choices)}choose one of {', '.join(choices)}")
+
+
+class ArchiveError(MedsegError):
+    """A DICOM archive (PACS) that refuses a request, rejects the credentials or stays unreachable."""

@@ -49,3 +49,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def orthanc(tmp_path_factory):
+    """A fresh Orthanc archive (DICOMweb + DIMSE) on free ports with temporary storage; skips with the
+    reason when Orthanc or its DICOMweb plugin is not installed (see tests/orthanc.py)."""
+    from tests.orthanc import Orthanc, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
+    yield server
+    server.stop()

@@ -13,7 +13,7 @@ import logging
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from medseg.errors import DicomError, GeometryError, InputError
 from medseg.io.dicom.checks import directions, orientation_groups, position_groups
 from medseg.io.dicom.headers import frames_of, read_header
 from medseg.io.dicom.series import FileHeader, Frame, SeriesInfo
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,19 @@ def discover_series(root: str | Path) -> list[SeriesInfo]:
             "point medseg at a DICOM export folder or file"
         )
     return _index(_series_of(headers))
+
+
+def series_of_datasets(datasets: Sequence["Dataset"]) -> list[SeriesInfo]:
+    """Series of header datasets held in memory (DICOMweb metadata, C-FIND answers, one per instance).
+
+    Same grouping, splitting, indexing and non-image detection as :func:`discover_series`, so
+    selection rules and case names come out identical to those of the files. The ``files`` of the
+    returned series are placeholders named ``<SOPInstanceUID>.dcm``: use the result to choose and
+    name series, never to load them. Datasets without Rows/Columns give series with no geometry.
+    """
+    headers = [FileHeader(path=Path(f"{ds.get('SOPInstanceUID', f'instance-{n}')}.dcm"), dataset=ds)
+               for n, ds in enumerate(datasets)]
+    return _index(_series_of(headers)) if headers else []
 
 
 def _walk(root: Path) -> Iterator[Path]:
