@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Union
 
-from medseg.batch.cases import Case
 from medseg.batch.engine import CaseOutcome
+from medseg.cases import InputCase
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Backend(Protocol):
     def free_workers(self) -> list[str]:
         """Workers that have loaded the model and have no case."""
 
-    def submit(self, worker: str, case: Case) -> None:
+    def submit(self, worker: str, case: InputCase) -> None:
         """Give ``case`` to the free ``worker``."""
 
     def busy(self) -> bool:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from medseg.batch.backend import Event, Finished, Loaded, Lost, StartFailed
-from medseg.batch.cases import Case
 from medseg.batch.engine import Engine, error_text, execute_case, worker_name
+from medseg.cases import InputCase
 from medseg.errors import MedsegError
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class LocalBackend:
         """Workers that are loaded and idle."""
         return [s.name for s in self._slots if s.ready and s.case_id is None]
 
-    def submit(self, worker: str, case: Case) -> None:
+    def submit(self, worker: str, case: InputCase) -> None:
         """Send ``case`` to ``worker``."""
         slot = next(s for s in self._slots if s.name == worker)
         slot.case_id, slot.since = case.case_id, time.monotonic()

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from medseg.batch.backend import Event, Finished, Loaded, Lost, StartFailed
-from medseg.batch.cases import Case
 from medseg.batch.engine import Engine, error_text, execute_case
+from medseg.cases import InputCase
 from medseg.errors import ConfigError, MedsegError
 from medseg.io.atomic import atomic_write_text
 
@@ -37,7 +37,7 @@ def require_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError("--backend ray needs Ray: pip install 'medseg[distributed]' (or pip install ray)") from None
+        raise ConfigError("--executor ray needs Ray: pip install 'medseg[distributed]' (or pip install ray)") from None
     return ray
 
 
@@ -64,7 +64,7 @@ class CaseActor:
         """(host, pid, seconds to load, error or None)."""
         return socket.gethostname(), os.getpid(), self.seconds, self.error
 
-    def run(self, case: Case) -> Any:
+    def run(self, case: InputCase) -> Any:
         """The :class:`CaseOutcome` of one case."""
         return execute_case(self.engine, self.state, case, self.outdir)
 
@@ -115,7 +115,7 @@ class RayBackend:
         """Actors that are loaded and idle."""
         return [a.name for a in self._actors if a.ready and a.case_id is None]
 
-    def submit(self, worker: str, case: Case) -> None:
+    def submit(self, worker: str, case: InputCase) -> None:
         """Start ``case`` on the actor named ``worker``."""
         actor = next(a for a in self._actors if a.name == worker)
         actor.case_id, actor.since = case.case_id, time.monotonic()

@@ -14,17 +14,28 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 #: subcommand modules, in the order ``--help`` lists them
 COMMANDS = ("series", "convert", "plan", "train", "evaluate", "predict", "export", "batch")
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``medseg batch: error: ...``), exit 2.
+
+    Subcommand parsers inherit it (``add_subparsers`` uses the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` and where to read the options on one line, then exit with code 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available subcommand registered."""
     from medseg import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="medseg", description="Segment medical volumes from DICOM exports and NIfTI/NRRD/MHA files."
     )
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")

@@ -16,12 +16,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from medseg.choices import BACKENDS
 from medseg.errors import ConfigError
 from medseg.model.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 
 
 class Backend(Protocol):

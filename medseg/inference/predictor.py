@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import numpy as np
 import torch
@@ -36,6 +36,13 @@ from medseg.model.plan import Plan
 from medseg.model.preprocess import (argmax_labels, preprocess_case, restore_argmax, restore_labels,
                                         restore_probabilities)
 from medseg.volume import Volume, VolumeMeta
+
+if TYPE_CHECKING:
+    from medseg.cases import InputCase
+    from medseg.io.dicom import DicomSeries, SeriesInfo
+
+#: What :func:`predict_case` reads: a discovered case, a path holding one case, a series, or channel Volumes.
+CaseInput = Union["InputCase", str, Path, "SeriesInfo", Sequence[Volume]]
 
 log = logging.getLogger(__name__)
 
@@ -267,15 +274,15 @@ def softmax_(logits: torch.Tensor, chunk: int = 16) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- per-case pipeline
-def predict_case(predictor: Predictor, source: Any, out_dir: str | Path, options: OutputOptions | None = None,
+def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, options: OutputOptions | None = None,
                  case_id: str | None = None) -> CaseResult:
     """Read one case, predict, post-process and write its outputs into ``out_dir``.
 
-    ``source`` is a volume file path, a DICOM series (``SeriesInfo``), a
-    :class:`~medseg.inference.sources.CaseSource`, or a list of channel Volumes. Promises the
-    label file on the exact source grid, statistics, and the optional outputs asked for in
-    ``options``; ``timings`` break the case down into read / preprocess / network / inverse /
-    postprocess / write.
+    ``source`` is an :class:`~medseg.cases.InputCase` (from :func:`~medseg.cases.discover_cases`),
+    a path holding exactly one case, a DICOM series (``SeriesInfo``), or a list of channel
+    Volumes. Promises the label file on the exact source grid, statistics, and the optional
+    outputs asked for in ``options``, named ``case_id`` (default: the case's id);
+    ``timings`` break the case down into read / preprocess / network / inverse / postprocess / write.
     """
     from medseg.inference.writer import write_case_outputs
 
@@ -296,22 +303,32 @@ def predict_case(predictor: Predictor, source: Any, out_dir: str | Path, options
 
 
 def _read_case(
-    source: Any, channels: int, case_id: str | None, resample: bool = False
-) -> tuple[str, list[Volume], Any, str]:
+    source: CaseInput, channels: int, case_id: str | None, resample: bool = False
+) -> tuple[str, list[Volume], DicomSeries | None, str]:
     """(case id, channel volumes, DicomSeries or None, description) for any accepted source."""
-    from medseg.inference.sources import CaseSource, dicom_case_id, find_sources, read_source
+    from medseg.cases import InputCase, read_case
+    from medseg.cases.privacy import redact
 
     if isinstance(source, (list, tuple)) and source and all(isinstance(v, Volume) for v in source):
-        name = Path(source[0].meta.source).name.split(".")[0] if source[0].meta.source else "case"
-        return case_id or name, list(source), None, source[0].meta.source or "in-memory volumes"
-    if isinstance(source, (str, Path)):
-        found = find_sources(source, channels=channels)
-        if len(found) != 1:
-            raise InputError(f"{source} holds {len(found)} cases; predict_case takes one (use find_sources)")
-        source = found[0]
-    elif not isinstance(source, CaseSource) and hasattr(source, "files") and hasattr(source, "uid"):
-        source = CaseSource(dicom_case_id(source), series=source)
-    if not isinstance(source, CaseSource):
+        volumes = list(source)
+        name = Path(volumes[0].meta.source).name.split(".")[0] if volumes[0].meta.source else "case"
+        return case_id or name, volumes, None, volumes[0].meta.source or "in-memory volumes"
+    case = source if isinstance(source, InputCase) else _as_case(source, channels)
+    images, dicom = read_case(case, resample=resample)
+    return case_id or case.case_id, images, dicom, redact(case.describe(), case.redact)
+
+
+def _as_case(source: object, channels: int) -> InputCase:
+    """The one case a path or a ``SeriesInfo`` stands for (InputError otherwise)."""
+    from medseg.cases import discover_cases, series_case
+    from medseg.io.dicom import SeriesInfo
+
+    if isinstance(source, SeriesInfo):
+        return series_case(source)
+    if not isinstance(source, (str, Path)):
         raise InputError(f"cannot predict from {type(source).__name__}; pass a file path, a SeriesInfo or Volumes")
-    images, dicom = read_source(source, resample=resample)
-    return case_id or source.case_id, images, dicom, source.describe()
+    found = discover_cases(source, channels=channels)
+    if len(found.cases) != 1:
+        why = f" ({found.why_nothing()})" if not found.cases and found.skipped else ""
+        raise InputError(f"{source} holds {len(found.cases)} cases{why}; predict_case takes one (use discover_cases)")
+    return found.cases[0]
