@@ -51,3 +51,7 @@ def check_choice(what: str, value: str, choices: Sequence[str]) -> str:
 
 class ArchiveError(MedsegError):
     """A DICOM archive (PACS) that refuses a request, rejects the credentials or stays unreachable."""
+
+
+class ArchiveDownError(ArchiveError):
+    """An archive that stayed unreachable for the whole back-off budget."""

@@ -75,4 +75,4 @@ def orthanc(tmp_path_factory):
         pytest.skip(reason)
     server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
     yield server
-    server.stop()
+    server.stop(graceful=False)  # its storage is thrown away: no need to wait for a clean shutdown

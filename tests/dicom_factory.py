@@ -17,10 +17,12 @@ from medseg.volume import LPS_TO_RAS
 def write_mr_series(
     nifti: Path, folder: Path, *, patient_name: str, patient_id: str, study_uid: str | None = None,
     series_number: int = 1, description: str = "T1 hippocampus crop", study_date: str = "20240102",
+    slices: int | None = None,
 ) -> tuple[str, str]:
     """Write ``nifti`` (3D) into ``folder`` as an MR series; returns (StudyInstanceUID, SeriesInstanceUID).
 
-    Geometry follows the NIfTI affine (RAS) converted to LPS; pixel values become uint16.
+    Geometry follows the NIfTI affine (RAS) converted to LPS; pixel values become uint16. ``slices``
+    keeps only the first slices (a localizer-like stub).
     """
     import nibabel as nib
     from pydicom.uid import generate_uid
@@ -33,7 +35,7 @@ def write_mr_series(
     series_uid = generate_uid()
     frame_uid = generate_uid()
     folder.mkdir(parents=True, exist_ok=True)
-    for k in range(scaled.shape[2]):
+    for k in range(scaled.shape[2] if slices is None else slices):
         ds = _slice_dataset(scaled[:, :, k], lps, k)
         ds.update(_identity(patient_name, patient_id, study_uid, series_uid, frame_uid, series_number,
                             description, study_date))
@@ -80,3 +82,29 @@ def _identity(patient_name: str, patient_id: str, study_uid: str, series_uid: st
     ds.Modality, ds.SeriesNumber, ds.SeriesDescription = "MR", series_number, description
     ds.Manufacturer, ds.ImageType = "medseg-tests", ["ORIGINAL", "PRIMARY", "AXIAL"]
     return ds
+
+
+#: (case file, patient name, patient id, study key, series number, description, slices) of :func:`write_crop_export`
+CROP_EXPORT = (
+    ("hippocampus_020", "Doe^Jane", "P1", "a", 1, "T1 hippocampus crop", None),
+    ("hippocampus_020", "Doe^Jane", "P1", "a", 2, "Localizer", 2),
+    ("hippocampus_107", "Roe^Richard", "P2", "b", 1, "T1 hippocampus crop", None),
+    ("hippocampus_217", "Roe^Richard", "P2", "b", 2, "T1 hippocampus crop repeat", None),
+)
+
+
+def write_crop_export(root: Path, sample_data: Path, rows: tuple = CROP_EXPORT) -> dict[str, Path]:
+    """A small export of real hippocampus crops: two patients, two studies, three image series and a
+    2-slice localizer (skipped by the default rules). Returns series folder by SeriesInstanceUID."""
+    from pydicom.uid import generate_uid
+
+    studies: dict[str, str] = {}
+    folders: dict[str, Path] = {}
+    for name, patient, pid, study, number, description, slices in rows:
+        study_uid = studies.setdefault(study, generate_uid())
+        folder = root / f"study_{study}" / f"series_{number}"
+        _, series_uid = write_mr_series(sample_data / "hippocampus" / "imagesTs" / f"{name}.nii.gz", folder,
+                                        patient_name=patient, patient_id=pid, study_uid=study_uid,
+                                        series_number=number, description=description, slices=slices)
+        folders[series_uid] = folder
+    return folders

@@ -102,11 +102,11 @@ class Orthanc:
                 time.sleep(0.2)
         raise RuntimeError(f"Orthanc did not answer within {timeout} s; see {self.root / 'orthanc.log'}")
 
-    def stop(self) -> None:
-        """Stop Orthanc (SIGTERM, then SIGKILL) and wait until its ports are closed."""
+    def stop(self, graceful: bool = True) -> None:
+        """Stop Orthanc (SIGTERM, or SIGKILL when not ``graceful``) and wait until it has exited."""
         if self.process is None:
             return
-        self.process.terminate()
+        self.process.terminate() if graceful else self.process.kill()
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -149,3 +149,15 @@ class Orthanc:
     def segs(self) -> list[dict]:
         """Every SEG series in the archive (expanded)."""
         return self.find("Series", {"Modality": "SEG"})
+
+    def seg_files(self, folder: Path) -> list[tuple[str, Path]]:
+        """Every SEG instance in the archive, downloaded into ``folder``: (its study's StudyInstanceUID, file)."""
+        found = []
+        for series in self.segs():
+            study = self.get(f"/studies/{series['ParentStudy']}")["MainDicomTags"]["StudyInstanceUID"]
+            for instance in series["Instances"]:
+                path = Path(folder) / f"{instance}.dcm"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(self.instance_file(instance))
+                found.append((study, path))
+        return found

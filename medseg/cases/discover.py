@@ -36,6 +36,7 @@ from medseg.io.files import VOLUME_SUFFIXES, is_volume_file
 
 if TYPE_CHECKING:
     from medseg.io.dicom import SeriesInfo
+    from medseg.pacs import ArchiveSource
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,10 @@ _NAMED = SelectionRules(exclude=(), min_slices=1)
 _Item = TypeVar("_Item", InputCase, Skipped)
 
 
-def discover_cases(input_path: str | Path, rules: SelectionRules | None = None, namer: Namer | None = None, *,
-                   series: str | None = None, channels: int = 1) -> Discovery:
-    """The cases in ``input_path`` (a volume file, a folder, one DICOM file or a CSV manifest).
+def discover_cases(input_path: str | Path | ArchiveSource, rules: SelectionRules | None = None,
+                   namer: Namer | None = None, *, series: str | None = None, channels: int = 1) -> Discovery:
+    """The cases in ``input_path`` (a volume file, a folder, one DICOM file, a CSV manifest, or a DICOM
+    archive given as an :class:`~medseg.pacs.ArchiveSource`, see :mod:`medseg.cases.archive`).
 
     ``rules`` select DICOM series (default :class:`SelectionRules`), ``series`` is the
     ``--series`` choice (see :func:`~medseg.cases.rules.series_reasons`), ``namer`` makes the
@@ -55,14 +57,28 @@ def discover_cases(input_path: str | Path, rules: SelectionRules | None = None, 
     unique, sanitised case ids, stable between runs. Raises InputError when the input does not
     exist, holds nothing usable at all, or names channel files inconsistently.
     """
-    path = Path(input_path)
     namer = namer or Namer()
+    if not isinstance(input_path, (str, Path)):
+        from medseg.cases.archive import discover_archive
+
+        return discover_archive(input_path, rules or SelectionRules(), namer, series, channels)
+    path = Path(input_path)
     if not path.exists():
+        _refuse_archive_text(input_path)
         raise InputError(f"{path} does not exist; give a volume file, a folder (DICOM export) or a CSV manifest")
     cases, skipped = _find(path, rules or SelectionRules(), namer, series, channels)
     if not cases and not skipped:
         raise InputError(f"{path} holds no DICOM series and no NIfTI/NRRD/MHA files; check the path")
-    return _unique(cases, skipped, namer)
+    return unique_ids(cases, skipped, namer)
+
+
+def _refuse_archive_text(text: str | Path) -> None:
+    """An archive address given where a path is read: say which commands read archives."""
+    from medseg.pacs.address import is_archive_address
+
+    if is_archive_address(str(text)):
+        raise InputError(f"{text} is an archive address; 'medseg batch' and 'medseg watch' read archives, "
+                         "this command reads files and folders")
 
 
 def _find(path: Path, rules: SelectionRules, namer: Namer, series: str | None,
@@ -214,7 +230,7 @@ def series_case(info: SeriesInfo, root: Path | None = None, namer: Namer | None 
 
 
 # ----------------------------------------------------------------------------- unique ids
-def _unique(cases: list[InputCase], skipped: list[Skipped], namer: Namer) -> Discovery:
+def unique_ids(cases: Sequence[InputCase], skipped: Sequence[Skipped], namer: Namer) -> Discovery:
     """Give colliding case ids a stable suffix from their key (series UID or path)."""
     counts = Counter([c.case_id for c in cases] + [s.case_id for s in skipped])
 

@@ -26,6 +26,9 @@ def case_series(case: InputCase) -> SeriesInfo | None:
     """
     if case.series is not None:
         return case.series
+    if case.remote is not None:
+        raise InputError(f"case {case.case_id} lives in an archive ({case.source}); retrieve it first "
+                         "(medseg.cases.archive.fetch_case)")
     folders = [p for p in case.images if p.is_dir()]
     if not folders:
         return None

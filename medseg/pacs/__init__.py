@@ -21,14 +21,14 @@ This package knows nothing of cases, ledgers or models: ``medseg.batch`` builds 
 from __future__ import annotations
 
 from medseg.pacs.address import ArchiveAddress, is_archive_address, parse_address
-from medseg.pacs.archive import Archive, open_archive
+from medseg.pacs.archive import Archive, ArchiveSource, open_archive
 from medseg.pacs.config import ArchiveSettings, Credentials, load_settings
 from medseg.pacs.push import PushReceipt, give_stable_uids, push_file
 from medseg.pacs.query import RemoteSeries, SeriesFilter, parse_date_range
 from medseg.pacs.retry import Backoff
 
 __all__ = [
-    "Archive", "ArchiveAddress", "ArchiveSettings", "Backoff", "Credentials", "PushReceipt", "RemoteSeries",
+    "Archive", "ArchiveAddress", "ArchiveSource", "ArchiveSettings", "Backoff", "Credentials", "PushReceipt", "RemoteSeries",
     "SeriesFilter", "give_stable_uids", "is_archive_address", "load_settings", "open_archive", "parse_address",
     "parse_date_range", "push_file",
 ]

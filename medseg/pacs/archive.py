@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -58,6 +59,22 @@ class Archive(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """An archive as the input of a run: where it is and how to talk to it (``settings``), and which
+    series to take (``wanted``). Shown as its address, never with credentials."""
+
+    settings: ArchiveSettings
+    wanted: SeriesFilter = field(default_factory=SeriesFilter)
+
+    def __str__(self) -> str:
+        return str(self.settings.address)
+
+    def open(self) -> Archive:
+        """A connection to the archive (:func:`open_archive`)."""
+        return open_archive(self.settings)
 
 
 def open_archive(settings: ArchiveSettings) -> Archive:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from medseg.errors import ArchiveError, ConfigError
+from medseg.errors import ArchiveDownError, ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,7 +54,7 @@ def call_with_backoff(
     """``call()``, retried after each :class:`Unreachable` with the waits of ``backoff``.
 
     ``what`` names the operation and archive for messages (no credentials). Promises a warning
-    per wait and, when the budget is spent, an :class:`ArchiveError` saying how long it waited.
+    per wait and, when the budget is spent, an :class:`~medseg.errors.ArchiveDownError` saying how long it waited.
     """
     waited = 0.0
     for delay in [*backoff.delays(), None]:
@@ -62,7 +62,7 @@ def call_with_backoff(
             result = call()
         except Unreachable as exc:
             if delay is None:
-                raise ArchiveError(
+                raise ArchiveDownError(
                     f"{what}: the archive stayed unreachable for {waited:.0f} s ({exc}); check that it runs and "
                     "the address is right, then rerun (finished work is kept)"
                 ) from None
