@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -55,13 +56,17 @@ def free_port() -> int:
 class Orthanc:
     """One Orthanc process with its storage in ``root``; ``stop()`` and ``start()`` keep the data."""
 
-    def __init__(self, root: Path, username: str | None = None, password: str | None = None) -> None:
+    def __init__(self, root: Path, username: str | None = None, password: str | None = None,
+                 env: dict[str, str] | None = None, **settings: object) -> None:
+        """``settings`` replace entries of the test configuration (e.g. ``DicomAlwaysAllowFind=False``);
+        ``env`` is added to Orthanc's environment (e.g. ``TCP_NODELAY=1`` for its DICOM stack, DCMTK)."""
         self.root = Path(root)
+        self.env = dict(env or {})
         self.http_port, self.dicom_port = free_port(), free_port()
         self.username, self.password = username, password
         self.process: subprocess.Popen | None = None
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "config.json").write_text(json.dumps(self._config(), indent=2))
+        (self.root / "config.json").write_text(json.dumps({**self._config(), **settings}, indent=2))
 
     @property
     def dicomweb_url(self) -> str:
@@ -90,7 +95,7 @@ class Orthanc:
         """Start Orthanc and wait until its REST API answers."""
         with open(self.root / "orthanc.log", "ab") as log:  # the child keeps its own copy of the handle
             self.process = subprocess.Popen([orthanc_binary(), str(self.root / "config.json")], stdout=log,
-                                            stderr=log, cwd=self.root)
+                                            stderr=log, cwd=self.root, env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

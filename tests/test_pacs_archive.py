@@ -199,3 +199,20 @@ def test_storage_scp_refuses_a_busy_port(tmp_path):
         busy.listen()
         with pytest.raises(ConfigError, match="choose another --port"):
             StorageServer(tmp_path / "spool", "MEDSEG", "127.0.0.1", busy.getsockname()[1]).start()
+
+
+def test_dimse_says_when_the_archive_refuses_our_ae_title(tmp_path):
+    """Orthanc as installed (queries and retrievals only from known modalities) aborts our C-FIND: a
+    one-line error naming the AE title at once, not a wait for an archive that is up."""
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = Orthanc(tmp_path / "strict", DicomAlwaysAllowFind=False, DicomAlwaysAllowGet=False).start()
+    try:
+        archive = open_archive(load_settings(server.dimse_url, env={}, calling_aet="SEGNODE"))
+        start = time.monotonic()
+        with pytest.raises(ArchiveError, match="from AE title 'SEGNODE' although it is up; register that AE title"):
+            archive.find_series(SeriesFilter())
+        assert time.monotonic() - start < 10
+    finally:
+        server.stop(graceful=False)

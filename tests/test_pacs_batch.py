@@ -140,3 +140,11 @@ def test_the_shipped_export_over_dimse(orthanc, sample_data, tmp_path):
     assert batch(url, "-o", out, "--push-to", url) == 0
     sources = {str(i.uid): i.files[0].parent for i in discover_series(sample_data / "dicom")}
     assert check_segs_read_back(orthanc, out, sources, tmp_path) == 2
+
+
+def test_an_archive_address_given_as_a_path_says_which_commands_read_archives():
+    from medseg.cases import discover_cases
+    from medseg.errors import InputError
+
+    with pytest.raises(InputError, match="is an archive address; 'medseg batch' and 'medseg watch' read archives"):
+        discover_cases("http://127.0.0.1:1/dicom-web")

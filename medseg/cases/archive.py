@@ -13,7 +13,6 @@ files; :func:`fetch_case` retrieves it into a folder when it runs.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -28,8 +27,6 @@ from medseg.errors import InputError
 if TYPE_CHECKING:
     from medseg.io.dicom import SeriesInfo
     from medseg.pacs import Archive, ArchiveSource, RemoteSeries
-
-log = logging.getLogger(__name__)
 
 _ONE_CHANNEL = ("the model takes {channels} channels and a DICOM series is one; retrieve the series, convert "
                 "them with 'medseg convert' and list them in a manifest")

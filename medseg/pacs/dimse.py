@@ -46,6 +46,10 @@ _STORE_OK = (0x0000, 0xB000, 0xB006, 0xB007)
 logging.getLogger("pynetdicom").setLevel(logging.ERROR)
 
 
+class Aborted(Unreachable):
+    """The association ended without an answer (the archive went away, or aborted a request it refuses)."""
+
+
 class DimseArchive:
     """An :class:`~medseg.pacs.archive.Archive` over DIMSE (see the module docstring)."""
 
@@ -56,7 +60,30 @@ class DimseArchive:
     # ------------------------------------------------------------------ plumbing
     def _call(self, what: str, call: Callable[[], T]) -> T:
         label = f"{what} at {self.address}"
-        return call_with_backoff(call, self.settings.backoff, label)
+        return call_with_backoff(lambda: self._refusal_checked(call, what), self.settings.backoff, label)
+
+    def _refusal_checked(self, call: Callable[[], T], what: str) -> T:
+        """``call()``; an association the archive aborted while it still answers C-ECHO was a refusal
+        (archives such as Orthanc abort queries and retrievals from AE titles they do not know)."""
+        try:
+            return call()
+        except Aborted:
+            if not self._echo():
+                raise
+            raise ArchiveError(
+                f"{self.address} aborted the {what} from AE title {self.settings.calling_aet!r} although it is up; "
+                "register that AE title with the archive and allow it to query and retrieve (or pass the one it "
+                "knows with --calling-aet)"
+            ) from None
+
+    def _echo(self) -> bool:
+        """True when the archive answers a C-ECHO."""
+        try:
+            with self._association([(VERIFICATION, None)]) as assoc:
+                status = assoc.send_c_echo()
+        except (Unreachable, ArchiveError):
+            return False
+        return bool(status) and status.get("Status") == 0x0000
 
     @contextmanager
     def _association(self, contexts: Sequence[tuple[str, Sequence[str] | None]], roles: Sequence[Any] = (),
@@ -189,7 +216,7 @@ def _find_answers(responses: Iterator[tuple[Dataset, Dataset | None]], level: st
     for status, ident in responses:
         code = status.get("Status") if status else None
         if code is None:
-            raise Unreachable("the association was aborted during C-FIND")
+            raise Aborted("the association was aborted during C-FIND")
         if code in _PENDING and ident is not None:
             answers.append(ident)
         elif code not in _PENDING and code != 0x0000:
@@ -209,7 +236,7 @@ def _inherit(ds: Dataset, series: RemoteSeries) -> None:
 def _check_get(status: Dataset | None, series: RemoteSeries) -> None:
     code = status.get("Status") if status else None
     if code is None:
-        raise Unreachable("the association was aborted during C-GET")
+        raise Aborted("the association was aborted during C-GET")
     failed = int(status.get("NumberOfFailedSuboperations", 0) or 0) if status else 0
     if code not in (0x0000, 0xB000) or failed:
         raise ArchiveError(
@@ -221,7 +248,7 @@ def _check_get(status: Dataset | None, series: RemoteSeries) -> None:
 def _check_store(status: Dataset | None, sop_instance_uid: str, address: object) -> None:
     code = status.get("Status") if status else None
     if code is None:
-        raise Unreachable("the association was aborted during C-STORE")
+        raise Aborted("the association was aborted during C-STORE")
     if code not in _STORE_OK:
         raise ArchiveError(f"{address} refused to store instance {sop_instance_uid} (status 0x{code:04X})")
 
