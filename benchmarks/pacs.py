@@ -24,6 +24,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -35,6 +36,8 @@ from benchmarks.report import add_no_doc_option, machine_line, update_section
 
 PREDICT = ("preprocess", "network", "inverse", "postprocess")
 COLUMNS = ("query", "retrieve", "decode", "predict", "write", "push")
+#: the stages an archive adds to a series (its own cost, whatever the model)
+ARCHIVE = ("query", "retrieve", "push")
 
 
 def write_crops(data: Path, n: int, folder: Path) -> Path:
@@ -110,12 +113,13 @@ def measure(name: str, folder: Path, work: Path, repeats: int) -> dict[str, dict
         for archive in archives:
             archive.upload(files)
         ways = _ways(folder, *archives)
-        best: dict[str, dict] = {}
+        best: dict[str, dict] = {"load": {"before": os.getloadavg()[0]}}
         for _ in range(repeats):
             for way, (source, push) in ways.items():
                 figures = {**run(source, work / f"{name}-{way}", push), "query": query_seconds(source)}
                 if way not in best or figures["seconds"] < best[way]["seconds"]:
                     best[way] = figures
+        best["load"]["after"] = os.getloadavg()[0]
     finally:
         for archive in archives:
             archive.stop()
@@ -148,10 +152,17 @@ def markdown(sets: dict[str, tuple[str, dict[str, dict]]], machine: str, repeats
         "",
     ]
     for label, results in sets.values():
-        lines += [f"**{label}**", "", "| source | series | series/hour | wall s | " + " | ".join(COLUMNS) + " |",
-                  "|---|---:|---:|---:|" + "---:|" * len(COLUMNS)]
+        load = results["load"]
+        lines += [f"**{label}** (1-minute load average {load['before']:.1f} before, {load['after']:.1f} after, "
+                  f"on {os.cpu_count()} CPUs)", "",
+                  "| source | series | series/hour | wall s | " + " | ".join(COLUMNS) + " | archive s/series |",
+                  "|---|---:|---:|---:|" + "---:|" * (len(COLUMNS) + 1)]
         for way, r in results.items():
-            cells = [_cell(r.get(c), per=r["done"] if c == "query" else 1) for c in COLUMNS]
+            if way == "load":
+                continue
+            per_series = {c: (r.get(c) / r["done"] if c == "query" else r.get(c)) for c in COLUMNS if r.get(c) is not None}
+            cells = [_cell(per_series.get(c)) for c in COLUMNS]
+            cells.append(_cell(sum(per_series.get(c, 0.0) for c in ARCHIVE)) if way != "folder" else "n/a")
             lines.append(f"| {way} | {r['done']} | {3600 * r['done'] / r['seconds']:.0f} | {r['seconds']:.1f} | "
                          + " | ".join(cells) + " |")
         folder = results["folder"]
@@ -159,15 +170,18 @@ def markdown(sets: dict[str, tuple[str, dict[str, dict]]], machine: str, repeats
         if web:
             lines += ["", f"DICOMweb vs folder: {web['seconds'] / folder['seconds']:.2f}x the wall time."]
         lines.append("")
-    lines.append("Query is per series (the discovery's time divided by the series count). Orthanc's DICOM stack "
+    lines.append("Query is per series (the discovery's time divided by the series count); \"archive s/series\" is "
+                 "query + retrieve + push, what the archive adds to each series whatever the model. Predict "
+                 "dominates the whole-brain series and follows the load of the machine (shared with other work: "
+                 "compare ways by the archive column, not by small differences in wall time). Orthanc's DICOM stack "
                  "(DCMTK) leaves Nagle's algorithm on unless `TCP_NODELAY=1` is in its environment; every instance "
                  "of a C-GET then waits for a delayed TCP acknowledgement (about 40-50 ms each), which the last row "
                  "shows without.")
     return "\n".join(lines)
 
 
-def _cell(value: float | None, per: int = 1) -> str:
-    return "n/a" if value is None else f"{value / max(per, 1):.3f}"
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -165,3 +165,27 @@ def _series_uids(folder: Path) -> set[str]:
     import pydicom
 
     return {str(pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID) for p in folder.iterdir()}
+
+
+def test_a_watch_cycle_skips_settled_series_and_keeps_case_ids_apart(tmp_path):
+    """What the ledger says decides: done/skipped (and failed, unless retried) series are not taken
+    again, a split series only once all parts are settled, and a new series whose readable id an
+    earlier cycle gave to another series gets a stable suffix."""
+    from medseg.batch.ledger import Ledger
+    from medseg.batch.watch import _distinct_ids, _handled_sources
+    from medseg.cases import Discovery, InputCase, Namer
+
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        for case_id, source, uid, status in (("a1", "A", "1.1", "done"), ("a2", "A", "1.2", "running"),
+                                             ("b", "B", "2", "failed"), ("c", "C", "3", "skipped"),
+                                             ("P1_x_S1_t1", "D", "4", "done")):
+            ledger.upsert_case(case_id, "dicom", source, uid)
+            ledger.set_status(case_id, status)
+        assert _handled_sources(ledger, retry_failed=False) == {"B", "C", "D"}
+        assert _handled_sources(ledger, retry_failed=True) == {"C", "D"}
+        namer = Namer()
+        same = InputCase("P1_x_S1_t1", "dicom", "D", series_uid="4")
+        other = InputCase("P1_x_S1_t1", "dicom", "E", series_uid="5")
+        fixed = _distinct_ids(Discovery((same, other), ()), ledger, namer).cases
+    assert fixed[0].case_id == "P1_x_S1_t1"
+    assert fixed[1].case_id == namer.disambiguate("P1_x_S1_t1", "5") != "P1_x_S1_t1"

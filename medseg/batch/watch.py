@@ -40,7 +40,7 @@ from medseg.batch.session import (
 )
 from medseg.cases import Discovery, Namer, SelectionRules
 from medseg.cases.privacy import redacting_logs
-from medseg.errors import ArchiveDownError
+from medseg.errors import ArchiveDownError, MedsegError
 
 if TYPE_CHECKING:
     from medseg.cases import InputCase, Skipped
@@ -101,20 +101,23 @@ def watch(source: ArchiveSource, make_engine: Callable[[], Engine], options: Bat
 
 def _watch_cycle(session: Session, ledger: Ledger, namer: Namer, archive: Archive, source: ArchiveSource,
                  tracker: SettleTracker) -> None:
-    """One poll: query, keep the complete and unhandled series, run them, push."""
+    """One poll: query, keep the complete and unhandled series, run them, push. An archive that stays
+    down for the whole back-off budget ends the cycle (the next one tries again); other archive
+    errors (refused credentials, unknown AE title) stop the watch."""
     from medseg.cases.archive import archive_discovery
 
     try:
         found = archive.find_series(source.wanted)
+        handled = _handled_sources(ledger, session.options.retry_failed)
+        ready = [s for s in tracker.ready(found)
+                 if archive.address.series_location(s.study_uid, s.series_uid) not in handled]
+        if ready:
+            log.info("%d new complete series in %s", len(ready), source)
+            discovery = archive_discovery(archive, ready, session.rules, namer, session.series,
+                                          session.engine.in_channels())
+            _run(session, ledger, namer, discovery)
     except ArchiveDownError as exc:
-        log.warning("%s; polling again later", exc)
-        return
-    handled = _handled_sources(ledger, session.options.retry_failed)
-    ready = [s for s in tracker.ready(found) if archive.address.series_location(s.study_uid, s.series_uid) not in handled]
-    if ready:
-        log.info("%d new complete series in %s", len(ready), source)
-        discovery = archive_discovery(archive, ready, session.rules, namer, session.series, session.engine.in_channels())
-        _run(session, ledger, namer, discovery)
+        log.warning("%s; polling again next cycle", exc)
     _push(session, ledger)
 
 
@@ -153,25 +156,44 @@ def listen(server: ListenOptions, make_engine: Callable[[], Engine], options: Ba
         scp = StorageServer(spool, server.ae_title, server.host, server.port, server.allowed)
         scp.start()
         try:
-            return _loop(every, stop, lambda: _listen_cycle(session, ledger, namer, spool, every.settle))
+            unreadable: dict[Path, float] = {}
+            return _loop(every, stop, lambda: _listen_cycle(session, ledger, namer, spool, every.settle, unreadable))
         finally:
             scp.stop()
 
 
-def _listen_cycle(session: Session, ledger: Ledger, namer: Namer, spool: Path, settle: float) -> None:
-    """Run every complete series folder of the spool; remove the folders whose cases are all settled."""
-    from medseg.cases import discover_cases
-    from medseg.pacs.settle import stable_folders
+def _listen_cycle(session: Session, ledger: Ledger, namer: Namer, spool: Path, settle: float,
+                  unreadable: dict[Path, float]) -> None:
+    """Run every complete series folder of the spool; remove the folders whose cases are all settled.
+
+    A folder that cannot be read as input is reported once and left alone until it changes
+    (``unreadable`` maps it to its newest file time).
+    """
+    from medseg.pacs.settle import newest_change, stable_folders
 
     for folder in stable_folders(spool, settle):
-        discovery = discover_cases(folder, session.rules, namer, series=session.series,
-                                   channels=session.engine.in_channels())
-        discovery = _relocated(discovery, folder, Path(session.options.outdir))
+        changed = newest_change(folder)
+        if changed is None or unreadable.get(folder) == changed:
+            continue
+        try:
+            discovery = _folder_discovery(session, namer, folder)
+        except MedsegError as exc:
+            log.warning("received series %s cannot be run: %s", folder.relative_to(spool).as_posix(), exc)
+            unreadable[folder] = changed
+            continue
         _run(session, ledger, namer, discovery)
         if not session.archive.keep_cache and _all_done(ledger, discovery):
             shutil.rmtree(folder, ignore_errors=True)
             _remove_empty_parent(folder)
     _push(session, ledger)
+
+
+def _folder_discovery(session: Session, namer: Namer, folder: Path) -> Discovery:
+    """The cases of one received series folder, with sources relative to OUTDIR."""
+    from medseg.cases import discover_cases
+
+    discovery = discover_cases(folder, session.rules, namer, series=session.series, channels=session.engine.in_channels())
+    return _relocated(discovery, folder, Path(session.options.outdir))
 
 
 def _relocated(discovery: Discovery, folder: Path, outdir: Path) -> Discovery:

@@ -28,7 +28,20 @@ from medseg.pacs.query import RemoteSeries, SeriesFilter, parse_date_range
 from medseg.pacs.retry import Backoff
 
 __all__ = [
-    "Archive", "ArchiveAddress", "ArchiveSource", "ArchiveSettings", "Backoff", "Credentials", "PushReceipt", "RemoteSeries",
-    "SeriesFilter", "give_stable_uids", "is_archive_address", "load_settings", "open_archive", "parse_address",
-    "parse_date_range", "push_file",
+    "Archive",
+    "ArchiveAddress",
+    "ArchiveSettings",
+    "ArchiveSource",
+    "Backoff",
+    "Credentials",
+    "PushReceipt",
+    "RemoteSeries",
+    "SeriesFilter",
+    "give_stable_uids",
+    "is_archive_address",
+    "load_settings",
+    "open_archive",
+    "parse_address",
+    "parse_date_range",
+    "push_file",
 ]

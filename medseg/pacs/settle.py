@@ -51,10 +51,19 @@ def stable_folders(spool: Path, settle: float, now: float | None = None) -> list
     now = time.time() if now is None else now
     stable = []
     for folder in sorted(p for p in spool.glob("*/*") if p.is_dir()):
-        files = list(folder.iterdir())
-        if not files or any(f.name.startswith(".") for f in files):
-            continue
-        newest = max(f.stat().st_mtime for f in files)
-        if now - newest >= settle:
+        newest = newest_change(folder)
+        if newest is not None and now - newest >= settle:
             stable.append(folder)
     return stable
+
+
+def newest_change(folder: Path) -> float | None:
+    """The newest modification time of the files in ``folder``; None while it is empty or a file is
+    being written (a hidden temporary file, or a file that vanished while looking)."""
+    try:
+        files = list(folder.iterdir())
+        if not files or any(f.name.startswith(".") for f in files):
+            return None
+        return max(f.stat().st_mtime for f in files)
+    except FileNotFoundError:
+        return None
