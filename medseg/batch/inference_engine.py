@@ -32,7 +32,9 @@ class PredictEngine:
 
         predict = PredictOptions(device=args.device, precision=args.precision, tta=args.tta, fast=args.fast)
         output = OutputOptions(dicom_seg=not args.no_seg, qc=not args.no_qc, probabilities=args.probabilities,
-                               resample=args.resample)
+                               resample=args.resample, rtstruct=getattr(args, "rtstruct", False),
+                               seg_nrrd=getattr(args, "seg_nrrd", False), viewer=not getattr(args, "no_viewer", False),
+                               viewer_assets=str(Path(args.output).resolve()))
         return cls(tuple(Path(m) for m in args.model), predict, output)
 
     def identity(self) -> ModelIdentity:

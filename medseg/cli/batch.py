@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--no-seg", action="store_true", help="do not write DICOM SEG for DICOM input")
     g.add_argument("--no-qc", action="store_true", help="do not write QC images")
     g.add_argument("--probabilities", action="store_true", help="also write class probabilities")
+    g.add_argument("--rtstruct", action="store_true", help="also write a DICOM RTSTRUCT for DICOM input (needs medseg[rtstruct])")
+    g.add_argument("--seg-nrrd", action="store_true", help="also write a 3D Slicer segmentation (.seg.nrrd)")
+    g.add_argument("--no-viewer", action="store_true", help="no interactive viewer page per case")
     p.set_defaults(func=run)
 
 

@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--save-probabilities", action="store_true", help="also write 4D class probabilities")
     out.add_argument("--no-seg", action="store_true", help="no DICOM SEG for DICOM input")
     out.add_argument("--no-qc", action="store_true", help="no QC picture")
+    out.add_argument("--rtstruct", action="store_true", help="also write a DICOM RTSTRUCT for DICOM input (needs medseg[rtstruct])")
+    out.add_argument("--seg-nrrd", action="store_true", help="also write a 3D Slicer segmentation (.seg.nrrd)")
+    out.add_argument("--no-viewer", action="store_true", help="no interactive viewer page per case")
     post = p.add_argument_group("post-processing")
     post.add_argument("--largest-component", choices=("auto", "on", "off"), default="auto",
                       help="keep the largest component per class (auto: where the model's validation found it helps)")
@@ -75,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         folder_kind(folder)
     if not args.input.exists():
         raise InputError(f"input {args.input} does not exist; check the -i path")
+    if args.rtstruct:
+        from medseg.io.rtstruct_writer import require_rt_utils
+
+        require_rt_utils()
     ensure_writable_dir(args.output)
     with Predictor.from_folders(args.model, options) as predictor:
         load_seconds = time.perf_counter() - started
@@ -82,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                                   fill_holes=args.fill_holes, remap=remap,
                                   instances=parse_classes(args.instances, predictor.labels))
         output_options = OutputOptions(dicom_seg=not args.no_seg, probabilities=args.save_probabilities, resample=args.resample,
-                                       qc=not args.no_qc, postprocess=post)
+                                       qc=not args.no_qc, postprocess=post, rtstruct=args.rtstruct,
+                                       seg_nrrd=args.seg_nrrd, viewer=not args.no_viewer)
         cases = find_sources(args.input, args.series, predictor.in_channels)
         results, failures = _predict_all(predictor, cases, args.output, output_options, args.quiet)
         timings = {"load_models": load_seconds, "total": time.perf_counter() - started}

@@ -1,5 +1,5 @@
 """A quality-control picture per case: three orthogonal slices through the segmentation's centre
-of mass, with a coloured label overlay and a legend. Rendered with matplotlib's Agg canvas (no
+of mass, with a label overlay in the palette colours (:mod:`medseg.io.palette`) and a legend. Rendered with matplotlib's Agg canvas (no
 display, no pyplot global state) and written atomically."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Mapping
 import numpy as np
 
 from medseg.io.atomic import atomic_path
+from medseg.io.palette import colour_float, label_colours
 from medseg.volume import Volume
 
 
@@ -40,11 +41,10 @@ def _window(image: np.ndarray) -> tuple[float, float]:
 
 
 def _colours(values: list[int]):
-    from matplotlib import colormaps
+    """Each label value's palette colour (the same in the viewer, SEG and colour tables)."""
     from matplotlib.colors import ListedColormap
 
-    base = colormaps["tab20"] if len(values) > 10 else colormaps["tab10"]
-    return {v: base(i % base.N) for i, v in enumerate(values)}, ListedColormap
+    return {v: colour_float(c) for v, c in label_colours(values).items()}, ListedColormap
 
 
 _VIEWS = (("sagittal", 0, (1, 2), False), ("coronal", 1, (0, 2), True), ("axial", 2, (0, 1), True))

@@ -21,7 +21,7 @@ import re
 import warnings
 from collections.abc import MutableSequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
@@ -29,7 +29,9 @@ import numpy as np
 
 from medseg.errors import DicomError, GeometryError, InputError
 from medseg.io.atomic import atomic_path
-from medseg.volume import LPS_TO_RAS, Volume, VolumeMeta
+from medseg.io.masks import StructureMasks, structure_masks
+from medseg.io.palette import dicom_display_colour, label_colour
+from medseg.volume import LPS_TO_RAS, Volume
 
 if TYPE_CHECKING:
     import highdicom as hd
@@ -150,30 +152,45 @@ def read_seg(path: str | Path, reference: "DicomSeries | Volume") -> Volume:
     Needs a SEG file (BINARY, FRACTIONAL or LABELMAP) whose frames lie on slices of
     ``reference`` (a loaded DICOM series, or a Volume for placement by position only).
     Promises a ``kind="label"`` Volume with the reference's shape and affine; voxel values are
-    segment numbers (overlaps: the highest number wins, logged; FRACTIONAL thresholded at 0.5),
-    names in ``meta.label_names``. Raises :class:`DicomError` / :class:`GeometryError` with the
-    reason when the file is no SEG or a frame cannot be placed exactly.
+    segment numbers (FRACTIONAL thresholded at 0.5), names in ``meta.label_names``. Where
+    segments overlap the highest number wins and a warning names them (:func:`read_seg_masks`
+    keeps them all). Raises :class:`DicomError` / :class:`GeometryError` with the reason when the
+    file is no SEG or a frame cannot be placed exactly.
+    """
+    structures = read_seg_masks(path, reference)
+    message = structures.overlap_message("segments")
+    if message:
+        log.warning("%s: %s; in the label map the highest segment number wins those voxels "
+                    "(medseg convert --masks keeps one mask per segment)", path, message)
+    numbers = structures.masks.meta.extra["segment_numbers"]
+    masks = structures.masks.array
+    labels = np.zeros(masks.shape[:3], dtype=np.uint8 if max(numbers + [1]) < 256 else np.uint16, order="F")
+    for channel, number in sorted(enumerate(numbers), key=lambda item: item[1]):
+        labels[masks[..., channel] > 0] = number
+    meta = replace(structures.masks.meta, label_names=dict(zip(numbers, structures.names)))
+    return Volume(labels, structures.masks.affine, "label", meta)
+
+
+def read_seg_masks(path: str | Path, reference: "DicomSeries | Volume") -> StructureMasks:
+    """Read every segment of a DICOM SEG into a mask of its own, so overlapping segments lose nothing.
+
+    Needs what :func:`read_seg` needs. Promises :class:`~medseg.io.masks.StructureMasks` with
+    one channel per segment in SegmentSequence order (``meta.extra["segment_numbers"]`` holds
+    their segment numbers) and the overlapping segment pairs.
     """
     path = Path(path)
     seg = _open_seg(path)
     grid = ReferenceGrid.of(reference)
     _check_frame_of_reference(seg, grid, path)
     frames = _place_frames(seg, grid, path)
-    labels = _paint_frames(seg, frames, grid.shape)
-    names = {
-        int(item.SegmentNumber): str(item.get("SegmentLabel", f"segment {item.SegmentNumber}"))
-        for item in seg.SegmentSequence
-        if int(item.SegmentNumber) > 0
-    }
-    meta = VolumeMeta(
-        modality="SEG",
-        series_uid=grid.series_uid,
-        description=str(seg.get("SeriesDescription", "")) or None,
-        source=str(path),
-        label_names=names,
-        extra={"seg_series_uid": str(seg.SeriesInstanceUID)},
-    )
-    return Volume(labels, grid.volume.affine, "label", meta)
+    segments = [item for item in seg.SegmentSequence if int(item.SegmentNumber) > 0]
+    numbers = [int(item.SegmentNumber) for item in segments]
+    masks = _paint_masks(seg, frames, grid.shape, numbers)
+    meta = {"modality": "SEG", "series_uid": grid.series_uid, "source": str(path),
+            "description": str(seg.get("SeriesDescription", "")) or None,
+            "extra": {"seg_series_uid": str(seg.SeriesInstanceUID), "segment_numbers": numbers}}
+    names = [str(item.get("SegmentLabel", f"segment {item.SegmentNumber}")) for item in segments]
+    return structure_masks(masks, names, grid.volume, meta)
 
 
 def seg_referenced_series_uids(path: str | Path) -> list[str]:
@@ -372,27 +389,21 @@ def _check_frame_fits(
         )
 
 
-def _paint_frames(seg: "hd.seg.Segmentation", frames: list[_Frame], shape: tuple[int, int, int]) -> np.ndarray:
-    """Decode frames and paint their segment numbers; the highest segment number wins overlaps."""
-    numbers = [int(i.SegmentNumber) for i in seg.SegmentSequence]
-    # Fortran order makes a slice labels[:, :, k] contiguous, like a transposed frame
-    labels = np.zeros(shape, dtype=np.uint8 if max(numbers + [1]) < 256 else np.uint16, order="F")
-    valid = [n for n in numbers if n > 0]
+def _paint_masks(seg: "hd.seg.Segmentation", frames: list[_Frame], shape: tuple[int, int, int],
+                 numbers: list[int]) -> np.ndarray:
+    """Decode frames into one mask per segment: ``(I, J, K, len(numbers))`` uint8, 1 = in the segment."""
+    channel = {number: n for n, number in enumerate(numbers)}
+    # Fortran order makes a slice masks[:, :, k, n] contiguous, like a transposed frame
+    masks = np.zeros((*shape, len(numbers)), dtype=np.uint8, order="F")
     threshold = _foreground_threshold(seg)
-    overlap = 0
-    for frame in sorted(frames, key=lambda f: f.segment):
+    for frame in frames:
         stored = seg.get_stored_frame(frame.number).T  # (columns, rows) like the view
-        view = _frame_view(labels, frame, stored.shape)
         if frame.segment == 0:  # LABELMAP: pixel values are segment numbers
-            keep = np.isin(stored, valid)
-            view[keep] = stored[keep]
-            continue
-        mask = stored >= threshold
-        overlap += int(np.count_nonzero(mask & (view > 0) & (view != frame.segment)))
-        view[mask] = frame.segment
-    if overlap:
-        log.info("%d voxel(s) belong to several segments; the highest segment number was kept", overlap)
-    return labels
+            for number, n in channel.items():
+                _frame_view(masks[..., n], frame, stored.shape)[stored == number] = 1
+        elif frame.segment in channel:
+            _frame_view(masks[..., channel[frame.segment]], frame, stored.shape)[stored >= threshold] = 1
+    return masks
 
 
 def _foreground_threshold(seg: "pydicom.Dataset") -> float:
@@ -579,7 +590,8 @@ def _source_images_and_frames(labels: Volume, source: "DicomSeries") -> tuple[li
 
 
 def _segment_description(number: int, name: str, algorithm: str, version: str) -> "hd.seg.SegmentDescription":
-    """A SegmentDescription with a coded category/type chosen from the label name."""
+    """A SegmentDescription with a coded category/type chosen from the label name and the label's
+    palette colour as its recommended display colour."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -593,6 +605,7 @@ def _segment_description(number: int, name: str, algorithm: str, version: str) -
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=algorithm, version=version, family=codes.cid7162.ArtificialIntelligence
         ),
+        display_color=dicom_display_colour(label_colour(number)),
     )
 
 
