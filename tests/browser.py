@@ -72,6 +72,7 @@ class Browser:
         self._buffer = b""
         self._next_id = 0
         self.console: list[str] = []
+        self.requests: list[str] = []  # URLs the page asked for (after Network.enable)
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         self._session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self.page("Page.enable")
@@ -101,7 +102,9 @@ class Browser:
         return self.call(method, params, self._session)
 
     def _event(self, message: dict) -> None:
-        if message.get("method") == "Runtime.consoleAPICalled":
+        if message.get("method") == "Network.requestWillBeSent":
+            self.requests.append(str(message["params"].get("request", {}).get("url", "")))
+        elif message.get("method") == "Runtime.consoleAPICalled":
             args = message["params"].get("args", [])
             self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in args))
         elif message.get("method") == "Runtime.exceptionThrown":

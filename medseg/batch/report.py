@@ -123,7 +123,7 @@ th { background: #f6f8fa; position: sticky; top: 0; z-index: 1; } td.num { text-
 td.num small { color: #57606a; display: block; }
 td.err { max-width: 40em; font-family: monospace; font-size: 90%; } img { max-width: 200px; }
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; border: 1px solid #444; margin-right: 4px; vertical-align: -1px; }
-#filters label { margin-right: 1em; } #viewer-panel iframe { width: 100%; height: 560px; border: 1px solid #d0d7de; }
+#filters label { margin-right: 1em; } #viewer-panel iframe { width: 100%; height: 480px; border: 1px solid #d0d7de; }
 #viewer-panel p { margin: 0.3em 0; }
 """
 

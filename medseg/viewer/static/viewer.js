@@ -98,7 +98,7 @@
     var data = this.data, N = window.niivue;
     this.nv = new N.Niivue({
       backColor: [0, 0, 0, 1], show3Dcrosshair: true, dragAndDropEnabled: false, logLevel: "error",
-      crosshairColor: [1, 1, 1, 0.6],
+      crosshairColor: [1, 1, 1, 0.6], isNearestInterpolation: true,
       multiplanarShowRender: N.SHOW_RENDER.ALWAYS, isColorbar: false, loadingText: "loading " + data.caseId
     });
     await this.nv.attachToCanvas(this.canvas);
@@ -112,7 +112,7 @@
     var self = this;
     this.nv.onLocationChange = function (location) { self.show(location.frac, "crosshair"); };
     this.canvas.addEventListener("mousemove", function (event) { self.hover(event); });
-    if (data.centreMm) this.nv.scene.crosshairPos = this.nv.mm2frac(data.centreMm);
+    if (data.centreMm) this.nv.scene.crosshairPos = this.nv.mm2frac(data.centreMm, 0, true);
     this.setView("sliceTypeMultiplanar");
   };
 
@@ -133,14 +133,24 @@
     this.nv.updateGLVolume();
   };
 
-  /* Voxel index, image value and label at fractional volume coordinates. */
+  /* NiiVue indexes voxels of the volume turned to RAS axes; the file's own (i, j, k) undo that turn. */
+  function fileVoxel(volume, ras) {
+    var out = [0, 0, 0];
+    for (var d = 0; d < 3; d++) {
+      var p = volume.permRAS[d], axis = Math.abs(p) - 1;
+      out[axis] = p < 0 ? volume.hdr.dims[axis + 1] - 1 - ras[d] : ras[d];
+    }
+    return out;
+  }
+
+  /* File voxel index, image value and label at fractional volume coordinates. */
   Viewer.prototype.valuesAt = function (frac) {
     var mm = this.nv.frac2mm(frac, 0, true);
     var image = this.nv.volumes[0], labels = this.nv.volumes[1];
     var vox = labels.mm2vox([mm[0], mm[1], mm[2]]);
     var ivox = image.mm2vox([mm[0], mm[1], mm[2]]);
     var label = Math.round(labels.getValue(vox[0], vox[1], vox[2]));
-    return { vox: [vox[0], vox[1], vox[2]], value: image.getValue(ivox[0], ivox[1], ivox[2]), label: label };
+    return { vox: fileVoxel(labels, vox), value: image.getValue(ivox[0], ivox[1], ivox[2]), label: label };
   };
 
   Viewer.prototype.show = function (frac, how) {
