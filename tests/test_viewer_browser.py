@@ -185,7 +185,7 @@ def _save_docs_screenshot(browser: Browser, batch_output: Path, report: np.ndarr
     from PIL import Image
 
     DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(report).quantize(colors=128).save(DOCS_SCREENSHOT.with_name("report.png"), optimize=True)
+    Image.fromarray(report).quantize(colors=256).save(DOCS_SCREENSHOT.with_name("report.png"), optimize=True)
     page = next(batch_output.rglob("*_viewer.html"))
     browser.open(page.as_uri())
     browser.wait_for("document.body.dataset.viewer === 'ready'", 60)
@@ -193,7 +193,7 @@ def _save_docs_screenshot(browser: Browser, batch_output: Path, report: np.ndarr
                      " v.show(v.nv.scene.crosshairPos, 'crosshair');"
                      " await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); })()")
     DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(screenshot_rgb(browser)).quantize(colors=128).save(DOCS_SCREENSHOT, optimize=True)
+    Image.fromarray(screenshot_rgb(browser)).quantize(colors=256).save(DOCS_SCREENSHOT, optimize=True)
 
 
 def test_medseg_view_serves_the_folder_on_localhost(browser: Browser, batch_output: Path) -> None:

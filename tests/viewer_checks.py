@@ -48,14 +48,14 @@ def classify(pixels: np.ndarray, values: list[int]) -> np.ndarray:
     return np.where(shown, np.array(values)[nearest], 0)
 
 
-def screenshot_rgb(browser: "Browser") -> np.ndarray:
+def screenshot_rgb(browser: Browser) -> np.ndarray:
     """The page as an ``(H, W, 3)`` uint8 array."""
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(browser.screenshot())).convert("RGB"))
 
 
-def show_axial_opaque(browser: "Browser", frame: str = "window") -> None:
+def show_axial_opaque(browser: Browser, frame: str = "window") -> None:
     """Axial view, labels fully opaque, no crosshair: each label pixel has its exact palette colour."""
     browser.evaluate(f"""(async () => {{
         const v = {frame}.medsegViewer.viewer;
@@ -64,7 +64,7 @@ def show_axial_opaque(browser: "Browser", frame: str = "window") -> None:
     }})()""")
 
 
-def canvas_samples(browser: "Browser", affine: np.ndarray, step: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def canvas_samples(browser: Browser, affine: np.ndarray, step: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Screen pixels ``(N, 2)`` (x, y) on a grid over the canvas and the voxel ``(N, 3)`` each shows
     (rows of -1 where the pixel shows no voxel).
 
@@ -92,7 +92,7 @@ def canvas_samples(browser: "Browser", affine: np.ndarray, step: int = 4) -> tup
     return np.array(data["points"], dtype=np.int64), voxels
 
 
-def shown_and_expected(browser: "Browser", labels: np.ndarray, affine: np.ndarray,
+def shown_and_expected(browser: Browser, labels: np.ndarray, affine: np.ndarray,
                        values: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """For canvas pixels that show a voxel: the label their colour shows and the label the map holds there."""
     rgb = screenshot_rgb(browser)

@@ -14,12 +14,14 @@ pictures, the viewer, the DICOM SEG and the colour tables.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import io
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from medseg.batch.ledger import CaseRow, Ledger
 from medseg.io.atomic import atomic_write_text
@@ -102,7 +104,8 @@ def summary_csv(rows: list[CaseRow], pseudonymised: bool) -> str:
     writer.writerow(header)
     for row in rows:
         by_name = {item["name"]: item for item in label_rows(row.stats)}
-        values = [row.case_id, row.status, row.kind] + ([] if pseudonymised else [row.source, row.series_uid or ""])
+        values: list[object] = [row.case_id, row.status, row.kind]
+        values += [] if pseudonymised else [row.source, row.series_uid or ""]
         values += [row.modality or "", "" if pseudonymised else row.description or "", row.n_slices or "", row.attempts]
         values += [_num(row.seconds)] + [_num(row.timings.get(k)) for k in TIMING_KEYS]
         values += [_num(by_name.get(name, {}).get("volume_ml")) for name in labels]
@@ -250,10 +253,8 @@ def _install_viewer_assets(outdir: Path) -> None:
     case; this repairs a folder whose assets were deleted). A missing bundle is left as it is."""
     from medseg.viewer import ViewerUnavailable, install_assets
 
-    try:
+    with contextlib.suppress(ViewerUnavailable):
         install_assets(outdir)
-    except ViewerUnavailable:
-        pass
 
 
 def write_pseudonym_map(path: Path, items: Iterable[tuple[str, str, str, str, str]]) -> Path:

@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from medseg.inference.options import OutputOptions
-from medseg.inference.outputs import (case_paths, intensity_stats, label_stats, write_dicom_seg, write_instances,
-                                      write_labels, write_probabilities, write_stats)
-from medseg.inference.postprocess import (instance_map, largest_component_classes, postprocess,
-                                          remap_names)
+from medseg.inference.outputs import (
+    case_paths,
+    intensity_stats,
+    label_stats,
+    write_dicom_seg,
+    write_instances,
+    write_labels,
+    write_probabilities,
+    write_stats,
+)
+from medseg.inference.postprocess import instance_map, largest_component_classes, postprocess, remap_names
 from medseg.io.files import sidecar_path
 from medseg.volume import Volume
 

@@ -13,8 +13,8 @@ Both hold the background row (0) and every label of ``names`` with its colour fr
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from medseg.errors import InputError
 from medseg.io.atomic import atomic_write_text
@@ -99,7 +99,7 @@ def read_slicer_ctbl(path: Path) -> ColourTable:
             raise InputError(f"{path}:{number} is not 'value name R G B A'; is this a Slicer colour table?") from None
         if len(parts) != 6 or len(rgb) != 3:
             raise InputError(f"{path}:{number} has {len(parts)} fields, expected 6 (value name R G B A)")
-        table[value] = (name, rgb)  # type: ignore[assignment]
+        table[value] = (name, rgb)
     return table
 
 

@@ -9,7 +9,8 @@ colour.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import highdicom as hd
@@ -20,7 +21,7 @@ RGB = tuple[int, int, int]
 PALETTE: tuple[RGB, ...] = (
     (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),
     (255, 128, 0), (128, 0, 255), (0, 128, 255), (255, 0, 128), (128, 255, 0), (0, 255, 128),
-    (255, 160, 160), (160, 160, 255), (160, 255, 160), (255, 200, 0), (200, 0, 0), (0, 160, 0),
+    (255, 128, 128), (128, 128, 255), (128, 255, 128), (255, 200, 0), (200, 0, 0), (0, 160, 0),
     (170, 110, 40), (0, 130, 130),
 )
 
@@ -47,7 +48,7 @@ def colour_float(rgb: RGB) -> tuple[float, float, float]:
     return (rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0)
 
 
-def dicom_display_colour(rgb: RGB) -> "hd.color.CIELabColor":
+def dicom_display_colour(rgb: RGB) -> hd.color.CIELabColor:
     """The colour as DICOM's RecommendedDisplayCIELabValue (highdicom converts sRGB to CIELab)."""
     import highdicom as hd
 

@@ -16,8 +16,9 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def rtstruct_skip_reason(labels: Volume, source: "DicomSeries") -> str | None:
+def rtstruct_skip_reason(labels: Volume, source: DicomSeries) -> str | None:
     """Why ``labels`` cannot be written as an RTSTRUCT on ``source`` (None when it can)."""
     if not np.asarray(labels.array).any():
         return "the segmentation is empty"
@@ -48,7 +49,7 @@ def rtstruct_skip_reason(labels: Volume, source: "DicomSeries") -> str | None:
     return None
 
 
-def write_rtstruct(labels: Volume, source: "DicomSeries", path: str | Path, names: Mapping[int, str] | None = None,
+def write_rtstruct(labels: Volume, source: DicomSeries, path: str | Path, names: Mapping[int, str] | None = None,
                    label: str = "medseg") -> Path:
     """Write every label value present in ``labels`` as one ROI of an RTSTRUCT on ``source``.
 
@@ -73,7 +74,7 @@ def write_rtstruct(labels: Volume, source: "DicomSeries", path: str | Path, name
     return Path(path)
 
 
-def _build(labels: Volume, source: "DicomSeries", names: Mapping[int, str], label: str):  # -> rt_utils.RTStruct
+def _build(labels: Volume, source: DicomSeries, names: Mapping[int, str], label: str):  # -> rt_utils.RTStruct
     """The rt-utils structure set with one ROI per present label value, slices in rt-utils' order."""
     rt_utils, ds_helper, image_helper = require_rt_utils()
     order = np.argsort([image_helper.get_slice_position(ds) for ds in source.datasets], kind="stable")
@@ -89,7 +90,7 @@ def _build(labels: Volume, source: "DicomSeries", names: Mapping[int, str], labe
     return structure_set
 
 
-def _describe(ds: "pydicom.Dataset", label: str) -> None:
+def _describe(ds: pydicom.Dataset, label: str) -> None:
     """Say who made the structure set (rt-utils fills in its authors' institution)."""
     from medseg import __version__
 

@@ -9,8 +9,9 @@ segmentation lies on the labels' exact grid.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def write_labels_seg_nrrd(labels: Volume, path: str | Path, names: Mapping[int, 
     return _write({"voxels": voxels, "ijkToLPS": LPS_TO_RAS @ labels.affine, "segments": segments}, path)
 
 
-def write_masks_seg_nrrd(structures: "StructureMasks", path: str | Path) -> Path:
+def write_masks_seg_nrrd(structures: StructureMasks, path: str | Path) -> Path:
     """Write overlapping structure masks as a Slicer segmentation, nothing lost.
 
     Promises one segment per structure (name, palette colour of its 1-based number); segments

@@ -26,7 +26,7 @@ PAGE_SUFFIX = "_viewer.html"
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves one folder; request lines go to the debug log instead of stderr."""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
 
