@@ -98,3 +98,22 @@ def test_predict_writes_rtstruct_for_dicom_input(sample_data: Path, tmp_path: Pa
                           OutputOptions(rtstruct=True), stats) == {}
     assert stats["rtstruct_skipped"] == "the input is not a DICOM series"
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.slow
+def test_predict_rtstruct_of_the_sample_export_matches_its_labels(sample_data: Path, tmp_path: Path) -> None:
+    """The shipped model on the sample export's T1 series (about 90 s on 2 CPU cores), with --rtstruct."""
+    from medseg.cli import main
+    from medseg.io.files import read_volume_file
+
+    out = tmp_path / "out"
+    assert main(["predict", "-m", "hippocampus", "-i", str(sample_data / "dicom"), "--series", "T1post",
+                 "-o", str(out), "--rtstruct", "--backend", "torch", "--no-qc"]) == 0
+    (labels_path,) = out.glob("*.nii.gz")
+    labels = read_volume_file(labels_path, kind="label")
+    series = load_series(select_series(discover_series(sample_data / "dicom"), "T1post"))
+    back = read_rtstruct(next(out.glob("*_rtstruct.dcm")), series)
+    values = [int(v) for v in np.unique(np.asarray(labels.array)) if v]  # ROI n = n-th label value present
+    assert values and list(back.meta.label_names.values()) == [("Anterior", "Posterior")[v - 1] for v in values]
+    for n, value in enumerate(values, start=1):
+        assert dice(np.asarray(labels.array) == value, back.array == n) >= 0.95
