@@ -69,3 +69,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture()
+def mixed_input(sample_data: Path, shared_data: Path, tmp_path: Path) -> Path:
+    """A folder holding the shipped DICOM export (two oblique MR series, ``export/``) beside two
+    real hippocampus volume files: what ``medseg predict`` and ``medseg batch`` both take."""
+    import shutil
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(sample_data / "dicom", folder / "export")
+    for image in sorted((shared_data / "msd_hippocampus" / "imagesTr").glob("*.nii.gz"))[:2]:
+        (folder / image.name).symlink_to(image)
+    return folder

@@ -7,8 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from medseg.batch.cases import SelectionRules, discover_cases, load_rules, read_manifest, slice_plane
-from medseg.batch.naming import Namer
+from medseg.cases import Namer, SelectionRules, discover_cases, load_rules, read_manifest, slice_plane
 from medseg.errors import ConfigError, InputError
 from test_batch_fakes import write_cases
 
@@ -109,3 +108,31 @@ def test_missing_or_empty_input_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="neither a folder, a volume file"):
         discover_cases(tmp_path / "notes.txt", SelectionRules(), Namer())
+
+
+def study_series(index: int, study: str, description: str, n_slices: int = 30):
+    """A real SeriesInfo (headers only) for selection tests."""
+    from medseg.io.dicom import SeriesInfo
+
+    return SeriesInfo(index=index, uid=f"1.2.{index}", study_uid=study, patient_id="P", modality="MR",
+                      description=description, series_number=index, sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+                      n_slices=n_slices, matrix=(8, 8), spacing=(1.0, 1.0, 1.0), orientation="LPS", files=(),
+                      is_image=True, multiframe=False, series_instance_uid=f"1.2.{index}")
+
+
+def test_series_choice_names_one_series_per_study_and_overrides_the_rules() -> None:
+    from medseg.cases import series_reasons
+    from medseg.errors import DicomError
+
+    infos = [study_series(1, "A", "T1 mprage"), study_series(2, "A", "FLAIR"), study_series(3, "B", "t1 localizer", 2),
+             study_series(4, "B", "FLAIR"), study_series(5, "C", "T1 pre"), study_series(6, "C", "T1 post")]
+    rules = SelectionRules()
+    assert series_reasons(infos, rules)[:4] == [None, None, rules.reason_to_skip(infos[2]), None]
+    reasons = series_reasons(infos, rules, "t1*")
+    assert reasons[0] is None and reasons[2] is None  # named, so the localizer/slice rules do not apply
+    assert reasons[1] == reasons[3] == "not chosen by --series t1*"
+    assert all("matches 2 series" in r for r in reasons[4:])  # ambiguous in study C: neither runs
+    assert [r is None for r in series_reasons(infos, rules, "4")] == [False, False, False, True, False, False]
+    assert series_reasons(infos, rules, "1.2.6")[5] is None
+    with pytest.raises(DicomError, match="no series matches 'dwi'"):
+        series_reasons(infos, rules, "dwi")

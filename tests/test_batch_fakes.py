@@ -64,6 +64,9 @@ class FakeEngine:
     def identity(self) -> ModelIdentity:
         return ModelIdentity("fake", self.version)
 
+    def in_channels(self) -> int:
+        return 1
+
     def load(self, threads: int) -> dict:
         if self.load_log:
             with open(self.load_log, "a") as handle:

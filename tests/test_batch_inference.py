@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -57,10 +58,9 @@ def test_batch_workers_predict_like_predict_case_on_the_source_grid(hippocampus:
 
 
 def test_predict_engine_names_outputs_by_case_and_keeps_paths_out_of_stats(hippocampus: Path, tmp_path: Path) -> None:
-    from medseg.batch.cases import SelectionRules, discover_cases
     from medseg.batch.engine import execute_case
     from medseg.batch.inference_engine import PredictEngine
-    from medseg.batch.naming import Namer
+    from medseg.cases import Namer, SelectionRules, discover_cases
     from medseg.inference import OutputOptions, PredictOptions
 
     model = save_random_model(tmp_path / "model", make_plan())
@@ -80,3 +80,35 @@ def test_predict_engine_names_outputs_by_case_and_keeps_paths_out_of_stats(hippo
     (tmp_path / "x.nii.gz").write_bytes(b"not a nifti")
     failed = execute_case(engine, predictor, broken, tmp_path / "out")
     assert not failed.ok and "could not be read" in failed.error
+
+
+@pytest.mark.slow  # worker start-up, as above
+def test_predict_and_batch_name_the_same_cases_alike_and_batch_post_processes(mixed_input: Path, tmp_path: Path) -> None:
+    """One input through both commands: the same case ids and output file names (flat in predict's
+    OUTDIR, in cases/<case>/ for batch); batch applies --largest-component on to what predict gives."""
+    from scipy import ndimage
+
+    from medseg.inference.postprocess import keep_largest_component
+
+    model = save_random_model(tmp_path / "model", make_plan(spacing=(2.75, 2.75, 6.5), patch=(32, 32, 8)))
+    common = ["--device", "cpu", "--threads", "1", "--no-qc"]
+    assert main(["-q", "predict", "-m", str(model), "-i", str(mixed_input), "-o", str(tmp_path / "p"), *common,
+                 "--largest-component", "off"]) == 0
+    assert main(["-q", "batch", str(mixed_input), "-m", str(model), "-o", str(tmp_path / "b"), *common,
+                 "--largest-component", "on"]) == 0
+    manifest = json.loads((tmp_path / "p" / "medseg_run.json").read_text())
+    by_predict = {c["case_id"]: {k: Path(v) for k, v in c["outputs"].items()} for c in manifest["cases"]}
+    with Ledger(tmp_path / "b" / "ledger.sqlite") as ledger:
+        rows = {r.case_id: r for r in ledger.rows()}
+    by_batch = {case: {o.name: tmp_path / "b" / o.path for o in row.outputs} for case, row in rows.items()}
+    assert len(by_predict) == 4 and sum(r.kind == "dicom" for r in rows.values()) == 2
+    assert {c: {k: p.name for k, p in o.items()} for c, o in by_predict.items()} == \
+           {c: {k: p.name for k, p in o.items()} for c, o in by_batch.items()}
+    assert all(p.parent.name == case for case, o in by_batch.items() for p in o.values())
+    several = 0
+    for case, outputs in by_predict.items():
+        raw = np.asarray(nib.load(str(outputs["labels"])).dataobj)
+        batch = np.asarray(nib.load(str(by_batch[case]["labels"])).dataobj)
+        assert np.array_equal(batch, keep_largest_component(raw))
+        several += any(ndimage.label(raw == value, np.ones((3, 3, 3)))[1] > 1 for value in (1, 2))
+    assert several  # the option changed something, so the comparison can fail

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from medseg.batch.engine import case_dir
-from medseg.batch.naming import Namer, safe_join, sanitize
+from medseg.cases import Namer, safe_join, sanitize
 from medseg.errors import OutputError
 
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg.batch.cases import SelectionRules, discover_cases
-from medseg.batch.naming import Namer
-from medseg.batch.privacy import held_logs, redact, redacting_logs
+from medseg.cases import Namer, SelectionRules, discover_cases
+from medseg.cases.privacy import held_logs, redact, redacting_logs
 
 SCRIPT = Path(__file__).with_name("test_batch_fakes.py")
 NAME = "Doe^Jane"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medseg.batch.cases import SelectionRules
+from medseg.cases import SelectionRules
 from medseg.batch.ledger import Ledger
 from medseg.batch.runner import BatchOptions
 from medseg.batch.session import run_session
@@ -29,7 +29,7 @@ def test_ray_actors_hold_one_model_each_and_record_like_local(local_ray, tmp_pat
 
     write_cases(tmp_path / "in", 5)
     engine = FakeEngine(fail_on=("case_001",), crash_on=("case_003",))
-    options = BatchOptions(outdir=tmp_path / "out", workers=2, backend="ray", threads=1, progress=False)
+    options = BatchOptions(outdir=tmp_path / "out", workers=2, executor="ray", threads=1, progress=False)
     result = run_session(tmp_path / "in", lambda: engine, options, SelectionRules())
     assert result.summary.exit_code == 3
     with Ledger(tmp_path / "out" / "ledger.sqlite") as ledger:
@@ -41,5 +41,5 @@ def test_ray_actors_hold_one_model_each_and_record_like_local(local_ray, tmp_pat
     assert {rows[c].worker for c in ("case_000", "case_002", "case_004")} <= {l["worker"] for l in loads}
     assert all((tmp_path / "out" / o.path).is_file() for r in rows.values() for o in r.outputs)
     again = run_session(tmp_path / "in", lambda: FakeEngine(), BatchOptions(
-        outdir=tmp_path / "out", workers=2, backend="ray", threads=1, progress=False, retry_failed=True), SelectionRules())
+        outdir=tmp_path / "out", workers=2, executor="ray", threads=1, progress=False, retry_failed=True), SelectionRules())
     assert (again.summary.ran, again.summary.exit_code) == (2, 0)

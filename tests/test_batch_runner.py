@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medseg.batch.cases import SelectionRules
+from medseg.cases import SelectionRules
 from medseg.batch.engine import sha256_file
 from medseg.batch.ledger import Ledger
 from medseg.batch.runner import BatchOptions, locked_outdir
@@ -130,13 +130,13 @@ def test_dry_run_says_what_would_happen_and_writes_nothing(tmp_path: Path) -> No
     assert lines == {"case_000": ("keep", "done"), "case_001": ("keep", "failed before (use --retry-failed)")}
 
 
-def test_ray_backend_without_ray_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_executor_without_ray_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
     write_cases(tmp_path / "in", 1)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ConfigError, match=r"needs Ray: pip install 'medseg\[distributed\]'"):
-        run(tmp_path / "in", tmp_path / "out", FakeEngine(), backend="ray")
+        run(tmp_path / "in", tmp_path / "out", FakeEngine(), executor="ray")
     assert ledger_rows(tmp_path / "out")["case_000"].status == "pending"
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from medseg.benchmarks.report import read_section, update_section
-from medseg.benchmarks.train_hippocampus import earlier_rows, report
+from benchmarks.report import read_section, update_section
+from benchmarks.train_hippocampus import earlier_rows, report
 
 EARLIER = """
 ## Training on MSD hippocampus

@@ -178,3 +178,23 @@ def test_real_process_prints_one_line_or_a_traceback_with_debug(shared_data: Pat
                            capture_output=True, text=True, timeout=60)
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and "RuntimeError: simulated bug" in debug.stderr
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--tta", "mirror", ["--tta", "invalid choice: 'mirror'", "'off'", "'all'"]),
+    ("--device", "gpu", ["--device", "invalid choice: 'gpu'", "'cuda'"]),
+    ("--precision", "fp8", ["--precision", "invalid choice: 'fp8'", "'bf16'"]),
+    ("--largest-component", "yes", ["--largest-component", "invalid choice: 'yes'", "'on'"]),
+    ("--backend", "ray", ["'ray' is a batch executor", "use --executor ray", "onnxruntime"]),
+    ("--backend", "local", ["use --executor local"]),
+])
+def test_batch_refuses_a_bad_prediction_choice_in_one_line(option: str, value: str, words: list[str],
+                                                          tmp_path: Path, capsys) -> None:
+    (tmp_path / "in").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["batch", str(tmp_path / "in"), "-m", "hippocampus", "-o", str(tmp_path / "out"), option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"medseg batch: error: argument {option}: ")
+    assert all(word in err for word in words), err
+    assert "medseg batch --help" in err and not (tmp_path / "out").exists()

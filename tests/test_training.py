@@ -19,12 +19,12 @@ from medseg.training.checkpoint import Progress, load_checkpoint, save_checkpoin
 from medseg.model.runtime import cpu_supports_bf16, resolve_precision
 from medseg.training.optim import LRSchedule, build_optimizer, clip_gradients, schedule_factor
 from medseg.model.plan import NetworkConfig, Normalization, Plan
-from medseg.training.recipe import OptimizerConfig, Recipe
+from medseg.training.recipe import OptimizerConfig
 from medseg.training.splits import make_splits, splits_for_run
 from medseg.training.trainer import TrainOptions, train
+from tests.training_stubs import LABELS, tiny_recipe, write_tiny_data
 
 CASES = ("hippocampus_003", "hippocampus_004", "hippocampus_007", "hippocampus_008")
-LABELS = {0: "background", 1: "Anterior", 2: "Posterior"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,32 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def tiny_data(shared_data: Path, tmp_path_factory) -> Path:
     """A CSV manifest of 4 real hippocampus cases and a plan with tiny networks."""
-    root = tmp_path_factory.mktemp("tiny_data")
-    source = shared_data / "msd_hippocampus"
-    rows = "".join(f"{c},{source}/imagesTr/{c}.nii.gz,{source}/labelsTr/{c}.nii.gz\n" for c in CASES)
-    (root / "cases.csv").write_text("case,image,label\n" + rows)
-    (root / "cases.json").write_text(json.dumps({"name": "hippo4", "labels": LABELS, "modality": {"0": "MRI"}}))
-    plan = Plan(
-        "hippo4", ("MRI",), LABELS, (1.0, 1.0, 1.0), (Normalization("zscore"),),
-        NetworkConfig((16, 24, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
-        NetworkConfig((24, 16), 4, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))),
-        slice_axis=0,
-    )
-    plan.save(root / "plan.json")
-    return root
-
-
-def tiny_recipe(root: Path, **sections) -> Recipe:
-    """A recipe on the tiny data; ``sections`` update the given sections' keys."""
-    data = {
-        "name": "tiny", "dataset": {"path": str(root / "cases.csv")}, "plan": {"file": str(root / "plan.json")},
-        "model": {"family": "unet", "spatial_dims": 3}, "budget": {"epochs": 2, "iterations_per_epoch": 2},
-        "validation": {"every": 1},
-        "runtime": {"device": "cpu", "workers": 0, "cache_dir": str(root / "cache")},
-    }
-    for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values}
-    return Recipe.from_dict(data)
+    return write_tiny_data(tmp_path_factory.mktemp("tiny_data"), shared_data / "msd_hippocampus", CASES)
 
 
 def log_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -209,23 +184,10 @@ def test_2d_run_trains_on_slices_and_validates_whole_volumes(tiny_data: Path, tm
     assert 0.0 <= spec["metrics"]["mean_dice"] <= 1.0
 
 
-@pytest.mark.parametrize("axis", [0, 1, 2])
-def test_2d_prediction_restacks_slices_along_the_slice_axis(axis: int) -> None:
-    from medseg.training.validation import Predictor
-
-    conv = torch.nn.Conv2d(2, 3, 1)  # pointwise: tiling and blending must not change its output
-    image = np.random.default_rng(0).normal(size=(2, 9, 11, 7)).astype(np.float32)
-    with torch.no_grad():
-        expected = torch.einsum("kc,cxyz->kxyz", conv.weight[:, :, 0, 0], torch.from_numpy(image))
-        expected += conv.bias[:, None, None, None]
-    logits = Predictor(conv, 2, (8, 8), torch.device("cpu"), slice_axis=axis).logits(image)
-    assert logits.shape == (3, 9, 11, 7) and torch.allclose(logits, expected, atol=1e-5)
-
-
 def test_postprocessing_is_kept_only_where_it_raises_mean_dice() -> None:
     from medseg.training.validation import ValidationResult, decide_postprocessing
 
-    result = ValidationResult(("a", "b"), np.array([[0.80, 0.70], [0.60, 0.90]]),
+    result = ValidationResult(("a", "b"), (1, 2), np.array([[0.80, 0.70], [0.60, 0.90]]),
                               np.array([[0.85, 0.70], [0.60, 0.85]]))
     decision = decide_postprocessing(result, LABELS)
     assert decision["keep_largest_component"] == [1]  # class 1 gains, class 2 loses on average

@@ -2,13 +2,12 @@
 
 Modules along the flow::
 
-    cases.py            discovery (export folder, volume files, CSV manifest) + selection rules
-    naming.py           safe case names, pseudonyms          privacy.py   redaction of patient names
+    (cases come from medseg.cases: discovery, selection rules, naming, privacy, shared with predict)
     ledger.py           the SQLite ledger in OUTDIR (status, timings, outputs + SHA-256, model)
     runner.py           resume decisions and the driver loop  session.py   one invocation end to end
     engine.py           the Engine contract and per-case execution in workers
     inference_engine.py the real engine: Predictor once per worker, predict_case per case
-    backend.py          driver <-> backend events           local.py / ray_backend.py   the workers
+    executor.py         driver <-> executor events          local.py / ray_executor.py  the workers
     report.py           summary.csv and report.html
 
 Public API::
@@ -16,10 +15,10 @@ Public API::
     from medseg.batch import run_session, dry_run, BatchOptions, load_rules, PredictEngine
 """
 
-from medseg.batch.cases import SelectionRules, load_rules
 from medseg.batch.inference_engine import PredictEngine
 from medseg.batch.runner import BatchOptions, BatchSummary
 from medseg.batch.session import SessionResult, dry_run, run_session
+from medseg.cases import SelectionRules, load_rules
 
 __all__ = [
     "BatchOptions",

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from medseg.batch.cases import Case
 from medseg.batch.ledger import OutputFile
-from medseg.batch.naming import safe_join
-from medseg.batch.privacy import redact, redacting_logs
+from medseg.cases import InputCase, safe_join
+from medseg.cases.privacy import redact, redacting_logs
 from medseg.errors import InputError, MedsegError
 
 CASES_DIR = "cases"
@@ -43,6 +42,7 @@ class Engine(Protocol):
     """How a worker segments cases. Must be picklable (it travels to worker processes / actors).
 
     ``identity()`` runs in the driver and is cheap; it raises MedsegError for an unusable model.
+    ``in_channels()`` runs in the driver: how many input images (channels) a case needs.
     ``load(threads)`` runs once per worker and returns the worker's state (the loaded model).
     ``run_case(state, case, out_dir)`` segments one case into ``out_dir`` (writing atomically)
     and returns an object with ``outputs: dict[str, Path]``, ``stats: dict``, ``timings: dict``.
@@ -50,9 +50,11 @@ class Engine(Protocol):
 
     def identity(self) -> ModelIdentity: ...
 
+    def in_channels(self) -> int: ...
+
     def load(self, threads: int) -> Any: ...
 
-    def run_case(self, state: Any, case: Case, out_dir: Path) -> Any: ...
+    def run_case(self, state: Any, case: InputCase, out_dir: Path) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def case_dir(outdir: Path, case_id: str) -> Path:
     return safe_join(Path(outdir) / CASES_DIR, case_id)
 
 
-def execute_case(engine: Engine, state: Any, case: Case, outdir: Path) -> CaseOutcome:
+def execute_case(engine: Engine, state: Any, case: InputCase, outdir: Path) -> CaseOutcome:
     """Run one case in a worker; never raises for a bad case (the error is in the outcome)."""
     start = time.perf_counter()
     name = worker_name()
@@ -163,20 +165,27 @@ def _plain(mapping: Mapping) -> dict:
 MODEL_FILES = ("model.json", "plan.json", "weights.safetensors", "medseg_export.json")
 
 
-def model_identity(model_dirs: Sequence[Path]) -> ModelIdentity:
-    """Identity of model folders: their names, and a hash of the files that define them.
-
-    Accepts trained folders (``model.json``) and exports (``medseg_export.json`` + ONNX). Raises
-    InputError when a folder is missing or is neither.
-    """
-    digest = hashlib.sha256()
-    names = []
+def check_model_folders(model_dirs: Sequence[Path]) -> None:
+    """Raise InputError unless every folder is a trained model folder (``model.json``) or an export
+    (``medseg_export.json``)."""
     for folder in map(Path, model_dirs):
         if not any((folder / marker).is_file() for marker in ("model.json", "medseg_export.json")):
             raise InputError(
                 f"{folder} is not a model folder (no model.json or medseg_export.json); "
                 "give the folder `medseg train` or `medseg export` wrote"
             )
+
+
+def model_identity(model_dirs: Sequence[Path]) -> ModelIdentity:
+    """Identity of model folders: their names, and a hash of the files that define them.
+
+    Accepts trained folders (``model.json``) and exports (``medseg_export.json`` + ONNX). Raises
+    InputError when a folder is missing or is neither.
+    """
+    check_model_folders(model_dirs)
+    digest = hashlib.sha256()
+    names = []
+    for folder in map(Path, model_dirs):
         names.append(folder.resolve().name)
         files = [folder / n for n in MODEL_FILES] + sorted(folder.glob("*.onnx"))
         for path in files:

@@ -12,7 +12,6 @@ Resume rules (per case, see :func:`decide`):
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from collections import deque
 from contextlib import contextmanager
@@ -20,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from medseg.batch.backend import Backend, Event, Loaded, Lost, StartFailed
-from medseg.batch.cases import Case, Discovery, Skipped
+from medseg.batch.executor import Executor, Event, Loaded, Lost, StartFailed
 from medseg.batch.engine import Engine, ModelIdentity, remove_part_files, sha256_file
 from medseg.batch.ledger import LEDGER_NAME, CaseRow, Ledger
-from medseg.batch.privacy import redact
+from medseg.cases import Discovery, InputCase, Skipped
+from medseg.cases.privacy import redact
+from medseg.choices import EXECUTORS
 from medseg.errors import ConfigError, MedsegError, OutputError
 from medseg.io.atomic import ensure_writable_dir
 
@@ -37,11 +37,12 @@ SECRET_KEY = "pseudonym_secret"
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """How to run: backend, workers, resume flags, per-case timeout, progress bar."""
+    """How to run: executor (``local`` processes or ``ray`` actors), workers, resume flags, per-case
+    timeout, CPU threads per worker, progress bar."""
 
     outdir: Path
     workers: int = 1
-    backend: str = "local"
+    executor: str = "local"
     force: bool = False
     retry_failed: bool = False
     timeout: float | None = None
@@ -52,8 +53,11 @@ class BatchOptions:
     extra: dict = field(default_factory=dict)
 
     def threads_per_worker(self) -> int:
-        """CPU threads for each worker's torch: the given value, else CPUs / workers (at least 1)."""
-        return self.threads or max(1, (os.cpu_count() or 1) // max(1, self.workers))
+        """CPU threads of each worker (a predicting process): the given value, else the usable CPUs
+        (:func:`medseg.model.runtime.default_threads`, as ``medseg predict``) shared among the workers."""
+        from medseg.model.runtime import default_threads
+
+        return self.threads or max(1, default_threads() // max(1, self.workers))
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def verify_outputs(row: CaseRow, outdir: Path) -> str | None:
     return None
 
 
-def decide(case: Case, row: CaseRow | None, outdir: Path, force: bool, retry_failed: bool) -> tuple[bool, str]:
+def decide(case: InputCase, row: CaseRow | None, outdir: Path, force: bool, retry_failed: bool) -> tuple[bool, str]:
     """Whether ``case`` runs now, and why (one short phrase)."""
     status = row.status if row else None
     if case.problem:
@@ -180,7 +184,7 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
     if stale:
         log.info("removed %d unfinished temporary file(s) left by an interrupted run", stale)
     rows = {r.case_id: r for r in ledger.rows()}
-    queue: deque[Case] = deque()
+    queue: deque[InputCase] = deque()
     skipped_done = kept_failed = 0
     for case in discovery.cases:
         run, why = decide(case, rows.get(case.case_id), outdir, options.force, options.retry_failed)
@@ -193,13 +197,13 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
             skipped_done += 1
         else:
             kept_failed += 1
-    run_id = ledger.begin_run(options.backend, options.workers, {"force": options.force, "retry_failed": options.retry_failed, **options.extra})
+    run_id = ledger.begin_run(options.executor, options.workers, {"force": options.force, "retry_failed": options.retry_failed, **options.extra})
     log.info("%d case(s) to run, %d already done, %d failed before, %d series not selected",
              len(queue), skipped_done, kept_failed, len(discovery.skipped))
     done = failed = 0
     if queue:
-        backend = make_backend(engine, options)
-        done, failed = drive(backend, queue, ledger, run_id, identity, options.progress)
+        executor = make_executor(engine, options)
+        done, failed = drive(executor, queue, ledger, run_id, identity, options.progress)
     ledger.end_run(run_id, done, failed)
     statuses = {r.case_id: r.status for r in ledger.rows()}
     any_failed = any(statuses.get(c.case_id) == "failed" for c in discovery.cases)
@@ -209,46 +213,46 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
     )
 
 
-def make_backend(engine: Engine, options: BatchOptions) -> Backend:
-    """The backend named in ``options`` (``local`` or ``ray``)."""
-    if options.backend == "local":
-        from medseg.batch.local import LocalBackend
+def make_executor(engine: Engine, options: BatchOptions) -> Executor:
+    """The executor named in ``options`` (``local`` or ``ray``)."""
+    if options.executor == "local":
+        from medseg.batch.local import LocalExecutor
 
-        return LocalBackend(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout)
-    if options.backend == "ray":
-        from medseg.batch.ray_backend import RayBackend
+        return LocalExecutor(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout)
+    if options.executor == "ray":
+        from medseg.batch.ray_executor import RayExecutor
 
-        return RayBackend(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout,
+        return RayExecutor(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout,
                           address=options.ray_address, gpus_per_worker=options.gpus_per_worker)
-    raise ConfigError(f"unknown backend {options.backend!r}; choose local or ray")
+    raise ConfigError(f"unknown executor {options.executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-def drive(backend: Backend, queue: deque[Case], ledger: Ledger, run_id: int, identity: ModelIdentity, progress: bool) -> tuple[int, int]:
-    """Feed ``queue`` to ``backend`` and record every event; returns (done, failed) counts."""
+def drive(executor: Executor, queue: deque[InputCase], ledger: Ledger, run_id: int, identity: ModelIdentity, progress: bool) -> tuple[int, int]:
+    """Feed ``queue`` to ``executor`` and record every event; returns (done, failed) counts."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     counts = {"done": 0, "failed": 0}
     total = len(queue)
     bar = tqdm(total=total, unit="case", desc="batch", disable=None if progress else True, dynamic_ncols=True)
-    backend.start()
+    executor.start()
     aborted = True
     try:
         with logging_redirect_tqdm():
-            while queue or backend.busy():
-                for worker in backend.free_workers():
+            while queue or executor.busy():
+                for worker in executor.free_workers():
                     if not queue:
                         break
                     case = queue.popleft()
                     ledger.mark_running(case.case_id, run_id, worker)
-                    backend.submit(worker, case)
-                for event in backend.poll(0.5):
+                    executor.submit(worker, case)
+                for event in executor.poll(0.5):
                     if _record(event, ledger, run_id, identity, counts):
                         bar.update(1)
                         bar.set_postfix(failed=counts["failed"], refresh=False)
         aborted = False
     finally:
-        backend.stop(abort=aborted)
+        executor.stop(abort=aborted)
         bar.close()
     return counts["done"], counts["failed"]
 

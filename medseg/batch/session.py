@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from medseg.batch.cases import Discovery, SelectionRules, discover_cases
 from medseg.batch.engine import Engine
 from medseg.batch.ledger import LEDGER_NAME, Ledger
-from medseg.batch.naming import Namer
-from medseg.batch.privacy import held_logs, redacting_logs
 from medseg.batch.report import write_pseudonym_map, write_reports
 from medseg.batch.runner import SECRET_KEY, BatchOptions, BatchSummary, dry_run_lines, locked_outdir, pseudonym_secret, run_batch
-from medseg.errors import ConfigError
+from medseg.cases import Discovery, Namer, SelectionRules, check_output_outside_input, discover_cases
+from medseg.cases.privacy import held_logs, redacting_logs
+from medseg.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,10 @@ class SessionResult:
 
 
 def check_paths(input_path: Path, outdir: Path) -> None:
-    """Refuse an output folder inside the input folder (outputs would be found as inputs next time)."""
-    source, target = Path(input_path).resolve(), Path(outdir).resolve()
-    if source.is_dir() and (target == source or source in target.parents):
-        raise ConfigError(f"the output folder {outdir} is inside the input {input_path}; choose an output folder outside it")
+    """Refuse a missing input, and an output folder inside the input folder."""
+    if not Path(input_path).exists():
+        raise InputError(f"{input_path} does not exist; give an export folder, a volume file or a CSV manifest")
+    check_output_outside_input(input_path, outdir)
 
 
 def _naming(ledger: Ledger, pseudonymise: bool) -> Namer:
@@ -57,25 +56,27 @@ def _naming(ledger: Ledger, pseudonymise: bool) -> Namer:
 
 def run_session(
     input_path: Path, make_engine: Callable[[], Engine], options: BatchOptions, rules: SelectionRules,
-    pseudonymise: bool = False, mapping: Path | None = None,
+    pseudonymise: bool = False, mapping: Path | None = None, series: str | None = None,
 ) -> SessionResult:
     """Discover cases in ``input_path``, run them into ``options.outdir``, write the reports.
 
-    ``make_engine`` is called once, in this process, after discovery (workers receive a copy).
+    ``make_engine`` is called once, in this process, before discovery (workers receive a copy);
+    its model identity is checked and its channel count groups channel files into cases.
+    ``series`` is the ``--series`` choice (see :func:`medseg.cases.series_reasons`).
     """
     outdir = Path(options.outdir)
     check_paths(input_path, outdir)
+    engine = make_engine()
+    identity = engine.identity()
     with locked_outdir(outdir), Ledger(outdir / LEDGER_NAME) as ledger:
         if not ledger.wal:
             log.warning("the ledger could not use WAL mode here (network file system?); it stays safe but is slower")
         namer = _naming(ledger, pseudonymise)
         found: list[Discovery] = []
         with held_logs(lambda: _all_terms(found)):  # discovery logs wait until names are known
-            found.append(discover_cases(Path(input_path), rules, namer))
+            found.append(discover_cases(Path(input_path), rules, namer, series=series, channels=engine.in_channels()))
         discovery = found[0]
         with redacting_logs(_all_terms(found)):
-            engine = make_engine()
-            identity = engine.identity()
             summary = run_batch(discovery, engine, identity, options, ledger)
         csv_path, html_path = write_reports(ledger, outdir, pseudonymise)
         mapping_path = None
@@ -85,9 +86,8 @@ def run_session(
 
 
 def _all_terms(found: list[Discovery]) -> tuple[str, ...]:
-    """Every patient name part of the discovered series, longest first."""
-    terms = {t for d in found for item in (*d.cases, *d.skipped) for t in item.redact}
-    return tuple(sorted(terms, key=len, reverse=True))
+    """Every patient name part of the discovered series, longest first (none before discovery ends)."""
+    return found[0].redact_terms() if found else ()
 
 
 def _mapping_items(discovery: Discovery) -> list[tuple[str, str, str, str, str]]:
@@ -98,11 +98,13 @@ def _mapping_items(discovery: Discovery) -> list[tuple[str, str, str, str, str]]
 
 def dry_run(
     input_path: Path, outdir: Path, rules: SelectionRules, pseudonymise: bool, force: bool, retry_failed: bool,
+    series: str | None = None, channels: int = 1,
 ) -> list[tuple[str, str, str]]:
     """``(case_id, action, reason)`` per case and skipped series; writes nothing.
 
-    Pseudonyms are provisional when the output folder has no ledger yet (a new secret is made
-    when the real run starts).
+    ``channels`` is the model's input channel count (channel files are grouped into cases when
+    it is more than one). Pseudonyms are provisional when the output folder has no ledger yet
+    (a new secret is made when the real run starts).
     """
     check_paths(input_path, outdir)
     secret = None
@@ -113,5 +115,5 @@ def dry_run(
                 value = ledger.get_meta(SECRET_KEY)
             secret = bytes.fromhex(value) if value else None
         secret = secret or secrets.token_bytes(32)
-    discovery = discover_cases(Path(input_path), rules, Namer(secret))
+    discovery = discover_cases(Path(input_path), rules, Namer(secret), series=series, channels=channels)
     return dry_run_lines(discovery, Path(outdir), force, retry_failed)

@@ -14,17 +14,28 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 #: subcommand modules, in the order ``--help`` lists them
 COMMANDS = ("series", "convert", "plan", "train", "evaluate", "predict", "export", "batch", "view")
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``medseg batch: error: ...``), exit 2.
+
+    Subcommand parsers inherit it (``add_subparsers`` uses the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` and where to read the options on one line, then exit with code 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available subcommand registered."""
-    from medseg import __version__
+    from medseg.version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="medseg", description="Segment medical volumes from DICOM exports and NIfTI/NRRD/MHA files."
     )
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")
@@ -53,14 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from medseg.errors import MedsegError
+    from medseg.errors import MedsegError, printable
 
     try:
         return int(args.func(args) or 0)
     except MedsegError as exc:
         if args.debug:
             raise
-        print(f"medseg: error: {exc}", file=sys.stderr)
+        print(f"medseg: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)

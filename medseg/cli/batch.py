@@ -6,8 +6,15 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from medseg.choices import EXECUTORS
+from medseg.cli.options import add_prediction_options, output_options, predict_options
 from medseg.pretrained import resolve_model_path
+
+if TYPE_CHECKING:
+    from medseg.batch.inference_engine import PredictEngine
+    from medseg.batch.runner import BatchOptions
 
 log = logging.getLogger(__name__)
 
@@ -27,40 +34,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder (ledger, cases/, report)")
     p.add_argument("--recipe", type=Path, metavar="TOML", help="series selection rules ([select] table)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (local) or actors (ray), each loading the model once (default 1)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or a Ray cluster (default local)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local", help="where the workers run: local processes or a Ray cluster (default local)")
     p.add_argument("--dry-run", action="store_true", help="list what would run and why series are skipped; write nothing")
     p.add_argument("--force", action="store_true", help="redo cases that are already done")
     p.add_argument("--retry-failed", action="store_true", help="run failed cases again")
     p.add_argument("--pseudonymise", action="store_true", help="pseudonymised output names; the mapping goes to a separate CSV")
     p.add_argument("--mapping", type=Path, metavar="CSV", help="where to write the pseudonym mapping (default OUTDIR/pseudonym_map.csv)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="fail a case that takes longer than this")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads per worker (default: CPUs / workers)")
     p.add_argument("--ray-address", metavar="ADDRESS", help="Ray cluster to join (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs each Ray actor reserves (default 0)")
-    g = p.add_argument_group("prediction")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    g.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (default auto)")
-    g.add_argument("--tta", default="off", help="test-time augmentation: off | all (default off)")
-    g.add_argument("--fast", action="store_true", help="argmax on the model grid, nearest-neighbour back (faster)")
-    g.add_argument("--resample", action="store_true",
-                   help="resample series with gantry tilt, gaps or uneven spacing onto a regular grid (default: such cases fail with the reason)")
-    g.add_argument("--no-seg", action="store_true", help="do not write DICOM SEG for DICOM input")
-    g.add_argument("--no-qc", action="store_true", help="do not write QC images")
-    g.add_argument("--probabilities", action="store_true", help="also write class probabilities")
-    g.add_argument("--rtstruct", action="store_true", help="also write a DICOM RTSTRUCT for DICOM input (needs medseg[rtstruct])")
-    g.add_argument("--seg-nrrd", action="store_true", help="also write a 3D Slicer segmentation (.seg.nrrd)")
-    g.add_argument("--no-viewer", action="store_true", help="no interactive viewer page per case")
+    add_prediction_options(p)
     p.set_defaults(func=run)
 
 
-def make_engine(args: argparse.Namespace):
-    """The inference engine for the chosen models and prediction options."""
+def make_engine(args: argparse.Namespace) -> PredictEngine:
+    """The inference engine for the chosen models and the prediction options (as ``medseg predict`` takes them)."""
+    from medseg.batch.engine import check_model_folders
     from medseg.batch.inference_engine import PredictEngine
+    from medseg.inference.loading import read_spec
 
-    return PredictEngine.from_cli(args)
+    check_model_folders(args.model)
+    labels = read_spec(args.model[0]).labels
+    return PredictEngine(tuple(args.model), predict_options(args), output_options(args, labels))
 
 
-def _options(args: argparse.Namespace):
+def _options(args: argparse.Namespace) -> BatchOptions:
     from medseg.batch.runner import BatchOptions
     from medseg.errors import ConfigError
 
@@ -68,14 +66,19 @@ def _options(args: argparse.Namespace):
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     if args.timeout is not None and args.timeout <= 0:
         raise ConfigError(f"--timeout must be positive, got {args.timeout}")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     return BatchOptions(
-        outdir=args.output, workers=args.workers, backend=args.backend, force=args.force,
+        outdir=args.output, workers=args.workers, executor=args.executor, force=args.force,
         retry_failed=args.retry_failed, timeout=args.timeout, threads=args.threads,
         progress=not getattr(args, "quiet", False), ray_address=args.ray_address,
         gpus_per_worker=args.gpus_per_worker, extra={"models": [str(m) for m in args.model]},
     )
+
+
+def _channels(models: list[Path]) -> int:
+    """Input channels of the first model; 1 without one (a dry run lists every volume file as a case)."""
+    from medseg.inference.loading import read_spec
+
+    return read_spec(models[0]).in_channels if models else 1
 
 
 def _print_dry_run(lines: list[tuple[str, str, str]]) -> None:
@@ -89,18 +92,20 @@ def _print_dry_run(lines: list[tuple[str, str, str]]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the batch; returns 0 (all done), 3 (some failed) or raises MedsegError (exit 2)."""
-    from medseg.batch.cases import load_rules
     from medseg.batch.session import dry_run, run_session
+    from medseg.cases import load_rules
     from medseg.errors import ConfigError
 
     rules = load_rules(args.recipe)
     options = _options(args)
     if args.dry_run:
-        _print_dry_run(dry_run(args.input, args.output, rules, args.pseudonymise, args.force, args.retry_failed))
+        _print_dry_run(dry_run(args.input, args.output, rules, args.pseudonymise, args.force, args.retry_failed,
+                               args.series, _channels(args.model)))
         return 0
     if not args.model:
         raise ConfigError("give the model folder with -m MODEL (or use --dry-run to only list the cases)")
-    result = run_session(args.input, lambda: make_engine(args), options, rules, args.pseudonymise, args.mapping)
+    result = run_session(args.input, lambda: make_engine(args), options, rules, args.pseudonymise, args.mapping,
+                         args.series)
     s = result.summary
     print(
         f"batch: {s.done} done, {s.failed} failed in this run; {s.skipped_done} done before, "

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("medseg.convert")
 
 SEG_SUFFIX = ".dcm"
+#: the --values choices (medseg.io.dicom.load.VALUES, repeated so --help needs no heavy import)
+VALUES = ("rescaled", "real-world")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,6 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "pattern (needed when a folder holds several image series)")
     parser.add_argument("--resample", action="store_true",
                         help="resample tilted or irregularly spaced DICOM series onto a regular grid instead of refusing")
+    parser.add_argument("--allow-missing-slices", action="store_true",
+                        help="DICOM series input: load the readable files of a series some of whose files cannot be "
+                             "read (truncated, unreadable, malformed), reporting them, instead of refusing it; a gap "
+                             "they leave is then refused unless --resample")
+    parser.add_argument("--values", choices=VALUES, default="rescaled",
+                        help="DICOM series input: 'rescaled' (default) keeps stored values through RescaleSlope/"
+                             "Intercept; 'real-world' applies Philips scale slopes / RealWorldValueMapping as dcm2niix "
+                             "does (see docs/dicom.md)")
     parser.add_argument("--reference", type=Path, metavar="DICOM_FOLDER",
                         help="folder holding the image series a SEG/RTSTRUCT refers to (default: search the "
                              "folder INPUT is in), or the series to write a DICOM SEG for")
@@ -161,7 +171,10 @@ def _read(source: Path, kind: str, args: argparse.Namespace) -> "Volume":
         return _read_labels(source, kind, args)
     from medseg.io.dicom import load_volume
 
-    return load_volume(source, select=args.series, resample=args.resample).require_3d()
+    return load_volume(
+        source, select=args.series, resample=args.resample, allow_missing_slices=args.allow_missing_slices,
+        values=args.values,
+    ).require_3d()
 
 
 def _read_labels(source: Path, kind: str, args: argparse.Namespace) -> "Volume":

@@ -59,6 +59,19 @@ def folder_kind(path: Path) -> str:
     )
 
 
+def read_spec(path: str | Path) -> ModelSpec:
+    """The :class:`ModelSpec` of a trained model folder or an ONNX export, from its JSON files only
+    (no network is built). Raises InputError/ConfigError for a missing or malformed folder."""
+    path = Path(path)
+    if folder_kind(path) == "export":
+        from medseg.inference.export import load_export
+
+        return load_export(path)[1]
+    from medseg.model.folder import read_model_description
+
+    return read_model_description(path)[0]
+
+
 def resolve_backend(name: str, runtime: Runtime, kind: str = "model") -> str:
     """The backend ``auto`` stands for: OpenVINO on the CPU when installed (measured fastest on
     CPU, see docs/benchmarks.md), else PyTorch (ONNX Runtime for an export folder)."""

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from medseg.choices import BACKENDS, DEVICES, PRECISIONS, TTA_MODES
 from medseg.errors import ConfigError, check_choice
-from medseg.inference.backends import BACKENDS
 from medseg.inference.postprocess import PostprocessOptions
-from medseg.model.runtime import DEVICES, PRECISIONS
-
-TTA_MODES = ("off", "all")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -12,9 +12,9 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from medseg.choices import LARGEST_COMPONENT_MODES
 from medseg.errors import ConfigError
 
-LARGEST_COMPONENT_MODES = ("auto", "on", "off")
 #: the key of model.json's post-processing decision (classes validation found it helps for)
 MODEL_LARGEST_COMPONENT_KEY = "keep_largest_component"
 

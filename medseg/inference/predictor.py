@@ -3,14 +3,18 @@
 Public API (stable; used by ``medseg predict`` and ``medseg batch``)::
 
     predictor = Predictor.from_folders([folder, ...], PredictOptions(...))
+    predictor = Predictor.from_network(network, plan, spec, PredictOptions(...))  # in memory (training)
     prediction = predictor.predict([volume, ...])          # one Volume per input channel
+    probabilities = predictor.predict_preprocessed(array)  # an array already preprocessed with the plan
     result = predict_case(predictor, source, out_dir, OutputOptions(...))
 
 Per case: preprocess with each model's plan (once per distinct plan), sliding-window logits,
-softmax, average over the ensemble, then back onto the exact source grid from the plan's
-preprocessing record: restore_argmax (labels of the linearly restored probabilities, resampling
-only at label boundaries), restore_labels (--fast: argmax, then nearest) or restore_probabilities
-(when probabilities are written, or models of different plans are averaged).
+softmax, average over the ensemble (:meth:`Predictor.predict_preprocessed`, the one path from a
+preprocessed array to probabilities, which the trainer's validation also runs), then back onto
+the exact source grid from the plan's preprocessing record: restore_argmax (labels of the
+linearly restored probabilities, resampling only at label boundaries), restore_labels (--fast:
+argmax, then nearest) or restore_probabilities (when probabilities are written, or models of
+different plans are averaged).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import numpy as np
 import torch
@@ -36,6 +40,13 @@ from medseg.model.plan import Plan
 from medseg.model.preprocess import (argmax_labels, preprocess_case, restore_argmax, restore_labels,
                                         restore_probabilities)
 from medseg.volume import Volume, VolumeMeta
+
+if TYPE_CHECKING:
+    from medseg.cases import InputCase
+    from medseg.io.dicom import DicomSeries, SeriesInfo
+
+#: What :func:`predict_case` reads: a discovered case, a path holding one case, a series, or channel Volumes.
+CaseInput = Union["InputCase", str, Path, "SeriesInfo", Sequence[Volume]]
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +108,20 @@ class Predictor:
 
     @classmethod
     def from_network(cls, network: torch.nn.Module, plan: Plan, spec: ModelSpec,
-                     options: PredictOptions | None = None) -> "Predictor":
-        """A predictor around an in-memory PyTorch network (tests, notebooks, benchmarks)."""
+                     options: PredictOptions | None = None, runtime: Runtime | None = None) -> "Predictor":
+        """A predictor around an in-memory PyTorch network (training's validation, tests, notebooks).
+
+        ``runtime``: an already resolved runtime (the trainer passes its own: its rank's device
+        and precision, so the network is neither moved nor run differently); None resolves
+        ``options.device``/``precision``/``threads``. The network is put in eval mode for every
+        forward pass; its weights are used as they are at each call (no copy).
+        """
         from medseg.inference.backends import TorchBackend
 
         options = options or PredictOptions()
         if options.backend not in ("torch", "auto"):
             raise ConfigError("from_network runs PyTorch networks only; export first for other backends")
-        runtime = configure_runtime(options.device, options.precision, options.threads)
+        runtime = runtime or configure_runtime(options.device, options.precision, options.threads)
         return cls([LoadedModel("in-memory network", spec, plan, TorchBackend(network, runtime))], options, runtime)
 
     def close(self) -> None:
@@ -163,7 +180,7 @@ class Predictor:
             pre = preprocess_case(images, plan)
             timings["preprocess"] += time.perf_counter() - start
             start = time.perf_counter()
-            probs = self._probabilities(pre.array, plan, models)
+            probs = self.predict_preprocessed(pre.array, plan)
             timings["network"] += time.perf_counter() - start
             results.append((pre.record, probs, len(models)))
         start = time.perf_counter()
@@ -172,6 +189,31 @@ class Predictor:
         meta = VolumeMeta(source=images[0].meta.source, series_uid=images[0].meta.series_uid,
                           label_names=self.labels)
         return Prediction(Volume(labels, images[0].affine, "label", meta), probs_out, dict(timings))
+
+    def predict_preprocessed(self, array: np.ndarray, plan: Plan | None = None) -> np.ndarray:
+        """Mean softmax probabilities (K, X, Y, Z) float32 on the grid of an already preprocessed image.
+
+        Needs ``array`` (C, X, Y, Z) made by ``preprocess_case`` with ``plan`` (default: the one
+        plan of this predictor's models; ConfigError when their plans preprocess differently).
+        Any float dtype and read-only (memory-mapped) arrays are accepted. Runs every model of
+        that plan with this predictor's windowing and TTA: the path :meth:`predict` takes
+        between preprocessing and the inverse.
+        """
+        plan, models = self._group(plan)
+        if array.dtype != np.float32 or not array.flags.writeable:
+            array = np.array(array, dtype=np.float32)  # torch wants writable float32 memory
+        return self._probabilities(array, plan, models)
+
+    def _group(self, plan: Plan | None) -> tuple[Plan, list[LoadedModel]]:
+        """The models sharing ``plan``'s preprocessing (the only group when ``plan`` is None)."""
+        if plan is None:
+            if len(self._groups) != 1:
+                raise ConfigError("these models preprocess differently; say which plan the array was made with")
+            return self._groups[0]
+        for group_plan, models in self._groups:
+            if group_plan is plan or group_plan.preprocessing_fields() == plan.preprocessing_fields():
+                return group_plan, models
+        raise ConfigError("no model of this predictor preprocesses with the given plan")
 
     def _probabilities(self, array: np.ndarray, plan: Plan, models: list[LoadedModel]) -> np.ndarray:
         """Mean softmax (K, X, Y, Z) float32 of ``models`` on a preprocessed array (C, X, Y, Z)."""
@@ -267,15 +309,15 @@ def softmax_(logits: torch.Tensor, chunk: int = 16) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- per-case pipeline
-def predict_case(predictor: Predictor, source: Any, out_dir: str | Path, options: OutputOptions | None = None,
+def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, options: OutputOptions | None = None,
                  case_id: str | None = None) -> CaseResult:
     """Read one case, predict, post-process and write its outputs into ``out_dir``.
 
-    ``source`` is a volume file path, a DICOM series (``SeriesInfo``), a
-    :class:`~medseg.inference.sources.CaseSource`, or a list of channel Volumes. Promises the
-    label file on the exact source grid, statistics, and the optional outputs asked for in
-    ``options``; ``timings`` break the case down into read / preprocess / network / inverse /
-    postprocess / write.
+    ``source`` is an :class:`~medseg.cases.InputCase` (from :func:`~medseg.cases.discover_cases`),
+    a path holding exactly one case, a DICOM series (``SeriesInfo``), or a list of channel
+    Volumes. Promises the label file on the exact source grid, statistics, and the optional
+    outputs asked for in ``options``, named ``case_id`` (default: the case's id);
+    ``timings`` break the case down into read / preprocess / network / inverse / postprocess / write.
     """
     from medseg.inference.writer import write_case_outputs
 
@@ -296,22 +338,32 @@ def predict_case(predictor: Predictor, source: Any, out_dir: str | Path, options
 
 
 def _read_case(
-    source: Any, channels: int, case_id: str | None, resample: bool = False
-) -> tuple[str, list[Volume], Any, str]:
+    source: CaseInput, channels: int, case_id: str | None, resample: bool = False
+) -> tuple[str, list[Volume], DicomSeries | None, str]:
     """(case id, channel volumes, DicomSeries or None, description) for any accepted source."""
-    from medseg.inference.sources import CaseSource, dicom_case_id, find_sources, read_source
+    from medseg.cases import InputCase, read_case
+    from medseg.cases.privacy import redact
 
     if isinstance(source, (list, tuple)) and source and all(isinstance(v, Volume) for v in source):
-        name = Path(source[0].meta.source).name.split(".")[0] if source[0].meta.source else "case"
-        return case_id or name, list(source), None, source[0].meta.source or "in-memory volumes"
-    if isinstance(source, (str, Path)):
-        found = find_sources(source, channels=channels)
-        if len(found) != 1:
-            raise InputError(f"{source} holds {len(found)} cases; predict_case takes one (use find_sources)")
-        source = found[0]
-    elif not isinstance(source, CaseSource) and hasattr(source, "files") and hasattr(source, "uid"):
-        source = CaseSource(dicom_case_id(source), series=source)
-    if not isinstance(source, CaseSource):
+        volumes = list(source)
+        name = Path(volumes[0].meta.source).name.split(".")[0] if volumes[0].meta.source else "case"
+        return case_id or name, volumes, None, volumes[0].meta.source or "in-memory volumes"
+    case = source if isinstance(source, InputCase) else _as_case(source, channels)
+    images, dicom = read_case(case, resample=resample)
+    return case_id or case.case_id, images, dicom, redact(case.describe(), case.redact)
+
+
+def _as_case(source: object, channels: int) -> InputCase:
+    """The one case a path or a ``SeriesInfo`` stands for (InputError otherwise)."""
+    from medseg.cases import discover_cases, series_case
+    from medseg.io.dicom import SeriesInfo
+
+    if isinstance(source, SeriesInfo):
+        return series_case(source)
+    if not isinstance(source, (str, Path)):
         raise InputError(f"cannot predict from {type(source).__name__}; pass a file path, a SeriesInfo or Volumes")
-    images, dicom = read_source(source, resample=resample)
-    return case_id or source.case_id, images, dicom, source.describe()
+    found = discover_cases(source, channels=channels)
+    if len(found.cases) != 1:
+        why = f" ({found.why_nothing()})" if not found.cases and found.skipped else ""
+        raise InputError(f"{source} holds {len(found.cases)} cases{why}; predict_case takes one (use discover_cases)")
+    return found.cases[0]

@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,15 +24,25 @@ from medseg.inference.outputs import (
     write_probabilities,
     write_stats,
 )
-from medseg.inference.postprocess import instance_map, largest_component_classes, postprocess, remap_names
+from medseg.inference.postprocess import (
+    PostprocessOptions,
+    instance_map,
+    largest_component_classes,
+    postprocess,
+    remap_names,
+)
 from medseg.io.files import sidecar_path
 from medseg.volume import Volume
+
+if TYPE_CHECKING:
+    from medseg.inference.predictor import Prediction, Predictor
+    from medseg.io.dicom import DicomSeries
 
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
 
 
-def seg_skip_reason(labels: Volume, dicom: Any) -> str | None:
+def seg_skip_reason(labels: Volume, dicom: DicomSeries) -> str | None:
     """Why a DICOM SEG cannot reference this series (None when it can)."""
     if not np.asarray(labels.array).any():
         return "the segmentation is empty"
@@ -40,8 +51,28 @@ def seg_skip_reason(labels: Volume, dicom: Any) -> str | None:
     return None
 
 
-def write_case_outputs(predictor: Any, case_id: str, image: Volume, prediction: Any, dicom: Any,
-                       out_dir: Path, options: OutputOptions) -> tuple[dict[str, Path], dict[str, Any], dict[str, float]]:
+@dataclass(frozen=True)
+class FinishedLabels:
+    """Post-processed labels (label names in their meta, remapped when asked), the names, and the
+    classes whose largest component was kept."""
+
+    labels: Volume
+    names: dict[int, str]
+    largest_component_classes: list[int]
+
+
+def finish_labels(predictor: Predictor, labels: Volume, post: PostprocessOptions) -> FinishedLabels:
+    """Apply the post-processing of ``post`` to predicted ``labels`` exactly as ``medseg predict`` does
+    (``largest_component="auto"`` uses the classes the model's validation chose)."""
+    classes = largest_component_classes(post.largest_component, predictor.postprocessing, predictor.labels)
+    array = postprocess(labels.array, labels.spacing, post, classes)
+    names = remap_names(predictor.labels, post.remap)
+    return FinishedLabels(labels.with_array(array, label_names=names), names, classes)
+
+
+def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, prediction: Prediction,
+                       dicom: DicomSeries | None, out_dir: Path,
+                       options: OutputOptions) -> tuple[dict[str, Path], dict[str, Any], dict[str, float]]:
     """Post-process ``prediction.labels`` and write every asked-for output of one case.
 
     Needs the predictor (labels, validated post-processing), the first input image (for the
@@ -50,10 +81,9 @@ def write_case_outputs(predictor: Any, case_id: str, image: Volume, prediction: 
     """
     start = time.perf_counter()
     post = options.postprocess
-    classes = largest_component_classes(post.largest_component, predictor.postprocessing, predictor.labels)
-    array = postprocess(prediction.labels.array, prediction.labels.spacing, post, classes)
-    names = remap_names(predictor.labels, post.remap)
-    labels = prediction.labels.with_array(array, label_names=names)
+    finished = finish_labels(predictor, prediction.labels, post)
+    labels, names, classes = finished.labels, finished.names, finished.largest_component_classes
+    array = labels.array
     timings = {"postprocess": time.perf_counter() - start}
 
     start = time.perf_counter()
@@ -96,7 +126,8 @@ def _colour_outputs(labels: Volume, table: Mapping[int, str], paths: Mapping[str
     return outputs
 
 
-def _dicom_outputs(case_id: str, labels: Volume, names: Mapping[int, str], dicom: Any, paths: Mapping[str, Path],
+def _dicom_outputs(case_id: str, labels: Volume, names: Mapping[int, str], dicom: DicomSeries | None,
+                   paths: Mapping[str, Path],
                    options: OutputOptions, stats: dict[str, Any]) -> dict[str, Path]:
     """DICOM SEG and RTSTRUCT for DICOM input; a skipped one is logged and noted in ``stats``."""
     outputs: dict[str, Path] = {}

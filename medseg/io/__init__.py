@@ -1,4 +1,5 @@
-"""Reading and writing volumes: DICOM exports, NIfTI, NRRD, MHA; DICOM SEG and RTSTRUCT.
+"""Reading and writing volumes: DICOM exports, NIfTI, NRRD, MHA; DICOM SEG and RTSTRUCT; 2D images
+(PNG, TIFF, single-frame 2D DICOM) as one-slice volumes (:mod:`medseg.io.image2d`).
 
 Use :func:`read_volume` for any single input (file or DICOM folder) and
 :func:`write_volume` for any volume output.
@@ -17,7 +18,10 @@ __all__ = ["read_volume", "write_volume", "is_volume_file"]
 def read_volume(
     path: str | Path, kind: Kind = "image", series: str | None = None, resample: bool = False
 ) -> Volume:
-    """Read one volume from a NIfTI/NRRD/MHA file or a DICOM file/folder.
+    """Read one volume from a NIfTI/NRRD/MHA file, a PNG/TIFF 2D image, or a DICOM file/folder.
+
+    A single DICOM file holding one 2D image (DX, CR, XA, MG, SM, ... or any single frame
+    without patient geometry) is read as a one-slice volume (:mod:`medseg.io.dicom.image2d`).
 
     ``series`` selects a DICOM series (UID, index from ``medseg series`` or a description
     pattern); it is required when a folder holds several image series. ``resample`` lets a
@@ -32,11 +36,14 @@ def read_volume(
     if is_volume_file(path):
         return read_volume_file(path, kind=kind)
     from medseg.io.dicom import load_volume
+    from medseg.io.dicom.image2d import is_dicom_image2d, read_dicom_image2d
 
+    if is_dicom_image2d(path):
+        return read_dicom_image2d(path, kind=kind)
     volume = load_volume(path, select=series, resample=resample)
     return volume.as_label() if kind == "label" else volume
 
 
 def write_volume(volume: Volume, path: str | Path) -> Path:
-    """Write a volume by suffix (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``), atomically."""
+    """Write a volume by suffix (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``; ``.png``/``.tif`` for one slice), atomically."""
     return write_volume_file(volume, path)

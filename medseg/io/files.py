@@ -1,4 +1,5 @@
-"""Volume files: NIfTI (nibabel, gzip by ISA-L), NRRD and MHA/MHD (SimpleITK). Reading and atomic writing."""
+"""Volume files: NIfTI (nibabel, gzip by ISA-L), NRRD and MHA/MHD (SimpleITK), and 2D PNG/TIFF images
+(one-slice volumes, :mod:`medseg.io.image2d`). Reading and atomic writing."""
 
 from __future__ import annotations
 
@@ -9,30 +10,36 @@ import numpy as np
 
 from medseg.errors import InputError, OutputError
 from medseg.io.atomic import atomic_path, atomic_write_text, full_suffix
+from medseg.io.image2d import IMAGE2D_SUFFIXES, read_image2d, write_image2d
 from medseg.io.nifti import load_nifti, save_nifti
 from medseg.volume import Kind, Volume, VolumeMeta
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES + IMAGE2D_SUFFIXES
 
 
 def is_volume_file(path: Path) -> bool:
-    """True when ``path`` names a NIfTI, NRRD or MHA/MHD file (by suffix)."""
+    """True when ``path`` names a NIfTI, NRRD, MHA/MHD, PNG or TIFF file (by suffix)."""
     return path.is_file() and full_suffix(path).lower() in VOLUME_SUFFIXES
 
 
 def read_volume_file(path: str | Path, kind: Kind = "image") -> Volume:
-    """Read a NIfTI/NRRD/MHA file into a Volume.
+    """Read a NIfTI/NRRD/MHA file, or a PNG/TIFF 2D image, into a Volume.
 
     Needs an existing file with a known suffix. Promises finite values (NaN/Inf are refused
-    with the count), the file's own affine, and integer dtype for ``kind="label"``.
+    with the count), the file's own affine (2D images: see :mod:`medseg.io.image2d`), and
+    integer dtype for ``kind="label"``.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path")
     suffix = full_suffix(path).lower()
     meta = VolumeMeta(source=str(path))
+    if suffix in IMAGE2D_SUFFIXES:
+        volume = read_image2d(path, kind=kind)
+        _check_finite(volume, path)
+        return volume
     try:
         if suffix in NIFTI_SUFFIXES:
             volume = Volume.from_nibabel(load_nifti(path), meta=meta)
@@ -64,7 +71,8 @@ def _check_finite(volume: Volume, path: Path) -> None:
 
 
 def write_volume_file(volume: Volume, path: str | Path) -> Path:
-    """Write ``volume`` atomically to NIfTI (qform and sform set), NRRD or MHA by suffix.
+    """Write ``volume`` atomically to NIfTI (qform and sform set), NRRD, MHA, or PNG/TIFF (one-slice
+    volumes, :func:`medseg.io.image2d.write_image2d`) by suffix.
 
     A label volume written as NIfTI also gets a JSON sidecar ``<name>.json`` with its label
     names when ``volume.meta.label_names`` is set. Returns the written path.
@@ -73,13 +81,16 @@ def write_volume_file(volume: Volume, path: str | Path) -> Path:
     suffix = full_suffix(path).lower()
     if suffix not in VOLUME_SUFFIXES:
         raise OutputError(f"{path}: cannot write {suffix!r}; use one of {', '.join(VOLUME_SUFFIXES)}")
-    with atomic_path(path) as tmp:
-        if suffix in NIFTI_SUFFIXES:
-            save_nifti(volume.to_nibabel(), tmp)
-        else:
-            import SimpleITK as sitk
+    if suffix in IMAGE2D_SUFFIXES:
+        write_image2d(volume, path)
+    else:
+        with atomic_path(path) as tmp:
+            if suffix in NIFTI_SUFFIXES:
+                save_nifti(volume.to_nibabel(), tmp)
+            else:
+                import SimpleITK as sitk
 
-            sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=True)
+                sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=True)
     if volume.kind == "label" and volume.meta.label_names:
         write_label_sidecar(volume, sidecar_path(path))
     return path

@@ -4,7 +4,7 @@ nibabel reads and writes ``.nii.gz`` with Python's zlib-based ``gzip`` module: o
 here about 0.3 GB/s of voxels inflating and 0.1 GB/s deflating, so a 512x512x300 int16 volume
 costs about 2 s to read and write back. ISA-L's igzip reads and writes the same standard gzip
 streams about 2x faster for images and 3-5x for label maps (``python -m
-medseg.benchmarks.nifti_io``). Headers, affines and voxels are still nibabel's: only the byte
+benchmarks.nifti_io`` in a source checkout). Headers, affines and voxels are still nibabel's: only the byte
 stream around them changes. Plain ``.nii`` files go straight to nibabel (memory-mapped when
 possible).
 """

@@ -92,7 +92,7 @@ def _build(labels: Volume, source: DicomSeries, names: Mapping[int, str], label:
 
 def _describe(ds: pydicom.Dataset, label: str) -> None:
     """Say who made the structure set (rt-utils fills in its authors' institution)."""
-    from medseg import __version__
+    from medseg.version import __version__
 
     ds.Manufacturer = "medseg"
     ds.ManufacturerModelName = label[:64]

@@ -451,7 +451,7 @@ def write_seg(
     """
     import highdicom as hd
 
-    from medseg import __version__
+    from medseg.version import __version__
 
     path = Path(path)
     labels = _checked_labels(labels, source)

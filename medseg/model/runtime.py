@@ -27,10 +27,9 @@ from typing import Any
 
 import torch
 
+from medseg.choices import DEVICES, PRECISIONS
 from medseg.errors import ConfigError
 
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

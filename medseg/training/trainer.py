@@ -2,9 +2,12 @@
 
 ``train(recipe, TrainOptions(run_dir))`` prepares the data (dataset -> plan -> cache -> split),
 builds the network, loss, optimiser and schedule, runs epochs (``loop.run_epoch``), validates
-every ``validation.every`` epochs (``validation.validate``), writes logs and checkpoints after
-every epoch, stops at the epoch budget or the wall-clock budget, decides the post-processing on
-a final validation and writes the model folder ``RUN_DIR/model``.
+every ``validation.every`` epochs on the cached preprocessed cases (``Session.validate``),
+writes logs and checkpoints after every epoch, stops at the epoch budget or the wall-clock
+budget, then runs the final validation on the source files through the inference ``Predictor``
+(``Session.validate_final``), decides the post-processing and writes the model folder
+``RUN_DIR/model`` whose metrics are what ``medseg predict`` + ``medseg evaluate`` report on the
+validation cases (see :mod:`medseg.training.validation`).
 
 Run folder::
 
@@ -33,8 +36,8 @@ from medseg.training.logs import TensorBoard, plot_curves, write_log_csv
 from medseg.training.loop import run_epoch
 from medseg.model.folder import ModelSpec, save_model_folder
 from medseg.model.runtime import package_versions
-from medseg.training.session import Session, build_session
-from medseg.training.validation import ValidationResult, decide_postprocessing, validate
+from medseg.training.session import Session, build_session, network_spec
+from medseg.training.validation import ValidationResult, decide_postprocessing, validation_settings
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +181,8 @@ def validation_columns(session: Session, progress: Progress, result: ValidationR
     """Log columns of a validation; counts its time in the budget and keeps the best checkpoint."""
     progress.elapsed_seconds += seconds
     row = {"val_dice_mean": result.mean, "val_seconds": seconds}
-    for label, dice in zip(session.foreground_names, result.mean_per_class):
-        row[f"dice_{label}"] = float(dice)
+    for value, dice in zip(result.classes, result.mean_per_class):
+        row[f"dice_{session.class_name(value)}"] = float(dice)
     if result.mean > progress.best_score:
         progress.best_score, progress.best_epoch = result.mean, progress.epoch
         session.save_checkpoint(session.run_dir / ckpt.BEST, progress)
@@ -198,17 +201,18 @@ def _write_epoch_outputs(session: Session, progress: Progress, board: TensorBoar
 
 
 def finish(session: Session, progress: Progress, board: TensorBoard) -> Path:
-    """Final validation (with the post-processing decision) logged on the last epoch's row,
-    curves, and the model folder."""
-    result, seconds = _timed(lambda: validate(session.predictor, session.val_cases(), session.plan.num_classes,
-                                              with_postprocessing=True))
+    """Final validation on the source files, logged (before post-processing) on the last
+    epoch's row; the post-processing decision; curves; the model folder, whose metrics are the
+    validation scores with that post-processing applied."""
+    result, seconds = _timed(session.validate_final)
     if progress.history and "val_dice_mean" not in progress.history[-1]:
         row = progress.history[-1]
         row.update(validation_columns(session, progress, result, seconds))
         _write_epoch_outputs(session, progress, board, row, "final validation, epoch")
     postprocessing = decide_postprocessing(result, session.plan.labels)
+    final = result.with_postprocessing(postprocessing["keep_largest_component"])
     curves = plot_curves(progress.history, session.run_dir / "curves.png")
-    spec = model_spec(session, progress, result, postprocessing)
+    spec = model_spec(session, progress, final, postprocessing)
     folder = save_model_folder(session.run_dir / "model", session.network, spec, session.plan,
                                log_csv=session.run_dir / "training_log.csv", curves=curves)
     log.info("model folder: %s (validation Dice %s)", folder, spec.metrics["dice"])
@@ -216,25 +220,22 @@ def finish(session: Session, progress: Progress, board: TensorBoard) -> Path:
 
 
 def model_spec(session: Session, progress: Progress, result: ValidationResult, postprocessing: dict) -> ModelSpec:
-    """The ModelSpec of the trained network (inference network: no deep supervision)."""
-    recipe, plan = session.recipe, session.plan
-    config = plan.config(recipe.model.spatial_dims)
+    """The ModelSpec of the trained network (inference network: no deep supervision), with the
+    post-processing decision and ``result`` (the final validation with it applied) as metrics."""
     rows = progress.history
     speed = [r["iterations_per_second"] for r in rows if "iterations_per_second" in r]
     metrics: dict[str, Any] = {
-        "dice": {n: round(float(d), 6) for n, d in zip(session.foreground_names, result.mean_per_class)},
+        "dice": {session.class_name(c): round(float(d), 6) for c, d in zip(result.classes, result.mean_per_class)},
         "mean_dice": round(result.mean, 6), "validation_cases": len(result.case_ids),
+        "validation": validation_settings(session.predictor),
         "epochs": progress.epoch, "iterations": progress.iteration,
         "training_seconds": round(progress.elapsed_seconds, 1),
         "iterations_per_second": round(sum(speed) / len(speed), 3) if speed else None,
         "best_epoch": progress.best_epoch, "best_mean_dice": round(progress.best_score, 6),
         "device": str(session.device), "precision": session.precision,
     }
-    network = {"patch_size": list(config.patch_size), "batch_size": config.batch_size,
-               "features": list(config.features), "kernel_sizes": [list(k) for k in config.kernel_sizes],
-               "strides": [list(s) for s in config.strides]}
-    return ModelSpec(recipe.model.family, recipe.model.spatial_dims, len(plan.channels), plan.num_classes,
-                     dict(plan.labels), network, postprocessing, recipe.to_dict(), package_versions(), metrics)
+    return replace(network_spec(session.recipe, session.plan), postprocessing=postprocessing,
+                   versions=package_versions(), metrics=metrics)
 
 
 def _progress_bar(session: Session, progress: Progress, enabled: bool):

@@ -1,6 +1,6 @@
 """Reading and writing .nii.gz: medseg's ISA-L gzip (medseg.io.nifti) against nibabel's zlib.
 
-    python -m medseg.benchmarks.nifti_io [--repeats 5] [--no-doc]
+    python -m benchmarks.nifti_io [--repeats 5] [--no-doc]
 
 For each real volume of ../shared/data (a CT and an MR conversion by dcm2niix): read it (file ->
 voxels in memory) and write it back as .nii.gz, plus a uint8 label map of the same grid (voxels
@@ -20,11 +20,12 @@ from typing import Callable
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
+from benchmarks.repo import shared_data
+from benchmarks.report import add_no_doc_option, machine_line, update_section
+
 VOLUMES = (
-    DATA / "dicom_dcm_qa_ct" / "ref_dcm2niix" / "GE_HiSpeedDual_tilt_2_Tilt_Eq_1.nii.gz",
-    DATA / "dicom_tcia_brain_tumor_progression" / "ref_dcm2niix" / "PGBM-003_11_T1post.nii.gz",
+    shared_data("dicom_dcm_qa_ct", "ref_dcm2niix", "GE_HiSpeedDual_tilt_2_Tilt_Eq_1.nii.gz"),
+    shared_data("dicom_tcia_brain_tumor_progression", "ref_dcm2niix", "PGBM-003_11_T1post.nii.gz"),
 )
 
 
@@ -69,9 +70,7 @@ def measure(path: Path, repeats: int, work: Path) -> dict:
 
 def report(rows: list[dict], repeats: int) -> str:
     """The markdown section."""
-    from medseg.benchmarks.report import machine_line
-
-    lines = ["## Reading and writing .nii.gz (`python -m medseg.benchmarks.nifti_io`)", "", machine_line(), "",
+    lines = ["## Reading and writing .nii.gz (`python -m benchmarks.nifti_io`)", "", machine_line(), "",
              "Real dcm2niix conversions from ../shared/data. nibabel's own gzip (zlib; level 1 when writing) "
              "against medseg's `load_nifti` / `save_nifti` (ISA-L through python-isal; level 1). The label "
              f"map is uint8 on the same grid. Best of {repeats} interleaved repeats; ratio = nibabel time / "
@@ -97,7 +96,7 @@ def report(rows: list[dict], repeats: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
+    add_no_doc_option(parser)
     args = parser.parse_args(argv)
     missing = [str(p) for p in VOLUMES if not p.is_file()]
     if missing:
@@ -107,8 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     markdown = report(rows, args.repeats)
     print(markdown)
     if not args.no_doc:
-        from medseg.benchmarks.report import update_section
-
         update_section("nifti_io", markdown)
     return 0
 

@@ -1,6 +1,6 @@
-"""The contract between the batch driver and its backends (local processes, Ray actors).
+"""The contract between the batch driver and its executors (local processes, Ray actors).
 
-A backend owns the workers; the driver owns the queue and the ledger. The driver asks which
+An executor owns the workers; the driver owns the queue and the ledger. The driver asks which
 workers are free, submits one case to each, and polls for :data:`Event` objects.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Union
 
-from medseg.batch.cases import Case
 from medseg.batch.engine import CaseOutcome
+from medseg.cases import InputCase
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class StartFailed:
 Event = Union[Loaded, Finished, Lost, StartFailed]
 
 
-class Backend(Protocol):
+class Executor(Protocol):
     """Runs cases on workers that each hold one loaded model."""
 
     name: str
@@ -63,7 +63,7 @@ class Backend(Protocol):
     def free_workers(self) -> list[str]:
         """Workers that have loaded the model and have no case."""
 
-    def submit(self, worker: str, case: Case) -> None:
+    def submit(self, worker: str, case: InputCase) -> None:
         """Give ``case`` to the free ``worker``."""
 
     def busy(self) -> bool:

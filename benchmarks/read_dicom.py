@@ -4,7 +4,7 @@ For each TCIA and dcm_qa_decubitus series: the best of N interleaved repeats of
 ``medseg.io.dicom.load_volume(folder)`` (discovery + loading) and of SimpleITK's
 ``GetGDCMSeriesFileNames(folder)`` + ``ImageSeriesReader.Execute()``, and their ratio
 (medseg time / SimpleITK time; below 1 means medseg is faster). Both must give identical
-voxels. Run: ``python -m medseg.benchmarks.read_dicom [--repeats N] [--data DIR]``.
+voxels. Run: ``python -m benchmarks.read_dicom [--repeats N] [--data DIR]``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+from benchmarks.repo import SHARED_DATA
+from benchmarks.report import add_no_doc_option, machine_line, update_section
+
 SETS = ("dicom_tcia_brain_tumor_progression/dicom/PGBM-003", "dicom_dcm_qa_decubitus/dicom")
 
 
@@ -55,8 +57,6 @@ def best_of(functions: dict[str, Callable[[], object]], repeats: int) -> dict[st
 
 def run(data: Path, repeats: int) -> str:
     """Measure every series; print and return the markdown section."""
-    from medseg.benchmarks.report import machine_line
-
     rows = []
     for folder in series_folders(data):
         ours, theirs = read_medseg(folder), read_sitk(folder)  # warm-up and correctness check
@@ -71,7 +71,7 @@ def run(data: Path, repeats: int) -> str:
         raise SystemExit(f"no benchmark series found under {data}")
     ratios = np.array([r[4] for r in rows])
     lines = [
-        "## Reading DICOM series (`python -m medseg.benchmarks.read_dicom`)",
+        "## Reading DICOM series (`python -m benchmarks.read_dicom`)",
         "",
         f"Folder -> volume: `medseg.io.dicom.load_volume(folder)` (discovery + checks + loading) vs SimpleITK "
         f"`GetGDCMSeriesFileNames` + `ImageSeriesReader.Execute()` (GDCM). Best of {repeats} interleaved repeats; "
@@ -92,13 +92,11 @@ def run(data: Path, repeats: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="repeats per series (best is kept)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared data folder (default ../shared/data)")
+    add_no_doc_option(parser)
     args = parser.parse_args(argv)
     markdown = run(args.data, args.repeats)
-    if not args.no_write:
-        from medseg.benchmarks.report import update_section
-
+    if not args.no_doc:
         update_section("read_dicom", markdown)
     print()
     print(markdown)

@@ -1,9 +1,11 @@
-"""Keep patient names out of everything a batch writes or logs.
+"""Keep patient names out of everything medseg writes or logs about a case.
 
-The batch never stores PatientName. Its parts are only used to scrub text that might carry them
+PatientName is never stored. :func:`patient_name_parts` reads it from a series' headers at
+discovery (``InputCase.redact``); its parts are only used to scrub text that might carry them
 (error messages, export folder names in source paths, log records): :func:`redact` on strings,
 :func:`redacting_logs` on every log record made while it is active, and :func:`held_logs` to hold
 the records made before the names are known (during discovery) until they can be scrubbed.
+This module is the one place for that machinery; ``medseg predict`` and ``medseg batch`` use it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import logging
 import re
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from medseg.io.dicom import SeriesInfo
 
 REDACTED = "[redacted]"
 
@@ -28,6 +33,25 @@ def name_parts(patient_name: str) -> tuple[str, ...]:
     """A DICOM PatientName (``Family^Given^Middle``) and its parts of 3+ characters, longest first."""
     parts = {patient_name.strip()} | {p for p in re.split(r"[\^\s=,]+", patient_name) if len(p) >= 3}
     return tuple(sorted((p for p in parts if p), key=len, reverse=True))
+
+
+def patient_name_parts(info: SeriesInfo) -> tuple[str, ...]:
+    """The PatientName of a series and its parts of 3+ letters, for redaction (empty if none).
+
+    Uses the header datasets discovery kept, else reads the first file's header.
+    """
+    name = ""
+    try:
+        if info.frames:
+            name = str(info.frames[0].header.dataset.get("PatientName", "") or "")
+        elif info.files:
+            import pydicom
+
+            ds = pydicom.dcmread(info.files[0], stop_before_pixels=True, specific_tags=["PatientName"], force=True)
+            name = str(ds.get("PatientName", "") or "")
+    except Exception:  # unreadable headers are reported when the case runs
+        return ()
+    return name_parts(name)
 
 
 def _redact_record(record: logging.LogRecord, terms: Sequence[str]) -> logging.LogRecord:

@@ -1,6 +1,6 @@
 """Train on MSD hippocampus within a wall-clock budget: 3D U-Net, 3D DeepLabV3+, 2D U-Net.
 
-    python -m medseg.benchmarks.train_hippocampus [--minutes 30] [--device auto] [--out runs/bench]
+    python -m benchmarks.train_hippocampus [--minutes 30] [--device auto] [--out runs/bench]
 
 Each model trains from its recipe in ``pipelines/`` on the 173 cases with the fixed 80/20 split
 (seed 0: 138 training, 35 validation cases) for ``--minutes`` of wall-clock time, then the
@@ -25,7 +25,8 @@ import statistics
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from benchmarks.repo import repo_path
+from benchmarks.report import add_no_doc_option, machine_line, read_section, update_section
 MODELS = (
     ("3D U-Net", "hippocampus.toml"),
     ("3D DeepLabV3+", "hippocampus_deeplab.toml"),
@@ -141,13 +142,11 @@ def report(results: dict[str, dict], speed: dict, minutes: float,
            carried: dict[str, tuple[str, str]] | None = None) -> str:
     """The markdown section; ``carried`` rows (model name -> (earlier table row, its date)) fill in
     models not trained in this run."""
-    from medseg.benchmarks.report import machine_line
-
     carried = carried or {}
 
     device = ", ".join(sorted({r["metrics"]["device"] for r in results.values()})) or "cpu"
     lines = [
-        "## Training on MSD hippocampus (`python -m medseg.benchmarks.train_hippocampus`)", "",
+        "## Training on MSD hippocampus (`python -m benchmarks.train_hippocampus`)", "",
         machine_line(), "",
         f"Fixed 80/20 split (seed 0) of the 173 cases: 138 training, 35 validation. Each model trained "
         f"from its recipe in `pipelines/` for a wall-clock budget of {minutes:g} min on `{device}`; Dice "
@@ -192,14 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget per model (default 30)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmarks" / "train_hippocampus")
+    parser.add_argument("--out", type=Path, default=repo_path("runs", "benchmarks", "train_hippocampus"))
     parser.add_argument("--speed-iterations", type=int, default=8, help="timed iterations per precision and round")
     parser.add_argument("--speed-rounds", type=int, default=2, help="alternating fp32/bf16 rounds (median reported)")
     parser.add_argument("--reuse", action="append", default=[], metavar="RECIPE=RUN_DIR",
                         help="take this recipe's row from a run folder trained with it (e.g. hippocampus.toml=runs/x)")
     parser.add_argument("--models", nargs="+", metavar="RECIPE", default=[r for _, r in MODELS],
                         help="train only these recipes; the others' rows stay as measured before")
-    parser.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
+    add_no_doc_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     reuse = dict(item.split("=", 1) for item in args.reuse)
@@ -213,23 +212,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         start = time.perf_counter()
         if recipe in reuse:
-            results[name] = reused_result(REPO / "pipelines" / recipe, Path(reuse[recipe]), args.minutes)
+            results[name] = reused_result(repo_path("pipelines") / recipe, Path(reuse[recipe]), args.minutes)
         else:
-            results[name] = train_model(REPO / "pipelines" / recipe, args.minutes, args.out / Path(recipe).stem,
+            results[name] = train_model(repo_path("pipelines") / recipe, args.minutes, args.out / Path(recipe).stem,
                                         args.device)
         m = results[name]["metrics"]
         print(f"{name}: Dice {m['dice']} mean {m['mean_dice']:.4f}, {m['iterations']} iterations at "
               f"{m['iterations_per_second']:.2f} it/s ({m['precision']}), {time.perf_counter() - start:.0f} s in all")
-    speed = precision_speed(REPO / "pipelines" / MODELS[0][1], args.out / "precision", args.device,
+    speed = precision_speed(repo_path("pipelines") / MODELS[0][1], args.out / "precision", args.device,
                             args.speed_iterations, args.speed_rounds)
     print(f"3D U-Net training step: fp32 {speed.get('fp32')} it/s, bf16 {speed.get('bf16')} it/s")
-    from medseg.benchmarks.report import read_section
-
     markdown = report(results, speed, args.minutes, earlier_rows(read_section("train_hippocampus")))
     print(markdown)
     if not args.no_doc:
-        from medseg.benchmarks.report import update_section
-
         update_section("train_hippocampus", markdown)
     return 0
 

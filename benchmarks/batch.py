@@ -1,12 +1,12 @@
 """Batch throughput on MSD hippocampus: cases per hour, model loading, and where the time goes.
 
-    python -m medseg.benchmarks.batch --model runs/hippocampus-3d-unet/model [--cases 40] [--out DIR]
+    python -m benchmarks.batch --model runs/hippocampus-3d-unet/model [--cases 40] [--out DIR]
 
 Side by side in one run, on the same ``--cases`` hippocampus images (every configuration writes
 labels, statistics and the QC picture, on the CPU unless ``--device`` says otherwise):
 
 * ``medseg batch`` with 1 and 2 local workers (the model loaded once per worker);
-* ``medseg batch --backend ray`` with 2 actors, when Ray is installed;
+* ``medseg batch --executor ray`` with 2 actors, when Ray is installed;
 * a plain loop calling ``medseg predict`` once per case (a new process, so a model load, per case).
 
 Cases per hour count the whole command (start-up and model loading included). The breakdown
@@ -27,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.repo import shared_data
+from benchmarks.report import add_no_doc_option, machine_line, update_section
+
 STAGES = ("read", "preprocess", "network", "inverse", "postprocess", "write")
 
 
@@ -41,12 +44,12 @@ def prepare_inputs(data: Path, n: int, folder: Path) -> list[Path]:
     return images
 
 
-def run_batch(inputs: Path, model: Path, out: Path, workers: int, backend: str, device: str) -> dict:
+def run_batch(inputs: Path, model: Path, out: Path, workers: int, executor: str, device: str) -> dict:
     """Run ``medseg batch`` as its own process; returns wall seconds and ledger figures."""
     shutil.rmtree(out, ignore_errors=True)
     threads = max(1, (os.cpu_count() or 1) // workers)
     command = [sys.executable, "-m", "medseg", "-q", "batch", str(inputs), "-m", str(model), "-o", str(out),
-               "--workers", str(workers), "--backend", backend, "--device", device, "--threads", str(threads)]
+               "--workers", str(workers), "--executor", executor, "--device", device, "--threads", str(threads)]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -90,7 +93,7 @@ def ray_available() -> bool:
 def markdown(results: dict[str, dict], n: int, model: Path, machine: str) -> str:
     """The docs/benchmarks.md section."""
     lines = [
-        "## Batch throughput (`python -m medseg.benchmarks.batch`)",
+        "## Batch throughput (`python -m benchmarks.batch`)",
         "",
         f"{n} MSD hippocampus cases, model `{model.name}`; whole commands timed (start-up and model loading "
         "included), run one after another on the same machine. " + machine,
@@ -121,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="trained hippocampus model folder")
     parser.add_argument("--cases", type=int, default=40, help="number of hippocampus cases (default 40)")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data" / "msd_hippocampus")
+    parser.add_argument("--data", type=Path, default=shared_data("msd_hippocampus"),
+                        help="MSD hippocampus folder (default ../shared/data/msd_hippocampus)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     parser.add_argument("--out", type=Path, help="work folder (default: a temporary folder, removed after)")
-    parser.add_argument("--no-doc", action="store_true", help="print only; do not update docs/benchmarks.md")
+    add_no_doc_option(parser)
     args = parser.parse_args(argv)
     work = args.out or Path(tempfile.mkdtemp(prefix="medseg-batch-bench-"))
     try:
@@ -133,13 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         results["medseg batch, 1 worker"] = run_batch(work / "input", args.model, work / "b1", 1, "local", args.device)
         results["medseg batch, 2 workers"] = run_batch(work / "input", args.model, work / "b2", 2, "local", args.device)
         if ray_available():
-            results["medseg batch --backend ray, 2 actors"] = run_batch(work / "input", args.model, work / "ray", 2, "ray", args.device)
+            results["medseg batch --executor ray, 2 actors"] = run_batch(work / "input", args.model, work / "ray", 2, "ray", args.device)
         results["loop of `medseg predict` per case"] = run_predict_loop(images, args.model, work / "loop", args.device)
     finally:
         if args.out is None:
             shutil.rmtree(work, ignore_errors=True)
-    from medseg.benchmarks.report import machine_line, update_section
-
     text = markdown(results, args.cases, args.model, machine_line())
     print(text)
     if not args.no_doc:

@@ -1,4 +1,4 @@
-"""medseg vs nnU-Net v2, side by side on this machine: ``python -m medseg.benchmarks.nnunet``.
+"""medseg vs nnU-Net v2, side by side on this machine: ``python -m benchmarks.nnunet``.
 
 nnU-Net lives in its own virtual environment (``pip install nnunetv2`` pulls its own torch); pass
 its ``bin`` folder with ``--nnunet-bin``. Two parts, each writing its own section of
@@ -6,7 +6,7 @@ docs/benchmarks.md:
 
 ``inference``
     The same weights in both tools: the medseg model folder is written as an nnU-Net model folder
-    (``medseg.benchmarks.nnunet_format``), then both command lines run on the same files, each
+    (``medseg export --format nnunet``), then both command lines run on the same files, each
     in a fresh process, timed from start to exit (start-up counted once per run), with the peak
     resident memory of the whole process tree. (1) N hippocampus cases, TTA off and on; label
     agreement (mean Dice over cases and classes) with nnU-Net's labels. (2) A CT-sized synthetic
@@ -35,7 +35,7 @@ docs/benchmarks.md:
 Setting up nnU-Net (outside the repository; nnunetv2 pulls a CUDA torch build, which runs on the CPU)::
 
     python3 -m venv ~/nnunet/venv && ~/nnunet/venv/bin/pip install nnunetv2
-    python -m medseg.benchmarks.nnunet prepare --nnunet-root ~/nnunet
+    python -m benchmarks.nnunet prepare --nnunet-root ~/nnunet
     export nnUNet_raw=~/nnunet/raw nnUNet_preprocessed=~/nnunet/preprocessed nnUNet_results=~/nnunet/results
     nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres -np 2
     nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_1epoch -device cpu     # for ``training``
@@ -61,7 +61,10 @@ from typing import Any
 
 import numpy as np
 
-HIPPO = Path(__file__).resolve().parents[3] / "shared" / "data" / "msd_hippocampus"
+from benchmarks.repo import repo_path, shared_data
+from benchmarks.report import add_no_doc_option, machine_line, update_section
+
+HIPPO = shared_data("msd_hippocampus")
 
 
 # ----------------------------------------------------------------------------- process timing
@@ -164,7 +167,7 @@ def hippocampus_inference(bin_dir: Path, medseg_model: Path, nnunet_model: Path,
     """Both tools on the same cases, TTA off and on; seconds, s/case, RSS, agreement."""
     import nibabel as nib
 
-    from medseg.benchmarks.nnunet_format import check_storage_order
+    from medseg.inference.export_nnunet import check_storage_order
 
     for case in cases:
         check_storage_order(nib.load(case).affine)
@@ -191,7 +194,7 @@ def ct_volume(shape: tuple[int, int, int], path: Path) -> Path:
     """The inference benchmark's synthetic CT, stored RAS (no flips, so the weights carry over)."""
     import nibabel as nib
 
-    from medseg.benchmarks.inference import CT_SPACING_IN, synthetic_ct
+    from benchmarks.inference import CT_SPACING_IN, synthetic_ct
 
     volume = synthetic_ct(shape)
     affine = np.diag([*CT_SPACING_IN, 1.0])
@@ -202,8 +205,8 @@ def ct_volume(shape: tuple[int, int, int], path: Path) -> Path:
 
 def ct_inference(bin_dir: Path, work: Path, shape: tuple[int, int, int], env: dict[str, str],
                  timeout: float) -> list[dict[str, Any]]:
-    from medseg.benchmarks.inference import ct_model
-    from medseg.benchmarks.nnunet_format import write_nnunet_model
+    from benchmarks.inference import ct_model
+    from medseg.inference.export_nnunet import write_nnunet_model
 
     model = ct_model(work / "ct-model")
     nn_model = write_nnunet_model(model, work / "ct-nnunet")
@@ -232,10 +235,10 @@ def score_folder(pred_dir: Path, case_ids: list[str], labels_dir: Path) -> dict[
     """Dice per class (mean over cases) of ``pred_dir/<case>.nii.gz`` against the references."""
     import nibabel as nib
 
-    from medseg.training.validation import dice_per_class
+    from medseg.evaluation import class_dice
 
-    rows = [dice_per_class(np.asarray(nib.load(pred_dir / f"{c}.nii.gz").dataobj),
-                           np.asarray(nib.load(labels_dir / f"{c}.nii.gz").dataobj), 3) for c in case_ids]
+    rows = [class_dice(np.asarray(nib.load(pred_dir / f"{c}.nii.gz").dataobj),
+                       np.asarray(nib.load(labels_dir / f"{c}.nii.gz").dataobj), [1, 2]) for c in case_ids]
     mean = np.mean(rows, axis=0)
     return {"Anterior": float(mean[0]), "Posterior": float(mean[1]), "mean": float(mean.mean())}
 
@@ -318,7 +321,7 @@ def prepare_nnunet(root: Path, recipe: Path, source: Path = HIPPO) -> tuple[Path
 
 
 # ----------------------------------------------------------------------------- training speed
-SPEED_TRAINER = '''# Written by medseg.benchmarks.nnunet (not part of nnunetv2): the stock trainer with short epochs,
+SPEED_TRAINER = '''# Written by medseg's benchmarks/nnunet.py (not part of nnunetv2): the stock trainer with short epochs,
 # for timing training iterations; the end-of-training validation is skipped.
 import torch
 
@@ -338,7 +341,7 @@ class nnUNetTrainer_medsegSpeed(nnUNetTrainer):
 '''
 
 
-EPOCHS_TRAINER = '''# Written by medseg.benchmarks.nnunet (not part of nnunetv2): the stock trainer with {epochs} epochs
+EPOCHS_TRAINER = '''# Written by medseg's benchmarks/nnunet.py (not part of nnunetv2): the stock trainer with {epochs} epochs
 # (its poly schedule spread over them), for a fixed wall-clock budget on a slow machine.
 import torch
 
@@ -443,12 +446,10 @@ def _fmt(row: dict[str, Any], key: str, spec: str) -> str:
 
 def md_inference(hippo: list[dict[str, Any]], ct: list[dict[str, Any]], n_cases: int, model: str,
                  versions: str, shape: tuple[int, int, int]) -> str:
-    from medseg.benchmarks.report import machine_line
-
-    lines = ["## medseg vs nnU-Net v2: inference (`python -m medseg.benchmarks.nnunet inference`)", "",
+    lines = ["## medseg vs nnU-Net v2: inference (`python -m benchmarks.nnunet inference`)", "",
              machine_line() + f" nnU-Net side: {versions}.", "",
              f"Same weights in both tools: `{model}` written as an nnU-Net model folder "
-             "(`medseg/benchmarks/nnunet_format.py`; the two networks' outputs agree to 3e-5 on the same input). "
+             "(`medseg export --format nnunet`; the two networks' outputs agree to 3e-5 on the same input). "
              "Each row is one command run in a fresh process, timed from start to exit, so start-up counts once; "
              "peak RSS is the whole process tree's. nnU-Net: `nnUNetv2_predict_from_modelfolder -device cpu -npp 1 "
              "-nps 1`; medseg: `medseg predict --no-qc --largest-component off` (label NIfTI only, like nnU-Net), "
@@ -486,12 +487,10 @@ def _epochs(n: int) -> str:
 
 
 def md_training(r: dict[str, Any], versions: str) -> str:
-    from medseg.benchmarks.report import machine_line
-
     runs, ms = r["nnunet"], r["medseg"]
     m = ms["metrics"]
     trainers = ", ".join(f"`{nn['trainer']}` ({_epochs(nn['epochs'])})" for nn in runs)
-    lines = ["## medseg vs nnU-Net v2: training (`python -m medseg.benchmarks.nnunet training`)", "",
+    lines = ["## medseg vs nnU-Net v2: training (`python -m benchmarks.nnunet training`)", "",
              machine_line() + f" nnU-Net side: {versions}.", "",
              f"Same fixed 80/20 split (138 training, {r['val_cases']} validation cases), same machine, run one after "
              f"the other. nnU-Net: `nnUNetv2_train 4 3d_fullres 0 -tr TRAINER -device cpu` with {trainers} "
@@ -512,9 +511,7 @@ def md_training(r: dict[str, Any], versions: str) -> str:
 
 
 def md_speed(nn: dict[str, Any], ms: list[dict[str, Any]], iterations: int, workers: int, versions: str) -> str:
-    from medseg.benchmarks.report import machine_line
-
-    lines = ["## medseg vs nnU-Net v2: training speed (`python -m medseg.benchmarks.nnunet speed`)", "",
+    lines = ["## medseg vs nnU-Net v2: training speed (`python -m benchmarks.nnunet speed`)", "",
              machine_line() + f" nnU-Net side: {versions}.", "",
              "Same network, patch and batch: nnU-Net's planned 3d_fullres configuration for the hippocampus "
              "(U-Net widths 32-256, 4 stages, deep supervision, patch 40x56x40, batch 6); medseg trains it with "
@@ -571,9 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--medseg-recipe", default="pipelines/hippocampus.toml", help="training: the recipe it used")
     parser.add_argument("--iterations", type=int, default=30, help="speed: iterations per timed epoch")
     parser.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], help="speed: medseg precisions")
-    parser.add_argument("--no-doc", action="store_true")
+    add_no_doc_option(parser)
     args = parser.parse_args(argv)
-    recipes = Path(__file__).resolve().parents[2] / "pipelines"
+    recipes = repo_path("pipelines")
     if args.part == "prepare":
         if not args.nnunet_root:
             parser.error("prepare needs --nnunet-root")
@@ -584,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     versions = nnunet_versions(args.nnunet_bin)
     env = {"nnUNet_raw": str(work), "nnUNet_preprocessed": str(work), "nnUNet_results": str(work)}
     if args.part == "inference":
-        from medseg.benchmarks.nnunet_format import write_nnunet_model
+        from medseg.inference.export_nnunet import write_nnunet_model
         from medseg.pretrained import resolve_model_path
 
         model = Path(resolve_model_path(args.model))
@@ -608,8 +605,6 @@ def main(argv: list[str] | None = None) -> int:
         text = md_training(training_comparison(args, work), versions)
     print(text)
     if not args.no_doc:
-        from medseg.benchmarks.report import update_section
-
         update_section(f"nnunet_{args.part}", text)
     return 0
 

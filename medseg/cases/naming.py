@@ -1,4 +1,4 @@
-"""Safe, stable output names for batch cases, and pseudonyms.
+"""Safe, stable case ids (the output names of ``medseg predict`` and ``medseg batch``), and pseudonyms.
 
 Case names come from untrusted text (DICOM tags such as PatientID, file names, manifest cells).
 :func:`sanitize` turns any such text into one harmless path component; :func:`safe_join` refuses a

@@ -1,4 +1,4 @@
-"""Inference benchmark: ``python -m medseg.benchmarks.inference [--model FOLDER]``.
+"""Inference benchmark: ``python -m benchmarks.inference [--model FOLDER]``.
 
 Measures, side by side in one run:
 
@@ -33,7 +33,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-HIPPO = Path(__file__).resolve().parents[3] / "shared" / "data" / "msd_hippocampus"
+from benchmarks.repo import ROOT, shared_data
+from benchmarks.report import add_no_doc_option, machine_line, update_section
+
+HIPPO = shared_data("msd_hippocampus")
 CT_SPACING_IN = (0.8, 0.8, 1.5)
 CT_PLAN_SPACING = (3.0, 3.0, 3.0)
 
@@ -331,10 +334,10 @@ def monai_ct(volume: Any, model: Path) -> tuple[np.ndarray, dict[str, float]]:
 
 def run_ct(kind: str, model: Path, shape: tuple[int, int, int], threads: int, timeout: float,
            cache: Path) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "medseg.benchmarks.inference", "--ct-worker", kind, "--ct-model", str(model),
+    cmd = [sys.executable, "-m", "benchmarks.inference", "--ct-worker", kind, "--ct-model", str(model),
            "--ct-shape", *map(str, shape), "--threads", str(threads), "--ct-cache", str(cache)]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return {"kind": kind, "error": f"over {timeout:.0f} s"}
     if done.returncode != 0:
@@ -351,12 +354,10 @@ STAGES = ("read", "preprocess", "network", "inverse", "postprocess", "write")
 
 def markdown(r: dict[str, Any]) -> str:
     """The docs/benchmarks.md section for one run's results."""
-    from medseg.benchmarks.report import machine_line
-
     lines = ["## Inference", "", machine_line() + f" Threads: {r['threads']}.", "", f"Model: {r['model_note']}", ""]
     for section in (_md_ceiling, _md_end_to_end, _md_windowing, _md_backends, _md_ct):
         lines += section(r) + [""]
-    lines += ["All figures from one run of `python -m medseg.benchmarks.inference`; the machine is shared, so "
+    lines += ["All figures from one run of `python -m benchmarks.inference`; the machine is shared, so "
               "compare rows of one table rather than across runs."]
     return "\n".join(lines)
 
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic volume for the many-tile network-only comparison")
     parser.add_argument("--skip-ct", action="store_true")
     parser.add_argument("--ct-timeout", type=float, default=300.0)
-    parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
+    add_no_doc_option(parser)
     parser.add_argument("--ct-worker", choices=("medseg", "medseg-fast", "monai"), help=argparse.SUPPRESS)
     parser.add_argument("--ct-model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ct-cache", type=Path, help=argparse.SUPPRESS)
@@ -470,9 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(args)
     text = markdown(results)
     print(text)
-    if not args.no_write:
-        from medseg.benchmarks.report import update_section
-
+    if not args.no_doc:
         update_section("inference", text)
     return 0
 

@@ -1,0 +1,226 @@
+"""From one input path to cases: what ``medseg predict -i`` and ``medseg batch INPUT`` run.
+
+INPUT is one of
+
+* a NIfTI/NRRD/MHA file: one case;
+* a folder, searched recursively (hidden files and folders ignored): every volume file is a case
+  (grouped into multi-channel cases by the nnU-Net suffixes ``case_0000``, ``case_0001``, ...
+  when the model takes more than one channel), and every DICOM image series that the
+  :class:`~medseg.cases.rules.SelectionRules` or ``--series`` select is a case;
+* one DICOM file: the series holding it;
+* a CSV manifest (:func:`~medseg.cases.manifest.read_manifest`).
+
+Every series or file that is not run gets a one-line reason (:class:`~medseg.cases.case.Skipped`),
+so ``--dry-run`` and error messages can say why. Case ids come from one
+:class:`~medseg.cases.naming.Namer` (readable or pseudonymised), made unique with a stable suffix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence, TypeVar
+
+from medseg.cases.case import Discovery, InputCase, Skipped
+from medseg.cases.manifest import read_manifest
+from medseg.cases.naming import Namer
+from medseg.cases.privacy import patient_name_parts
+from medseg.cases.rules import SelectionRules, series_reasons
+from medseg.errors import ConfigError, DicomError, InputError
+from medseg.io.atomic import full_suffix
+from medseg.io.files import VOLUME_SUFFIXES, is_volume_file
+
+if TYPE_CHECKING:
+    from medseg.io.dicom import SeriesInfo
+
+log = logging.getLogger(__name__)
+
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+#: The rules for a series the user named by pointing at one of its files: run whatever it is called.
+_NAMED = SelectionRules(exclude=(), min_slices=1)
+_Item = TypeVar("_Item", InputCase, Skipped)
+
+
+def discover_cases(input_path: str | Path, rules: SelectionRules | None = None, namer: Namer | None = None, *,
+                   series: str | None = None, channels: int = 1) -> Discovery:
+    """The cases in ``input_path`` (a volume file, a folder, one DICOM file or a CSV manifest).
+
+    ``rules`` select DICOM series (default :class:`SelectionRules`), ``series`` is the
+    ``--series`` choice (see :func:`~medseg.cases.rules.series_reasons`), ``namer`` makes the
+    case ids (default: readable), ``channels`` is the models' input channel count. Promises
+    unique, sanitised case ids, stable between runs. Raises InputError when the input does not
+    exist, holds nothing usable at all, or names channel files inconsistently.
+    """
+    path = Path(input_path)
+    namer = namer or Namer()
+    if not path.exists():
+        raise InputError(f"{path} does not exist; give a volume file, a folder (DICOM export) or a CSV manifest")
+    cases, skipped = _find(path, rules or SelectionRules(), namer, series, channels)
+    if not cases and not skipped:
+        raise InputError(f"{path} holds no DICOM series and no NIfTI/NRRD/MHA files; check the path")
+    return _unique(cases, skipped, namer)
+
+
+def _find(path: Path, rules: SelectionRules, namer: Namer, series: str | None,
+          channels: int) -> tuple[list[InputCase], list[Skipped]]:
+    """Cases and skipped items of an existing input, by its kind."""
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return read_manifest(path, namer), []
+    if path.is_file() and is_volume_file(path):
+        return _file_cases([path], path.parent, namer, channels), []
+    if path.is_file():
+        return _dicom_file_cases(path, namer, series, channels)
+    return _scan_folder(path, rules, namer, series, channels)
+
+
+def check_output_outside_input(input_path: str | Path, outdir: str | Path) -> None:
+    """Refuse an output folder inside the input folder (outputs would be found as inputs next time)."""
+    source, target = Path(input_path).resolve(), Path(outdir).resolve()
+    if source.is_dir() and (target == source or source in target.parents):
+        raise ConfigError(f"the output folder {outdir} is inside the input {input_path}; choose an output folder outside it")
+
+
+# ----------------------------------------------------------------------------- folders
+def _scan_folder(root: Path, rules: SelectionRules, namer: Namer, series: str | None,
+                 channels: int) -> tuple[list[InputCase], list[Skipped]]:
+    all_files = list(_walk_files(root))
+    files = sorted(p for p in all_files if is_volume_file(p))
+    file_cases = _file_cases(files, root, namer, channels)
+    not_selected = "volume files are not selected (files = false)"
+    cases: list[InputCase] = file_cases if rules.files else []
+    skipped: list[Skipped] = [] if rules.files else [Skipped.of(c, not_selected) for c in file_cases]
+    if len(all_files) > len(files):  # anything else may be DICOM (any name, any suffix)
+        infos = _discover_dicom(root, have_files=bool(files))
+        more_cases, more_skipped = _series_cases(infos, root, namer, series_reasons(infos, rules, series), channels)
+        cases, skipped = cases + more_cases, skipped + more_skipped
+    return cases, skipped
+
+
+def _walk_files(root: Path) -> Iterable[Path]:
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if not name.startswith("."):
+                yield Path(folder) / name
+
+
+def _discover_dicom(root: Path, have_files: bool) -> list[SeriesInfo]:
+    from medseg.io.dicom import discover_series
+
+    try:
+        return list(discover_series(root))
+    except InputError as exc:
+        if have_files:  # a folder of volume files only
+            log.debug("no DICOM series under %s (%s)", root, exc)
+            return []
+        raise
+
+
+# ----------------------------------------------------------------------------- volume files
+def _file_cases(files: Sequence[Path], root: Path, namer: Namer, channels: int) -> list[InputCase]:
+    """One case per file, or per group of channel files (``x_0000``, ``x_0001``, ...) when ``channels`` > 1."""
+    stems = {f: _relative_stem(f, root) for f in files}
+    if channels == 1:
+        return [_file_case(stems[f], (f,), root, namer) for f in files]
+    groups: dict[str, dict[int, Path]] = defaultdict(dict)
+    for f in files:
+        match = _CHANNEL.match(stems[f])
+        if not match:
+            raise InputError(
+                f"{f.name}: the model takes {channels} channels; name channel files case_0000.nii.gz, "
+                "case_0001.nii.gz, ... (one per channel), or list them in a CSV manifest"
+            )
+        groups[match["case"]][int(match["channel"])] = f
+    return [_file_case(stem, _channel_files(stem, by_channel, channels, root), root, namer)
+            for stem, by_channel in sorted(groups.items())]
+
+
+def _channel_files(stem: str, by_channel: dict[int, Path], channels: int, root: Path) -> tuple[Path, ...]:
+    if sorted(by_channel) != list(range(channels)):
+        raise InputError(
+            f"case {stem} in {root} has channel files {sorted(by_channel)}; the model needs "
+            f"channels 0..{channels - 1}"
+        )
+    return tuple(by_channel[c] for c in range(channels))
+
+
+def _relative_stem(path: Path, root: Path) -> str:
+    """``root/sub/x_0000.nii.gz`` -> ``sub/x_0000``."""
+    relative = path.relative_to(root).as_posix()
+    suffix = full_suffix(path)
+    return relative[: -len(suffix)] if suffix and len(relative) > len(suffix) else relative
+
+
+def _file_case(stem: str, images: tuple[Path, ...], root: Path, namer: Namer) -> InputCase:
+    source = ";".join(p.relative_to(root).as_posix() for p in images)
+    return InputCase(case_id=namer.file_id(stem), kind="file", source=source, images=images)
+
+
+# ----------------------------------------------------------------------------- DICOM
+def _dicom_file_cases(path: Path, namer: Namer, series: str | None,
+                      channels: int) -> tuple[list[InputCase], list[Skipped]]:
+    """The series holding the DICOM file ``path`` (found among its folder's series)."""
+    from medseg.io.dicom import discover_series
+
+    try:
+        discover_series(path)
+    except DicomError:
+        raise InputError(
+            f"{path} is neither a folder, a volume file ({', '.join(VOLUME_SUFFIXES)}), a .csv manifest nor "
+            "a DICOM file (no DICOM files found in it); pass a scan file, a folder of them or a DICOM export"
+        ) from None
+    resolved = path.resolve()
+    holding = [i for i in _discover_dicom(path.parent, False) if resolved in {f.resolve() for f in i.files}]
+    return _series_cases(holding, path.parent, namer, series_reasons(holding, _NAMED, series), channels)
+
+
+def _series_cases(infos: Sequence[SeriesInfo], root: Path, namer: Namer, reasons: Sequence[str | None],
+                  channels: int) -> tuple[list[InputCase], list[Skipped]]:
+    """Each series as a case, or as skipped with its reason."""
+    cases: list[InputCase] = []
+    skipped: list[Skipped] = []
+    for info, reason in zip(infos, reasons):
+        case = series_case(info, root, namer)
+        if reason is None and channels != 1:
+            reason = (f"the model takes {channels} channels and a DICOM series is one; convert the series to "
+                      "case_0000.nii.gz, case_0001.nii.gz, ... with 'medseg convert' or list them in a manifest")
+        if reason is None:
+            cases.append(case)
+        else:
+            skipped.append(Skipped.of(case, reason))
+    return cases, skipped
+
+
+def series_case(info: SeriesInfo, root: Path | None = None, namer: Namer | None = None) -> InputCase:
+    """The case of one DICOM series; ``source`` is its folder relative to ``root`` (when inside it)."""
+    folder = Path(os.path.commonpath([str(f.parent) for f in info.files])) if info.files else root or Path(".")
+    source = str(folder)
+    if root is not None:
+        try:
+            source = folder.relative_to(root).as_posix() or "."
+        except ValueError:
+            pass
+    case_id = (namer or Namer()).series_id(info.patient_id or "", info.study_uid or "", info.series_number,
+                                         info.description or "")
+    return InputCase(
+        case_id=case_id, kind="dicom", source=source, series=info, series_uid=info.uid, study_uid=info.study_uid,
+        patient_id=info.patient_id, modality=info.modality, description=info.description, n_slices=info.n_slices,
+        redact=patient_name_parts(info),
+    )
+
+
+# ----------------------------------------------------------------------------- unique ids
+def _unique(cases: list[InputCase], skipped: list[Skipped], namer: Namer) -> Discovery:
+    """Give colliding case ids a stable suffix from their key (series UID or path)."""
+    counts = Counter([c.case_id for c in cases] + [s.case_id for s in skipped])
+
+    def fix(item: _Item) -> _Item:
+        if counts[item.case_id] > 1:
+            return replace(item, case_id=namer.disambiguate(item.case_id, item.key))
+        return item
+
+    return Discovery(tuple(fix(c) for c in cases), tuple(fix(s) for s in skipped))

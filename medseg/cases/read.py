@@ -1,0 +1,57 @@
+"""Reading a case: its channel volumes and, for DICOM input, the loaded series (the source of a SEG).
+
+A manifest row may name a DICOM folder as its image; :func:`case_series` picks the series there
+(the row's ``series`` cell, as ``--series``, or the folder's only image series) when the case runs,
+so one bad row fails only that case.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from medseg.errors import InputError
+from medseg.io.files import read_volume_file
+
+if TYPE_CHECKING:
+    from medseg.cases.case import InputCase
+    from medseg.io.dicom import DicomSeries, SeriesInfo
+    from medseg.volume import Volume
+
+
+def case_series(case: InputCase) -> SeriesInfo | None:
+    """The DICOM series ``case`` reads, or None for volume files.
+
+    Raises InputError when a manifest row's DICOM folder is not its only image, or holds several
+    image series and the row names none (or one that is not there).
+    """
+    if case.series is not None:
+        return case.series
+    folders = [p for p in case.images if p.is_dir()]
+    if not folders:
+        return None
+    if len(case.images) > 1:
+        raise InputError(f"case {case.case_id}: a DICOM folder must be the only image of a case; convert the channels to NIfTI first")
+    from medseg.io.dicom import discover_series, select_series
+
+    infos = discover_series(folders[0])
+    if case.series_select is None and sum(info.is_image for info in infos) != 1:
+        raise InputError(
+            f"case {case.case_id}: {folders[0]} does not hold exactly one image series; add a 'series' column "
+            "(index, UID or description pattern) to the manifest"
+        )
+    return select_series(infos, case.series_select)
+
+
+def read_case(case: InputCase, resample: bool = False) -> tuple[list[Volume], DicomSeries | None]:
+    """The 3D channel volumes of ``case`` and, for DICOM input, the loaded ``DicomSeries`` (else None).
+
+    A DICOM series with gantry tilt or uneven slices is refused (GeometryError) unless
+    ``resample`` is set, which resamples it onto a regular grid.
+    """
+    series = case_series(case)
+    if series is not None:
+        from medseg.io.dicom import load_series
+
+        dicom = load_series(series, resample=resample)
+        return [dicom.volume.require_3d()], dicom
+    return [read_volume_file(p).require_3d() for p in case.images], None
