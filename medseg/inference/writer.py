@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from medseg.io.dicom import DicomSeries
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def seg_skip_reason(labels: Volume, dicom: DicomSeries) -> str | None:
@@ -52,6 +55,16 @@ def finish_labels(predictor: Predictor, labels: Volume, post: PostprocessOptions
     array = postprocess(labels.array, labels.spacing, post, classes)
     names = remap_names(predictor.labels, post.remap)
     return FinishedLabels(labels.with_array(array, label_names=names), names, classes)
+
+
+def remapped_metadata(metadata: Mapping[int, T], remap: Mapping[int, int]) -> dict[int, T]:
+    """Per-label metadata after ``--remap``, as :func:`remap_names` treats names: a label that stays
+    keeps its own, a target that was no label takes its source's."""
+    out = {k: v for k, v in metadata.items() if remap.get(k, k) == k}
+    for src, dst in remap.items():
+        if dst != 0 and dst not in out and src in metadata:
+            out[dst] = metadata[src]
+    return out
 
 
 def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, prediction: Prediction,
@@ -86,7 +99,8 @@ def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, predic
             log.warning("%s: no DICOM SEG written: %s", case_id, reason)
             stats["seg_skipped"] = reason
         else:
-            outputs["seg"] = write_dicom_seg(labels, dicom, paths["seg"], names)
+            outputs["seg"] = write_dicom_seg(labels, dicom, paths["seg"], names, predictor.model_name,
+                                             remapped_metadata(predictor.label_metadata, post.remap))
     if post.instances:
         instances, table = instance_map(array, labels.affine, post.instances, names)
         rows = [inst.row() for inst in table]
