@@ -178,11 +178,13 @@ def write_labels(labels: Volume, path: Path) -> Path:
     return write_volume(labels, path)
 
 
-def write_dicom_seg(labels: Volume, source_series: Any, path: Path, names: Mapping[int, str]) -> Path:
-    """Write a DICOM SEG referencing ``source_series`` (a ``DicomSeries``) via medseg.io.seg."""
+def write_dicom_seg(labels: Volume, source_series: Any, path: Path, names: Mapping[int, str],
+                    model_name: str | None = None, codes: Mapping[int, Any] | None = None) -> Path:
+    """Write a DICOM SEG referencing ``source_series`` (a ``DicomSeries``) via medseg.io.seg: segments
+    named ``names`` and coded ``codes`` (SegmentCoding per label), made by model ``model_name``."""
     from medseg.io.seg import write_seg
 
-    write_seg(labels, source_series, path, dict(names))
+    write_seg(labels, source_series, path, dict(names), model_name, codes)
     return Path(path)
 
 

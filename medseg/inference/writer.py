@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
 
+T = TypeVar("T")
+
 
 def seg_skip_reason(labels: Volume, dicom: DicomSeries) -> str | None:
     """Why a DICOM SEG cannot reference this series (None when it can)."""
@@ -68,6 +70,16 @@ def finish_labels(predictor: Predictor, labels: Volume, post: PostprocessOptions
     array = postprocess(labels.array, labels.spacing, post, classes)
     names = remap_names(predictor.labels, post.remap)
     return FinishedLabels(labels.with_array(array, label_names=names), names, classes)
+
+
+def remapped_metadata(metadata: Mapping[int, T], remap: Mapping[int, int]) -> dict[int, T]:
+    """Per-label metadata after ``--remap``, as :func:`remap_names` treats names: a label that stays
+    keeps its own, a target that was no label takes its source's."""
+    out = {k: v for k, v in metadata.items() if remap.get(k, k) == k}
+    for src, dst in remap.items():
+        if dst != 0 and dst not in out and src in metadata:
+            out[dst] = metadata[src]
+    return out
 
 
 def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, prediction: Prediction,
@@ -98,7 +110,8 @@ def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, predic
                                "fill_holes": post.fill_holes, "remap": {str(k): v for k, v in post.remap.items()}}
     if options.probabilities and prediction.probabilities is not None:
         outputs["probabilities"] = write_probabilities(prediction.probabilities, labels, paths["probabilities"])
-    outputs.update(_dicom_outputs(case_id, labels, names, dicom, paths, options, stats))
+    codes = remapped_metadata(predictor.label_metadata, post.remap)
+    outputs.update(_dicom_outputs(case_id, labels, names, dicom, paths, options, stats, predictor.model_name, codes))
     if post.instances:
         outputs.update(_instance_outputs(array, labels, image, post.instances, names, paths, stats))
     write_stats(stats, paths["stats_json"], paths["stats_csv"])
@@ -127,9 +140,10 @@ def _colour_outputs(labels: Volume, table: Mapping[int, str], paths: Mapping[str
 
 
 def _dicom_outputs(case_id: str, labels: Volume, names: Mapping[int, str], dicom: DicomSeries | None,
-                   paths: Mapping[str, Path],
-                   options: OutputOptions, stats: dict[str, Any]) -> dict[str, Path]:
-    """DICOM SEG and RTSTRUCT for DICOM input; a skipped one is logged and noted in ``stats``."""
+                   paths: Mapping[str, Path], options: OutputOptions, stats: dict[str, Any],
+                   model_name: str | None = None, codes: Mapping[int, Any] | None = None) -> dict[str, Path]:
+    """DICOM SEG (segments named ``names``, coded ``codes``, made by ``model_name``) and RTSTRUCT for
+    DICOM input; a skipped one is logged and noted in ``stats``."""
     outputs: dict[str, Path] = {}
     if options.rtstruct and dicom is None:
         stats["rtstruct_skipped"] = "the input is not a DICOM series"
@@ -142,7 +156,7 @@ def _dicom_outputs(case_id: str, labels: Volume, names: Mapping[int, str], dicom
             log.warning("%s: no DICOM SEG written: %s", case_id, reason)
             stats["seg_skipped"] = reason
         else:
-            outputs["seg"] = write_dicom_seg(labels, dicom, paths["seg"], names)
+            outputs["seg"] = write_dicom_seg(labels, dicom, paths["seg"], names, model_name, codes)
     if options.rtstruct:
         from medseg.io.rtstruct_writer import rtstruct_skip_reason, write_rtstruct
 
