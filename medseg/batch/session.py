@@ -17,8 +17,9 @@ from medseg.batch.ledger import LEDGER_NAME, Ledger
 from medseg.batch.report import write_pseudonym_map, write_reports
 from medseg.batch.runner import SECRET_KEY, BatchOptions, BatchSummary, dry_run_lines, locked_outdir, pseudonym_secret, run_batch
 from medseg.cases import Discovery, Namer, SelectionRules, check_output_outside_input, discover_cases
-from medseg.cases.privacy import held_logs, redacting_logs
+from medseg.cases.privacy import redact, redacting_logs
 from medseg.errors import ConfigError, InputError
+from medseg.io.atomic import remove_temp_files_of
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +73,23 @@ def run_session(
         if not ledger.wal:
             log.warning("the ledger could not use WAL mode here (network file system?); it stays safe but is slower")
         namer = _naming(ledger, pseudonymise)
-        found: list[Discovery] = []
-        with held_logs(lambda: _all_terms(found)):  # discovery logs wait until names are known
-            found.append(discover_cases(Path(input_path), rules, namer, series=series, channels=engine.in_channels()))
-        discovery = found[0]
-        with redacting_logs(_all_terms(found)):
+        discovery = discover_cases(Path(input_path), rules, namer, series=series, channels=engine.in_channels())
+        with redacting_logs(discovery.redact_terms()):
             summary = run_batch(discovery, engine, identity, options, ledger)
         csv_path, html_path = write_reports(ledger, outdir, pseudonymise)
         mapping_path = None
         if pseudonymise:
+            remove_temp_files_of(mapping or outdir / MAPPING_NAME)  # left by a killed run (outside OUTDIR too)
             mapping_path = write_pseudonym_map(mapping or outdir / MAPPING_NAME, _mapping_items(discovery))
     return SessionResult(summary, csv_path, html_path, mapping_path)
 
 
-def _all_terms(found: list[Discovery]) -> tuple[str, ...]:
-    """Every patient name part of the discovered series, longest first (none before discovery ends)."""
-    return found[0].redact_terms() if found else ()
-
-
 def _mapping_items(discovery: Discovery) -> list[tuple[str, str, str, str, str]]:
+    """(case, PatientID, study UID, series UID, source) per case; a PatientID or source that holds the
+    patient's name is redacted (the UIDs still lead back to the study)."""
     return [
-        (c.case_id, c.patient_id or "", c.study_uid or "", c.series_uid or "", c.source) for c in discovery.cases
+        (c.case_id, redact(c.patient_id or "", c.redact), c.study_uid or "", c.series_uid or "", redact(c.source, c.redact))
+        for c in discovery.cases
     ]
 
 

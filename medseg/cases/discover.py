@@ -13,6 +13,8 @@ INPUT is one of
 Every series or file that is not run gets a one-line reason (:class:`~medseg.cases.case.Skipped`),
 so ``--dry-run`` and error messages can say why. Case ids come from one
 :class:`~medseg.cases.naming.Namer` (readable or pseudonymised), made unique with a stable suffix.
+Patient names found in DICOM headers are kept out of case ids, error messages and the log records
+made while discovering (:mod:`medseg.cases.privacy`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from typing import TYPE_CHECKING, Iterable, Sequence, TypeVar
 from medseg.cases.case import Discovery, InputCase, Skipped
 from medseg.cases.manifest import read_manifest
 from medseg.cases.naming import Namer
-from medseg.cases.privacy import patient_name_parts
+from medseg.cases.privacy import held_logs, patient_name_parts, redact
 from medseg.cases.rules import SelectionRules, series_reasons
-from medseg.errors import ConfigError, DicomError, InputError
+from medseg.errors import ConfigError, DicomError, InputError, MedsegError
 from medseg.io.atomic import full_suffix
 from medseg.io.files import VOLUME_SUFFIXES, is_volume_file
 
@@ -52,29 +54,37 @@ def discover_cases(input_path: str | Path, rules: SelectionRules | None = None, 
     ``rules`` select DICOM series (default :class:`SelectionRules`), ``series`` is the
     ``--series`` choice (see :func:`~medseg.cases.rules.series_reasons`), ``namer`` makes the
     case ids (default: readable), ``channels`` is the models' input channel count. Promises
-    unique, sanitised case ids, stable between runs. Raises InputError when the input does not
-    exist, holds nothing usable at all, or names channel files inconsistently.
+    unique, sanitised case ids, stable between runs, without the patient names found in the
+    DICOM headers (also kept out of error messages and of the log records made meanwhile). Raises
+    InputError when the input does not exist, holds nothing usable at all, or names channel files
+    inconsistently.
     """
     path = Path(input_path)
     namer = namer or Namer()
     if not path.exists():
         raise InputError(f"{path} does not exist; give a volume file, a folder (DICOM export) or a CSV manifest")
-    cases, skipped = _find(path, rules or SelectionRules(), namer, series, channels)
+    names: list[str] = []  # every patient name part seen, filled while the series are found
+    with held_logs(lambda: names):
+        try:
+            cases, skipped = _find(path, rules or SelectionRules(), namer, series, channels, names)
+        except MedsegError as exc:
+            exc.args = (redact(str(exc), names),)
+            raise
     if not cases and not skipped:
         raise InputError(f"{path} holds no DICOM series and no NIfTI/NRRD/MHA files; check the path")
-    return _unique(cases, skipped, namer)
+    return _unique(*_without_names(cases, skipped, namer, names), namer)
 
 
 def _find(path: Path, rules: SelectionRules, namer: Namer, series: str | None,
-          channels: int) -> tuple[list[InputCase], list[Skipped]]:
-    """Cases and skipped items of an existing input, by its kind."""
+          channels: int, names: list[str]) -> tuple[list[InputCase], list[Skipped]]:
+    """Cases and skipped items of an existing input, by its kind; adds the patient name parts seen to ``names``."""
     if path.is_file() and path.suffix.lower() == ".csv":
         return read_manifest(path, namer), []
     if path.is_file() and is_volume_file(path):
         return _file_cases([path], path.parent, namer, channels), []
     if path.is_file():
-        return _dicom_file_cases(path, namer, series, channels)
-    return _scan_folder(path, rules, namer, series, channels)
+        return _dicom_file_cases(path, namer, series, channels, names)
+    return _scan_folder(path, rules, namer, series, channels, names)
 
 
 def check_output_outside_input(input_path: str | Path, outdir: str | Path) -> None:
@@ -86,7 +96,7 @@ def check_output_outside_input(input_path: str | Path, outdir: str | Path) -> No
 
 # ----------------------------------------------------------------------------- folders
 def _scan_folder(root: Path, rules: SelectionRules, namer: Namer, series: str | None,
-                 channels: int) -> tuple[list[InputCase], list[Skipped]]:
+                 channels: int, names: list[str]) -> tuple[list[InputCase], list[Skipped]]:
     all_files = list(_walk_files(root))
     files = sorted(p for p in all_files if is_volume_file(p))
     file_cases = _file_cases(files, root, namer, channels)
@@ -94,7 +104,7 @@ def _scan_folder(root: Path, rules: SelectionRules, namer: Namer, series: str | 
     cases: list[InputCase] = file_cases if rules.files else []
     skipped: list[Skipped] = [] if rules.files else [Skipped.of(c, not_selected) for c in file_cases]
     if len(all_files) > len(files):  # anything else may be DICOM (any name, any suffix)
-        infos = _discover_dicom(root, have_files=bool(files))
+        infos = _discover_dicom(root, have_files=bool(files), names=names)
         more_cases, more_skipped = _series_cases(infos, root, namer, series_reasons(infos, rules, series), channels)
         cases, skipped = cases + more_cases, skipped + more_skipped
     return cases, skipped
@@ -108,11 +118,15 @@ def _walk_files(root: Path) -> Iterable[Path]:
                 yield Path(folder) / name
 
 
-def _discover_dicom(root: Path, have_files: bool) -> list[SeriesInfo]:
+def _discover_dicom(root: Path, have_files: bool, names: list[str]) -> list[SeriesInfo]:
+    """The DICOM series under ``root``; adds their patients' name parts to ``names``."""
     from medseg.io.dicom import discover_series
 
     try:
-        return list(discover_series(root))
+        infos = list(discover_series(root))
+        for info in infos:
+            names.extend(patient_name_parts(info))
+        return infos
     except InputError as exc:
         if have_files:  # a folder of volume files only
             log.debug("no DICOM series under %s (%s)", root, exc)
@@ -162,7 +176,7 @@ def _file_case(stem: str, images: tuple[Path, ...], root: Path, namer: Namer) ->
 
 # ----------------------------------------------------------------------------- DICOM
 def _dicom_file_cases(path: Path, namer: Namer, series: str | None,
-                      channels: int) -> tuple[list[InputCase], list[Skipped]]:
+                      channels: int, names: list[str]) -> tuple[list[InputCase], list[Skipped]]:
     """The series holding the DICOM file ``path`` (found among its folder's series)."""
     from medseg.io.dicom import discover_series
 
@@ -174,7 +188,7 @@ def _dicom_file_cases(path: Path, namer: Namer, series: str | None,
             "a DICOM file (no DICOM files found in it); pass a scan file, a folder of them or a DICOM export"
         ) from None
     resolved = path.resolve()
-    holding = [i for i in _discover_dicom(path.parent, False) if resolved in {f.resolve() for f in i.files}]
+    holding = [i for i in _discover_dicom(path.parent, False, names) if resolved in {f.resolve() for f in i.files}]
     return _series_cases(holding, path.parent, namer, series_reasons(holding, _NAMED, series), channels)
 
 
@@ -192,6 +206,10 @@ def _series_cases(infos: Sequence[SeriesInfo], root: Path, namer: Namer, reasons
             cases.append(case)
         else:
             skipped.append(Skipped.of(case, reason))
+    hidden = sum(namer.hides_patient_id(info.patient_id or "", patient_name_parts(info)) for info in infos)
+    if hidden:
+        log.warning("the PatientID of %d series holds (a part of) the patient's name; their case ids start with "
+                    "a hash (H...) instead of the PatientID", hidden)
     return cases, skipped
 
 
@@ -204,16 +222,35 @@ def series_case(info: SeriesInfo, root: Path | None = None, namer: Namer | None 
             source = folder.relative_to(root).as_posix() or "."
         except ValueError:
             pass
+    name_parts = patient_name_parts(info)
     case_id = (namer or Namer()).series_id(info.patient_id or "", info.study_uid or "", info.series_number,
-                                         info.description or "")
+                                         info.description or "", name_parts)
     return InputCase(
         case_id=case_id, kind="dicom", source=source, series=info, series_uid=info.uid, study_uid=info.study_uid,
         patient_id=info.patient_id, modality=info.modality, description=info.description, n_slices=info.n_slices,
-        redact=patient_name_parts(info),
+        redact=name_parts,
     )
 
 
 # ----------------------------------------------------------------------------- unique ids
+def _without_names(cases: list[InputCase], skipped: list[Skipped], namer: Namer,
+                   names: Sequence[str]) -> tuple[list[InputCase], list[Skipped]]:
+    """Volume files found beside DICOM series: the series' patient names redacted from their ids (and
+    from what is stored about them), as files carry no name of their own."""
+    terms = tuple(sorted(set(names), key=len, reverse=True))
+    if not terms:
+        return cases, skipped
+
+    def fix(item: _Item) -> _Item:
+        is_file = item.kind == "file" if isinstance(item, InputCase) else item.series_uid is None
+        if not is_file:
+            return item
+        case_id = item.case_id if namer.pseudonymised else namer.file_id(item.case_id, terms)
+        return replace(item, case_id=case_id, redact=tuple(sorted({*item.redact, *terms}, key=len, reverse=True)))
+
+    return [fix(c) for c in cases], [fix(s) for s in skipped]
+
+
 def _unique(cases: list[InputCase], skipped: list[Skipped], namer: Namer) -> Discovery:
     """Give colliding case ids a stable suffix from their key (series UID or path)."""
     counts = Counter([c.case_id for c in cases] + [s.case_id for s in skipped])

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
         load_seconds = time.perf_counter() - started
         results, failures = _predict_all(predictor, cases, args.output, outputs, args.quiet)
         timings = {"load_models": load_seconds, "total": time.perf_counter() - started}
-        manifest = build_manifest(predictor, outputs, results, failures, timings, [str(args.input)],
-                                  ["medseg", *sys.argv[1:]])
+        manifest = build_manifest(predictor, outputs, results, failures, timings, _scrubbed([str(args.input)], cases),
+                                  _scrubbed(["medseg", *sys.argv[1:]], cases))
     write_json(manifest, args.output / MANIFEST_NAME)
     log.info("segmented %d of %d case(s) into %s in %.1f s (manifest: %s)", len(results), len(cases), args.output,
              timings["total"], MANIFEST_NAME)
@@ -94,6 +94,14 @@ def _redacted(text: str, found: Discovery) -> str:
     from medseg.cases.privacy import redact
 
     return redact(text, found.redact_terms())
+
+
+def _scrubbed(texts: list[str], cases: list[InputCase]) -> list[str]:
+    """``texts`` (paths, command words) with the patient names of ``cases`` redacted, for the manifest."""
+    from medseg.cases.privacy import redact
+
+    terms = tuple(sorted({term for case in cases for term in case.redact}, key=len, reverse=True))
+    return [redact(text, terms) for text in texts]
 
 
 def _predict_all(predictor: Predictor, cases: list[InputCase], out_dir: Path, options: OutputOptions,
