@@ -17,7 +17,7 @@
 Options are the keyword names of :class:`~medseg.inference.PredictOptions` (device, backend,
 precision, tta, overlap, tiles_per_batch, fast, threads, cache_dir),
 :class:`~medseg.inference.PostprocessOptions` (largest_component, min_size_mm3, fill_holes, remap,
-instances), :class:`~medseg.inference.OutputOptions` (dicom_seg, probabilities, qc, resample) and,
+instances), :class:`~medseg.inference.OutputOptions` (dicom_seg, probabilities, qc, resample, allow_missing_slices, values) and,
 for :func:`run_batch`, :class:`~medseg.batch.runner.BatchOptions` (workers, executor, force,
 retry_failed, timeout, threads, ray_address, gpus_per_worker). An unknown name is a ConfigError
 naming the closest valid one.

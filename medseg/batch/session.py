@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from medseg.batch.engine import Engine
+from medseg.batch.engine import Engine, case_dir
 from medseg.batch.ledger import LEDGER_NAME, Ledger
 from medseg.batch.report import write_pseudonym_map, write_reports
 from medseg.batch.runner import SECRET_KEY, BatchOptions, BatchSummary, dry_run_lines, locked_outdir, pseudonym_secret, run_batch
-from medseg.cases import Discovery, Namer, SelectionRules, check_output_outside_input, discover_cases
+from medseg.cases import (Discovery, Namer, SelectionRules, check_output_outside_input, check_planned_outputs,
+                          discover_cases)
 from medseg.cases.privacy import redact, redacting_logs
 from medseg.errors import ConfigError, InputError
 from medseg.io.atomic import remove_temp_files_of
@@ -38,7 +39,7 @@ class SessionResult:
 
 
 def check_paths(input_path: Path, outdir: Path) -> None:
-    """Refuse a missing input, and an output folder inside the input folder."""
+    """Refuse a missing input, and an output folder that is or lies inside the input folder, or holds the input file."""
     if not Path(input_path).exists():
         raise InputError(f"{input_path} does not exist; give an export folder, a volume file or a CSV manifest")
     check_output_outside_input(input_path, outdir)
@@ -74,6 +75,7 @@ def run_session(
             log.warning("the ledger could not use WAL mode here (network file system?); it stays safe but is slower")
         namer = _naming(ledger, pseudonymise)
         discovery = discover_cases(Path(input_path), rules, namer, series=series, channels=engine.in_channels())
+        check_case_folders(discovery, outdir)
         with redacting_logs(discovery.redact_terms()):
             summary = run_batch(discovery, engine, identity, options, ledger)
         csv_path, html_path = write_reports(ledger, outdir, pseudonymise)
@@ -113,4 +115,11 @@ def dry_run(
             secret = bytes.fromhex(value) if value else None
         secret = secret or secrets.token_bytes(32)
     discovery = discover_cases(Path(input_path), rules, Namer(secret), series=series, channels=channels)
+    check_case_folders(discovery, Path(outdir))
     return dry_run_lines(discovery, Path(outdir), force, retry_failed)
+
+
+def check_case_folders(discovery: Discovery, outdir: Path) -> None:
+    """Refuse (ConfigError) an input file that lies in a case's output folder (OUTDIR/cases/<case>),
+    which that case would overwrite: the rule ``medseg predict`` checks too."""
+    check_planned_outputs(discovery.cases, lambda case: [case_dir(outdir, case.case_id)])

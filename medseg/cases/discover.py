@@ -3,10 +3,12 @@
 INPUT is one of
 
 * a NIfTI/NRRD/MHA file: one case;
-* a folder, searched recursively (hidden files and folders ignored): every volume file is a case
-  (grouped into multi-channel cases by the nnU-Net suffixes ``case_0000``, ``case_0001``, ...
-  when the model takes more than one channel), and every DICOM image series that the
-  :class:`~medseg.cases.rules.SelectionRules` or ``--series`` select is a case;
+* a folder, searched recursively to any depth (hidden files and folders ignored; a folder that
+  cannot be listed is reported): every volume file is a case (grouped into multi-channel cases by
+  the nnU-Net suffixes ``case_0000``, ``case_0001``, ... when the model takes more than one
+  channel), and every DICOM image series that the :class:`~medseg.cases.rules.SelectionRules` or
+  ``--series`` select is a case. ``--series`` names DICOM series only: with it, volume files are
+  skipped with that reason (and a warning);
 * one DICOM file: the series holding it;
 * a CSV manifest (:func:`~medseg.cases.manifest.read_manifest`).
 
@@ -25,7 +27,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Sequence, TypeVar
 
 from medseg.cases.case import Discovery, InputCase, Skipped
 from medseg.cases.manifest import read_manifest
@@ -34,7 +36,8 @@ from medseg.cases.privacy import held_logs, patient_name_parts, redact
 from medseg.cases.rules import SelectionRules, series_reasons
 from medseg.errors import ConfigError, DicomError, InputError, MedsegError
 from medseg.io.atomic import full_suffix
-from medseg.io.files import VOLUME_SUFFIXES, is_volume_file
+from medseg.io.files import VOLUME_SUFFIXES, has_volume_suffix, is_volume_file
+from medseg.io.walk import Walk, short_path, walk_files
 
 if TYPE_CHECKING:
     from medseg.io.dicom import SeriesInfo
@@ -79,43 +82,56 @@ def _find(path: Path, rules: SelectionRules, namer: Namer, series: str | None,
           channels: int, names: list[str]) -> tuple[list[InputCase], list[Skipped]]:
     """Cases and skipped items of an existing input, by its kind; adds the patient name parts seen to ``names``."""
     if path.is_file() and path.suffix.lower() == ".csv":
+        if series is not None and str(series).strip():
+            raise ConfigError(f"--series does not apply to the CSV manifest {path}; give each row's series in a "
+                              "'series' column instead")
         return read_manifest(path, namer), []
     if path.is_file() and is_volume_file(path):
-        return _file_cases([path], path.parent, namer, channels), []
+        return _select_files(_file_cases([path], path.parent, namer, channels), rules, series)
     if path.is_file():
         return _dicom_file_cases(path, namer, series, channels, names)
     return _scan_folder(path, rules, namer, series, channels, names)
 
 
-def check_output_outside_input(input_path: str | Path, outdir: str | Path) -> None:
-    """Refuse an output folder inside the input folder (outputs would be found as inputs next time)."""
-    source, target = Path(input_path).resolve(), Path(outdir).resolve()
-    if source.is_dir() and (target == source or source in target.parents):
-        raise ConfigError(f"the output folder {outdir} is inside the input {input_path}; choose an output folder outside it")
-
-
 # ----------------------------------------------------------------------------- folders
 def _scan_folder(root: Path, rules: SelectionRules, namer: Namer, series: str | None,
                  channels: int, names: list[str]) -> tuple[list[InputCase], list[Skipped]]:
-    all_files = list(_walk_files(root))
-    files = sorted(p for p in all_files if is_volume_file(p))
-    file_cases = _file_cases(files, root, namer, channels)
-    not_selected = "volume files are not selected (files = false)"
-    cases: list[InputCase] = file_cases if rules.files else []
-    skipped: list[Skipped] = [] if rules.files else [Skipped.of(c, not_selected) for c in file_cases]
-    if len(all_files) > len(files):  # anything else may be DICOM (any name, any suffix)
-        infos = _discover_dicom(root, have_files=bool(files), names=names)
+    walk = walk_files(root)
+    files = sorted(p for p in walk.files if has_volume_suffix(p))
+    cases, skipped = _select_files(_file_cases(files, root, namer, channels), rules, series)
+    if files and rules.files and not cases:
+        log.warning("--series %s: %d volume file(s) skipped: --series selects DICOM series only", series, len(files))
+    if len(walk.files) > len(files):  # anything else may be DICOM (any name, any suffix)
+        infos = _discover_dicom(root, have_files=bool(files), names=names)  # its walk warns of folders it cannot list
         more_cases, more_skipped = _series_cases(infos, root, namer, series_reasons(infos, rules, series), channels)
         cases, skipped = cases + more_cases, skipped + more_skipped
+    else:
+        _report_unlisted(root, walk, found_any=bool(files))
     return cases, skipped
 
 
-def _walk_files(root: Path) -> Iterable[Path]:
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in names:
-            if not name.startswith("."):
-                yield Path(folder) / name
+def _select_files(file_cases: list[InputCase], rules: SelectionRules,
+                  series: str | None) -> tuple[list[InputCase], list[Skipped]]:
+    """The volume-file cases that run, and those skipped with the reason: every one when the rules
+    say ``files = false``, or when ``--series`` names DICOM series (volume files are not series)."""
+    if not rules.files:
+        return [], [Skipped.of(c, "volume files are not selected (files = false)") for c in file_cases]
+    if series is not None and str(series).strip():
+        reason = f"--series {str(series).strip()} selects DICOM series and this is a volume file; run without --series to segment it"
+        return [], [Skipped.of(c, reason) for c in file_cases]
+    return file_cases, []
+
+
+def _report_unlisted(root: Path, walk: Walk, found_any: bool) -> None:
+    """Warn about folders that could not be listed; InputError when nothing else was found."""
+    if not walk.unlisted:
+        return
+    folder, reason = walk.unlisted[0]
+    more = f" (and {len(walk.unlisted) - 1} more)" if len(walk.unlisted) > 1 else ""
+    if not found_any:
+        raise InputError(f"{short_path(root)}: no NIfTI/NRRD/MHA or DICOM files found; folder {short_path(folder)} "
+                         f"cannot be listed ({reason}){more}; move the files to a shorter or readable path")
+    log.warning("skipping folder %s: cannot be listed (%s)%s", short_path(folder), reason, more)
 
 
 def _discover_dicom(root: Path, have_files: bool, names: list[str]) -> list[SeriesInfo]:
@@ -128,8 +144,8 @@ def _discover_dicom(root: Path, have_files: bool, names: list[str]) -> list[Seri
             names.extend(patient_name_parts(info))
         return infos
     except InputError as exc:
-        if have_files:  # a folder of volume files only
-            log.debug("no DICOM series under %s (%s)", root, exc)
+        if have_files:  # the other files beside the volume files are not DICOM: say so
+            log.info("other files under %s ignored: %s", root, exc)
             return []
         raise
 
@@ -252,11 +268,15 @@ def _without_names(cases: list[InputCase], skipped: list[Skipped], namer: Namer,
 
 
 def _unique(cases: list[InputCase], skipped: list[Skipped], namer: Namer) -> Discovery:
-    """Give colliding case ids a stable suffix from their key (series UID or path)."""
-    counts = Counter([c.case_id for c in cases] + [s.case_id for s in skipped])
+    """Give colliding case ids a stable suffix from their key (series UID or path).
+
+    Ids that differ only in letter case collide too (``X`` and ``x`` are one output name on a
+    case-insensitive file system, as on macOS and Windows).
+    """
+    counts = Counter([c.case_id.casefold() for c in cases] + [s.case_id.casefold() for s in skipped])
 
     def fix(item: _Item) -> _Item:
-        if counts[item.case_id] > 1:
+        if counts[item.case_id.casefold()] > 1:
             return replace(item, case_id=namer.disambiguate(item.case_id, item.key))
         return item
 

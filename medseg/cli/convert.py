@@ -23,6 +23,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from medseg.choices import DICOM_VALUES
+
 if TYPE_CHECKING:
     from medseg.io.dicom import DicomSeries
     from medseg.io.masks import StructureMasks
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("medseg.convert")
 
 SEG_SUFFIX = ".dcm"
-#: the --values choices (medseg.io.dicom.load.VALUES, repeated so --help needs no heavy import)
-VALUES = ("rescaled", "real-world")
+#: the --values choices (the same as predict's and batch's; medseg.choices holds them import-light)
+VALUES = DICOM_VALUES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

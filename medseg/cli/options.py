@@ -14,20 +14,28 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from medseg.choices import BACKENDS, DEVICES, EXECUTORS, LARGEST_COMPONENT_MODES, PRECISIONS, TTA_MODES
+from medseg.choices import BACKENDS, DEVICES, DICOM_VALUES, EXECUTORS, LARGEST_COMPONENT_MODES, PRECISIONS, TTA_MODES
 
 if TYPE_CHECKING:
     from medseg.inference import OutputOptions, PredictOptions
 
 
 def add_prediction_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--series``, ``--resample``, the inference, output and post-processing options to ``parser``."""
+    """Add ``--series``, the DICOM reader options (``--resample``, ``--allow-missing-slices``,
+    ``--values``), the inference, output and post-processing options to ``parser``."""
     parser.add_argument("--series", metavar="SEL",
                         help="DICOM series to segment: index or UID (as 'medseg series' lists them), or a description "
                         "pattern (one series per study); default: every image series the selection rules keep")
     parser.add_argument("--resample", action="store_true",
                         help="resample DICOM series with gantry tilt, gaps or uneven slice spacing onto a regular grid "
                         "(default: refuse them with the reason; no DICOM SEG is written for resampled series)")
+    parser.add_argument("--allow-missing-slices", action="store_true",
+                        help="load the readable files of a DICOM series some of whose files cannot be read (truncated, "
+                        "unreadable, malformed), reporting them, instead of refusing it; a gap they leave is then "
+                        "refused unless --resample")
+    parser.add_argument("--values", choices=DICOM_VALUES, default="rescaled",
+                        help="DICOM voxel values: 'rescaled' (default, stored values through RescaleSlope/Intercept) or "
+                        "'real-world' (Philips scale slopes / RealWorldValueMapping, as dcm2niix; see docs/dicom.md)")
     _add_inference_options(parser.add_argument_group("inference"))
     _add_output_options(parser.add_argument_group("outputs"))
     _add_postprocess_options(parser.add_argument_group("post-processing"))
@@ -112,7 +120,8 @@ def output_options(args: argparse.Namespace, labels: Mapping[int, str]) -> Outpu
                               instances=parse_classes(args.instances, labels))
     return OutputOptions(dicom_seg=not args.no_seg, probabilities=args.save_probabilities, qc=not args.no_qc,
                          postprocess=post, resample=args.resample, rtstruct=args.rtstruct, seg_nrrd=args.seg_nrrd,
-                         viewer=not args.no_viewer)
+                         viewer=not args.no_viewer, allow_missing_slices=args.allow_missing_slices,
+                         values=args.values)
 
 
 def parse_classes(text: str, labels: Mapping[int, str]) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medseg.errors import ConfigError, InputError
+from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.inference.backends import Backend, OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, require_backend_package
 from medseg.inference.sliding import WindowConfig
 from medseg.model.folder import ModelSpec
@@ -128,6 +128,8 @@ def load_model(path: str | Path, backend: str, runtime: Runtime, store: ExportSt
                 trained = load_model_folder(path, device="cpu")
                 onnx_path = store.onnx_for(path, trained)
             return LoadedModel(str(path), spec, plan, _onnx_backend(chosen, onnx_path, runtime), why)
+        except MedsegError:  # the model folder itself is unusable (damaged weights...): torch cannot help
+            raise
         except Exception as exc:  # only 'auto' falls back; an explicit backend reports its failure
             if backend != "auto":
                 raise

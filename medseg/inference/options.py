@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medseg.choices import BACKENDS, DEVICES, PRECISIONS, TTA_MODES
+from medseg.choices import BACKENDS, DEVICES, DICOM_VALUES, PRECISIONS, TTA_MODES
 from medseg.errors import ConfigError, check_choice
 from medseg.inference.postprocess import PostprocessOptions
 
@@ -53,9 +53,12 @@ class OutputOptions:
     """What :func:`~medseg.inference.predictor.predict_case` writes besides the label file.
 
     ``dicom_seg``: a DICOM SEG when the input was DICOM. ``probabilities``: the 4D class
-    probabilities. ``qc``: the QC PNG. ``postprocess``: label post-processing. ``resample``: a
-    DICOM series with gantry tilt, gaps or uneven slice spacing is resampled onto a regular grid
-    (labels then lie on that grid and no SEG is written) instead of being refused.
+    probabilities. ``qc``: the QC PNG. ``postprocess``: label post-processing. How DICOM series are
+    read (:func:`medseg.io.dicom.load_series`): ``resample``: a series with gantry tilt, gaps or
+    uneven slice spacing is resampled onto a regular grid (labels then lie on that grid and no SEG
+    is written) instead of being refused; ``allow_missing_slices``: a series some of whose files
+    cannot be read is loaded from the readable ones (reported; a gap they leave is refused unless
+    ``resample``) instead of being refused; ``values``: ``rescaled`` (default) or ``real-world``.
     ``rtstruct``: a DICOM RTSTRUCT when the input was DICOM (needs rt-utils). ``seg_nrrd``: a 3D
     Slicer segmentation. ``viewer``: the case's NiiVue viewer page (skipped, with one warning, when
     the NiiVue bundle is not installed); ``viewer_assets``: the folder whose ``viewer_assets/``
@@ -71,3 +74,8 @@ class OutputOptions:
     seg_nrrd: bool = False
     viewer: bool = True
     viewer_assets: str | None = None
+    allow_missing_slices: bool = False
+    values: str = "rescaled"
+
+    def __post_init__(self) -> None:
+        _choice("values", self.values, DICOM_VALUES)

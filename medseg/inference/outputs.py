@@ -58,6 +58,14 @@ def case_paths(out_dir: Path, case_id: str) -> dict[str, Path]:
     return {kind: Path(out_dir) / f"{case_id}{suffix}" for kind, suffix in OUTPUT_SUFFIXES.items()}
 
 
+def planned_outputs(out_dir: Path, case_id: str) -> list[Path]:
+    """Every file a case may write into ``out_dir``: :func:`case_paths` and the label-name sidecar."""
+    from medseg.io.files import sidecar_path
+
+    paths = case_paths(out_dir, case_id)
+    return [*paths.values(), sidecar_path(paths["labels"])]
+
+
 def value_counts(array: np.ndarray) -> np.ndarray:
     """Occurrences of each value 0..max of a non-negative integer array (``np.bincount``); uint8
     arrays are counted by torch without an int64 copy (a 512x512x300 map: 0.06 s instead of 1.2 s)."""
@@ -77,17 +85,26 @@ def label_stats(labels: Volume, names: Mapping[int, str], image: Volume | None =
     """Voxel counts, volumes (mL) and, given the source ``image`` on the same grid, its intensity
     statistics (:data:`INTENSITY_KEYS`) per label: every named foreground label, found or not,
     plus any other value present. Needs an integer label volume; a 4D image gives the statistics
-    of its first channel. Intensities are None for a label with no voxels."""
+    of its first channel. Intensities are None for a label with no voxels.
+
+    When the voxel size is unknown (``labels.meta.spacing_known`` False: a PNG, a TIFF without
+    resolution tags) only counts are given: ``spacing_known`` False, no spacing, mm³ or mL.
+    """
     array = np.asarray(labels.array)
     counts = value_counts(array)
+    known = labels.meta.spacing_known
     voxel_mm3 = abs(float(np.linalg.det(labels.affine[:3, :3])))
     values = sorted({int(k) for k in names if int(k) != 0} | {int(v) for v in np.nonzero(counts)[0] if v != 0})
     intensities = intensity_stats(image, array, values) if image is not None and image.same_grid(labels) else {}
     rows = []
     for v in values:
         n = int(counts[v]) if v < len(counts) else 0
-        rows.append({"label": v, "name": names.get(v, f"label_{v}"), "voxels": n,
-                     "volume_ml": round(n * voxel_mm3 / 1000.0, 4), **intensities.get(v, {})})
+        row: dict[str, Any] = {"label": v, "name": names.get(v, f"label_{v}"), "voxels": n}
+        if known:
+            row["volume_ml"] = round(n * voxel_mm3 / 1000.0, 4)
+        rows.append({**row, **intensities.get(v, {})})
+    if not known:
+        return {"shape": list(labels.spatial_shape), "spacing_known": False, "labels": rows}
     return {"shape": list(labels.spatial_shape), "spacing_mm": [round(s, 6) for s in labels.spacing],
             "voxel_volume_mm3": round(voxel_mm3, 6), "labels": rows}
 
@@ -144,9 +161,11 @@ def write_json(payload: Any, path: Path) -> Path:
 
 
 def write_stats(stats: Mapping[str, Any], json_path: Path, csv_path: Path) -> None:
-    """The statistics as JSON (everything) and CSV (one row per label)."""
+    """The statistics as JSON (everything) and CSV (one row per label; no volume column when the
+    voxel size is unknown)."""
     write_json(stats, json_path)
-    write_csv(stats["labels"], csv_path, STATS_COLUMNS)
+    known = stats.get("spacing_known", True)
+    write_csv(stats["labels"], csv_path, [c for c in STATS_COLUMNS if known or c != "volume_ml"])
 
 
 def write_probabilities(probabilities: np.ndarray, reference: Volume, path: Path) -> Path:

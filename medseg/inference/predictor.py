@@ -226,7 +226,7 @@ class Predictor:
         labels, probs_out = self._restore(results, probabilities)
         timings["inverse"] += time.perf_counter() - start
         meta = VolumeMeta(source=images[0].meta.source, series_uid=images[0].meta.series_uid,
-                          label_names=self.labels)
+                          label_names=self.labels, spacing_known=images[0].meta.spacing_known)
         return Prediction(Volume(labels, images[0].affine, "label", meta), probs_out, dict(timings))
 
     def predict_preprocessed(self, array: np.ndarray, plan: Plan | None = None) -> np.ndarray:
@@ -364,7 +364,7 @@ def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, o
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    case_id, images, dicom, described = _read_case(source, predictor.in_channels, case_id, options.resample)
+    case_id, images, dicom, described = _read_case(source, predictor.in_channels, case_id, options, out_dir)
     timings["read"] = time.perf_counter() - start
     prediction = predictor.predict(images, probabilities=options.probabilities)
     timings.update(prediction.timings)
@@ -377,19 +377,25 @@ def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, o
 
 
 def _read_case(
-    source: CaseInput, channels: int, case_id: str | None, resample: bool = False
+    source: CaseInput, channels: int, case_id: str | None, options: OutputOptions, out_dir: Path
 ) -> tuple[str, list[Volume], DicomSeries | None, str]:
-    """(case id, channel volumes, DicomSeries or None, description) for any accepted source."""
-    from medseg.cases import InputCase, read_case
+    """(case id, channel volumes, DicomSeries or None, description) for any accepted source, read
+    with the DICOM reader options of ``options``; ConfigError, before reading, when an output in
+    ``out_dir`` would overwrite one of the case's input files."""
+    from medseg.cases import InputCase, check_planned_outputs, read_case
     from medseg.cases.privacy import redact
+    from medseg.inference.outputs import planned_outputs
 
     if isinstance(source, (list, tuple)) and source and all(isinstance(v, Volume) for v in source):
         volumes = list(source)
         name = Path(volumes[0].meta.source).name.split(".")[0] if volumes[0].meta.source else "case"
         return case_id or name, volumes, None, volumes[0].meta.source or "in-memory volumes"
     case = source if isinstance(source, InputCase) else _as_case(source, channels)
-    images, dicom = read_case(case, resample=resample)
-    return case_id or case.case_id, images, dicom, redact(case.describe(), case.redact)
+    case_id = case_id or case.case_id
+    check_planned_outputs([case], lambda _: planned_outputs(out_dir, case_id))
+    images, dicom = read_case(case, options.resample, allow_missing_slices=options.allow_missing_slices,
+                              values=options.values)
+    return case_id, images, dicom, redact(case.describe(), case.redact)
 
 
 def _as_case(source: object, channels: int) -> InputCase:

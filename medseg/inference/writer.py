@@ -53,6 +53,13 @@ def seg_skip_reason(labels: Volume, dicom: DicomSeries) -> str | None:
     return None
 
 
+def reading_notes(image: Volume) -> dict[str, Any]:
+    """What the reader reported about an input image, for its statistics: how many files of its DICOM
+    series could not be read (loaded with ``allow_missing_slices``; the log names them)."""
+    missing = image.meta.extra.get("unreadable_files") or ()
+    return {"unreadable_files": len(missing)} if missing else {}
+
+
 @dataclass(frozen=True)
 class FinishedLabels:
     """Post-processed labels (label names in their meta, remapped when asked), the names, and the
@@ -103,7 +110,7 @@ def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, predic
     outputs: dict[str, Path] = {"labels": write_labels(labels, paths["labels"])}
     if sidecar_path(paths["labels"]).is_file():
         outputs["label_names"] = sidecar_path(paths["labels"])
-    stats = label_stats(labels, names, image)
+    stats = {**label_stats(labels, names, image), **reading_notes(image)}
     table = {int(row["label"]): str(row["name"]) for row in stats["labels"]}
     outputs.update(_colour_outputs(labels, table, paths, options))
     stats["postprocessing"] = {"largest_component_classes": classes, "min_size_mm3": post.min_size_mm3,

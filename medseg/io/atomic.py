@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -81,28 +82,51 @@ def remove_temp_files_of(target: Path) -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+#: errno -> what to do, for writes the user's system refuses (disk full, file-size limit, quota...)
+_WRITE_FIXES = {
+    errno.ENOSPC: "free space on that disk or choose another output folder",
+    errno.EDQUOT: "free space within your quota or choose another output folder",
+    errno.EFBIG: "raise the file-size limit (ulimit -f) or choose another output folder",
+    errno.EROFS: "choose a writable output folder",
+}
+
+
+def write_error(target: Path, exc: OSError) -> OutputError | None:
+    """The one-line OutputError for a write the system refused for want of room or rights
+    (disk full, quota, file-size limit, read-only file system), or None for any other OSError."""
+    fix = _WRITE_FIXES.get(exc.errno or 0)
+    if fix is None:
+        return None
+    reason = (exc.strerror or os.strerror(exc.errno or 0)).lower()
+    return OutputError(f"cannot write {target}: {reason}; {fix}")
 
 
 @contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same suffix); rename it onto ``target`` on success.
 
-    On any exception the temporary file is removed and ``target`` is left untouched. The
-    temporary name is hidden and recognised by :func:`is_temp_file` (a kill leaves it behind).
+    On any exception the temporary file is removed and ``target`` is left untouched; a write the
+    system refuses (disk full, file-size limit, quota, read-only) becomes a one-line OutputError.
+    The temporary name is hidden and recognised by :func:`is_temp_file` (a kill leaves it behind).
     """
     target = Path(target)
     ensure_writable_dir(target.parent)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".part{full_suffix(target)}", dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    follow_umask(tmp)  # mkstemp makes 0600; outputs follow the umask
+    tmp: Path | None = None
     try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f".part{full_suffix(target)}", dir=target.parent
+        )
+        os.close(fd)
+        tmp = Path(tmp_name)
+        follow_umask(tmp)  # mkstemp makes 0600; outputs follow the umask
         yield tmp
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        error = write_error(target, exc) if isinstance(exc, OSError) else None
+        if error is not None:
+            raise error from None
         raise
 
 
