@@ -102,11 +102,32 @@ class Session:
         return ckpt.save_checkpoint(path, self.network, self.step.optimizer, self.schedule, self.step.scaler, progress)
 
     def restore(self, path: Path) -> Progress:
-        """Load a checkpoint into this session's network, optimiser, schedule, scaler and RNGs."""
+        """Load a checkpoint into this session's network, optimiser, schedule, scaler and RNGs.
+
+        The schedule then follows this session's budget (the recipe with this command's options):
+        a new ``--minutes``/``--epochs`` extends or shortens the lr curve from the progress made.
+        """
         progress = ckpt.load_checkpoint(path, self.network, self.step.optimizer, self.schedule, self.step.scaler,
                                         self.device)
         log.info("resumed from %s at epoch %d, iteration %d", path, progress.epoch, progress.iteration)
+        before = _describe_budget(self.schedule.total_iterations, self.schedule.budget_seconds)
+        if self.schedule.set_budget(*schedule_budget(self.recipe)):
+            fraction = self.schedule.progress(progress.iteration, progress.elapsed_seconds)
+            log.info("the budget changed from %s to %s: the lr schedule follows the new budget from %.0f%% done",
+                     before, _describe_budget(self.schedule.total_iterations, self.schedule.budget_seconds),
+                     100 * fraction)
         return progress
+
+
+def schedule_budget(recipe) -> tuple[int, float | None]:
+    """The iteration total and wall-clock seconds (None without a time budget) the lr schedule spans."""
+    budget = recipe.budget
+    return budget.epochs * budget.iterations_per_epoch, budget.minutes * 60.0 if budget.minutes else None
+
+
+def _describe_budget(iterations: int, seconds: float | None) -> str:
+    text = f"{iterations} iterations"
+    return text + f" or {seconds / 60:g} minutes" if seconds else text
 
 
 def prepare_data(recipe, run_dir: Path, resume: bool):
@@ -167,9 +188,7 @@ def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
     ckpt.seed_everything(recipe.runtime.seed)
     network = build_network(recipe, plan, runtime)
     optimizer = build_optimizer(network.parameters(), recipe.optimizer)
-    budget = recipe.budget
-    schedule = LRSchedule(optimizer, recipe.optimizer.schedule, budget.epochs * budget.iterations_per_epoch,
-                          budget.minutes * 60.0 if budget.minutes else None)
+    schedule = LRSchedule(optimizer, recipe.optimizer.schedule, *schedule_budget(recipe))
     autocast = runtime.autocast
     loss = build_loss(recipe.loss.name, plan.num_classes, recipe.loss.class_weights).to(device)
     step = TrainStep(distributed.wrap(network, dist, device), loss, optimizer, device, autocast, runtime.grad_scaler(),
