@@ -10,6 +10,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -148,7 +149,7 @@ def test_checkpoint_restores_state_and_rng_with_weights_only(tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------------- training runs
-def test_tiny_3d_run_writes_run_folder_and_model_folder(tiny_data: Path, tmp_path: Path) -> None:
+def test_tiny_3d_run_writes_run_folder_and_model_folder(tiny_data: Path, shared_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     folder = train(tiny_recipe(tiny_data), TrainOptions(run, progress_bar=False))
     assert folder == run / "model"
@@ -164,6 +165,12 @@ def test_tiny_3d_run_writes_run_folder_and_model_folder(tiny_data: Path, tmp_pat
     assert spec["metrics"]["validation_cases"] == 1 and set(spec["metrics"]["dice"]) == {"Anterior", "Posterior"}
     assert set(spec["postprocessing"]["keep_largest_component"]) <= {1, 2}
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the plan came from a file without label volumes: training measures them for the model folder
+    volumes = json.loads((folder / "plan.json").read_text())["fingerprint"]["label_volume_ml"]
+    labels = [np.asarray(nib.load(shared_data / "msd_hippocampus" / "labelsTr" / f"{c}.nii.gz").dataobj) for c in CASES]
+    for value in (1, 2):
+        ml = [float(np.sum(label == value)) / 1000.0 for label in labels]  # 1 mm voxels
+        assert volumes[str(value)] == pytest.approx({"min": min(ml), "median": float(np.median(ml)), "max": max(ml)})
 
 
 def test_exact_resume_after_a_kill(tiny_data: Path, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Both are made from the ledger only. Per case: status, label volumes (ml, from the inference
 stats), the QC thumbnail written by inference (linked relatively, so the folder can be moved or
-zipped), timings and the error. No patient names: the ledger never holds them, and with
+zipped), timings, the input's suitability warnings and the error. No patient names: the ledger never holds them, and with
 pseudonymised names the source paths and series UIDs are left out too.
 """
 
@@ -42,6 +42,12 @@ def label_volumes(stats: Mapping) -> dict[str, float]:
     return result
 
 
+def case_warnings(stats: Mapping) -> list[str]:
+    """The suitability warnings inference recorded for a case (``stats["warnings"]``: messages)."""
+    items = stats.get("warnings")
+    return [str(w.get("message", "")) if isinstance(w, Mapping) else str(w) for w in items] if isinstance(items, list) else []
+
+
 def qc_image(row: CaseRow) -> str | None:
     """Relative path (from the output folder) of the case's QC PNG, if inference wrote one."""
     for output in row.outputs:
@@ -65,7 +71,7 @@ def summary_csv(rows: list[CaseRow], pseudonymised: bool) -> str:
     header = ["case", "status", "kind"] + ([] if pseudonymised else ["source", "series_uid"])
     header += ["modality", "description", "n_slices", "attempts", "seconds"]
     header += [f"t_{k}" for k in TIMING_KEYS] + [f"volume_ml_{name}" for name in labels]
-    header += ["model_id", "model_version", "outputs", "error"]
+    header += ["model_id", "model_version", "outputs", "warnings", "error"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -75,7 +81,8 @@ def summary_csv(rows: list[CaseRow], pseudonymised: bool) -> str:
         values += [row.modality or "", "" if pseudonymised else row.description or "", row.n_slices or "", row.attempts]
         values += [_num(row.seconds)] + [_num(row.timings.get(k)) for k in TIMING_KEYS]
         values += [_num(volumes.get(name)) for name in labels]
-        values += [row.model_id or "", row.model_version or "", ";".join(o.path for o in row.outputs), row.error or ""]
+        values += [row.model_id or "", row.model_version or "", ";".join(o.path for o in row.outputs),
+                   " | ".join(case_warnings(row.stats)), row.error or ""]
         writer.writerow(values)
     return buffer.getvalue()
 
@@ -93,7 +100,7 @@ def report_html(rows: list[CaseRow], pseudonymised: bool, title: str = "medseg b
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     models = sorted({f"{r.model_id} ({r.model_version})" for r in rows if r.model_id})
     head = "".join(f"<th>{html.escape(h)}</th>" for h in
-                   ["case", "status", "QC", *([] if pseudonymised else ["source"]), *(f"{n} (ml)" for n in labels), "time (s)", "error"])
+                   ["case", "status", "QC", *([] if pseudonymised else ["source"]), *(f"{n} (ml)" for n in labels), "time (s)", "warnings", "error"])
     body = "\n".join(_html_row(row, labels, pseudonymised) for row in rows)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -122,6 +129,7 @@ def _html_row(row: CaseRow, labels: list[str], pseudonymised: bool) -> str:
         cells.append(f"<td>{html.escape(row.source)}</td>")
     cells += [f'<td class="num">{_num(volumes.get(n))}</td>' for n in labels]
     cells.append(f'<td class="num">{_num(row.seconds)}</td>')
+    cells.append(f'<td class="err">{"<br>".join(html.escape(w) for w in case_warnings(row.stats))}</td>')
     cells.append(f'<td class="err">{html.escape(row.error or "")}</td>')
     return "<tr>" + "".join(cells) + "</tr>"
 

@@ -76,6 +76,7 @@ def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, predic
     if sidecar_path(paths["labels"]).is_file():
         outputs["label_names"] = sidecar_path(paths["labels"])
     stats = label_stats(labels, names)
+    stats["warnings"] = [finding.to_dict() for finding in prediction.warnings]
     stats["postprocessing"] = {"largest_component_classes": classes, "min_size_mm3": post.min_size_mm3,
                                "fill_holes": post.fill_holes, "remap": {str(k): v for k, v in post.remap.items()}}
     if options.probabilities and prediction.probabilities is not None:

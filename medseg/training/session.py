@@ -133,10 +133,14 @@ def _describe_budget(iterations: int, seconds: float | None) -> str:
 def prepare_data(recipe, run_dir: Path, resume: bool):
     """Dataset -> plan (reused from ``run_dir/plan.json`` on resume) -> cache -> this fold's split.
 
+    A plan without label volume statistics (given as a file) gets them from the cache, so the
+    model folder's plan always carries them (inference compares predicted volumes with them).
+
     Returns ``(plan, cache, dataset, split)``.
     """
     from medseg.training.cache import build_cache
     from medseg.training.dataset import load_dataset
+    from medseg.training.fingerprint import cached_label_volumes
     from medseg.model.plan import Plan
     from medseg.training.planner import plan_for_recipe
 
@@ -148,6 +152,9 @@ def prepare_data(recipe, run_dir: Path, resume: bool):
         plan = plan_for_recipe(recipe, spec, workers=recipe.runtime.workers)
         plan.save(plan_path)
     cache = build_cache(spec, plan, recipe.runtime.cache_dir, workers=recipe.runtime.workers)
+    if "label_volume_ml" not in plan.fingerprint and not spec.instances:  # a plan from a file: measure them
+        plan = replace(plan, fingerprint={**plan.fingerprint, "label_volume_ml": cached_label_volumes(cache, plan)})
+        plan.save(plan_path)
     data = recipe.dataset
     splits = splits_for_run(run_dir / "splits.json", spec.case_ids, data.split, data.folds, data.seed)
     return plan, cache, spec, select_split(splits, data.fold if data.split == "kfold" else 0)
