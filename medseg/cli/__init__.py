@@ -17,7 +17,7 @@ import sys
 from typing import NoReturn, Sequence
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ("series", "convert", "plan", "train", "evaluate", "predict", "export", "batch")
+COMMANDS = ("series", "convert", "plan", "train", "evaluate", "predict", "export", "batch", "view")
 
 
 class Parser(argparse.ArgumentParser):

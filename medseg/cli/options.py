@@ -11,7 +11,8 @@ functions that build options, so registering the options keeps ``medseg --help``
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from medseg.choices import BACKENDS, DEVICES, EXECUTORS, LARGEST_COMPONENT_MODES, PRECISIONS, TTA_MODES
 
@@ -54,6 +55,10 @@ def _add_output_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--save-probabilities", action="store_true", help="also write 4D class probabilities")
     group.add_argument("--no-seg", action="store_true", help="no DICOM SEG for DICOM input")
     group.add_argument("--no-qc", action="store_true", help="no QC picture")
+    group.add_argument("--rtstruct", action="store_true",
+                       help="also a DICOM RTSTRUCT for DICOM input (needs rt-utils: pip install \"medseg[rtstruct]\")")
+    group.add_argument("--seg-nrrd", action="store_true", help="also a 3D Slicer segmentation (.seg.nrrd)")
+    group.add_argument("--no-viewer", action="store_true", help="no interactive NiiVue viewer page per case")
 
 
 def _add_postprocess_options(group: argparse._ArgumentGroup) -> None:
@@ -95,16 +100,22 @@ def output_options(args: argparse.Namespace, labels: Mapping[int, str]) -> Outpu
     """What is written per case, from the arguments :func:`add_prediction_options` added.
 
     Needs the model's ``labels`` (value -> name) to resolve ``--instances`` names. Raises
-    ConfigError for a bad ``--remap``, ``--min-size`` or ``--instances`` value.
+    ConfigError for a bad ``--remap``, ``--min-size`` or ``--instances`` value, and for
+    ``--rtstruct`` without rt-utils installed.
     """
     from medseg.inference import OutputOptions, PostprocessOptions
     from medseg.inference.postprocess import parse_remap
 
+    if args.rtstruct:
+        from medseg.io.rtstruct_writer import require_rt_utils
+
+        require_rt_utils()
     post = PostprocessOptions(largest_component=args.largest_component, min_size_mm3=args.min_size,
                               fill_holes=args.fill_holes, remap=parse_remap(args.remap),
                               instances=parse_classes(args.instances, labels))
     return OutputOptions(dicom_seg=not args.no_seg, probabilities=args.save_probabilities, qc=not args.no_qc,
-                         postprocess=post, resample=args.resample)
+                         postprocess=post, resample=args.resample, rtstruct=args.rtstruct, seg_nrrd=args.seg_nrrd,
+                         viewer=not args.no_viewer)
 
 
 def parse_classes(text: str, labels: Mapping[int, str]) -> tuple[int, ...]:

@@ -59,6 +59,10 @@ class OutputOptions:
     probabilities. ``qc``: the QC PNG. ``postprocess``: label post-processing. ``resample``: a
     DICOM series with gantry tilt, gaps or uneven slice spacing is resampled onto a regular grid
     (labels then lie on that grid and no SEG is written) instead of being refused.
+    ``rtstruct``: a DICOM RTSTRUCT when the input was DICOM (needs rt-utils). ``seg_nrrd``: a 3D
+    Slicer segmentation. ``viewer``: the case's NiiVue viewer page (skipped, with one warning, when
+    the NiiVue bundle is not installed); ``viewer_assets``: the folder whose ``viewer_assets/``
+    the pages share (default: the case's output folder). Slicer/ITK-SNAP colour tables are always written.
     """
 
     dicom_seg: bool = True
@@ -66,3 +70,7 @@ class OutputOptions:
     qc: bool = True
     postprocess: PostprocessOptions = field(default_factory=PostprocessOptions)
     resample: bool = False
+    rtstruct: bool = False
+    seg_nrrd: bool = False
+    viewer: bool = True
+    viewer_assets: str | None = None

@@ -45,6 +45,7 @@ from medseg.volume import Volume, VolumeMeta
 if TYPE_CHECKING:
     from medseg.cases import InputCase
     from medseg.io.dicom import DicomSeries, SeriesInfo
+    from medseg.io.seg import SegmentCoding
 
 #: What :func:`predict_case` reads: a discovered case, a path holding one case, a series, or channel Volumes.
 CaseInput = Union["InputCase", str, Path, "SeriesInfo", Sequence[Volume]]
@@ -107,7 +108,9 @@ class Predictor:
         except BaseException:
             store.close()
             raise
-        return cls(models, options, runtime, [store])
+        predictor = cls(models, options, runtime, [store])
+        log.info("%s", predictor.choice_line())
+        return predictor
 
     @classmethod
     def from_network(cls, network: torch.nn.Module, plan: Plan, spec: ModelSpec,
@@ -125,7 +128,8 @@ class Predictor:
         if options.backend not in ("torch", "auto"):
             raise ConfigError("from_network runs PyTorch networks only; export first for other backends")
         runtime = runtime or configure_runtime(options.device, options.precision, options.threads)
-        return cls([LoadedModel("in-memory network", spec, plan, TorchBackend(network, runtime))], options, runtime)
+        backend = TorchBackend(network, runtime)
+        return cls([LoadedModel("in-memory network", spec, plan, backend, "an in-memory PyTorch network")], options, runtime)
 
     def close(self) -> None:
         """Release temporary exports."""
@@ -151,13 +155,48 @@ class Predictor:
         return self.models[0].spec.in_channels
 
     @property
+    def label_metadata(self) -> dict[int, SegmentCoding]:
+        """Label value -> DICOM SEG coding from the first model's ``model.json`` (labels without one absent)."""
+        return dict(self.models[0].spec.label_metadata)
+
+    @property
+    def model_name(self) -> str:
+        """The models' folder names joined by ``+`` (an ensemble), as written into DICOM SEGs."""
+        names = [Path(m.name).name or m.name for m in self.models]
+        return "+".join(dict.fromkeys(names))
+
+    @property
     def postprocessing(self) -> dict:
         """The first model's validated post-processing choices (``model.json``)."""
         return dict(self.models[0].spec.postprocessing)
 
+    def choices(self) -> list[dict[str, str]]:
+        """The backend and precision each model runs with and why, one entry per distinct choice:
+        ``{"backend", "backend_reason", "precision", "precision_reason"}``. The precision is the
+        backend's own (ONNX Runtime runs fp32, OpenVINO bf16 or fp32)."""
+        out: list[dict[str, str]] = []
+        for model in self.models:
+            precision = str(model.backend.describe().get("precision", self.runtime.precision))
+            if precision == self.runtime.precision:
+                precision_reason = self.runtime.precision_reason or "asked for"
+            else:
+                precision_reason = f"the {model.backend.name} backend runs {precision} here"
+            choice = {"backend": model.backend.name, "backend_reason": model.backend_reason or "asked for",
+                      "precision": precision, "precision_reason": precision_reason}
+            if choice not in out:
+                out.append(choice)
+        return out
+
+    def choice_line(self) -> str:
+        """One line for the log, e.g. ``backend openvino (auto: fastest installed on this CPU),
+        precision bf16 (auto: native bf16 on this CPU)`` (several choices joined by ``; ``)."""
+        return "; ".join(f"backend {c['backend']} ({c['backend_reason']}), precision {c['precision']} "
+                         f"({c['precision_reason']})" for c in self.choices())
+
     def describe(self) -> dict[str, Any]:
-        """Models, backend, device and options, for the run manifest."""
+        """Models, backend (and why: ``choices``), device and options, for the run manifest."""
         return {
+            "choices": self.choices(),
             "models": [{"name": m.name, "family": m.spec.family, "spatial_dims": m.spec.spatial_dims, "in_channels": m.spec.in_channels, "out_channels": m.spec.out_channels, "labels": {str(k): v for k, v in m.spec.labels.items()}, "postprocessing": m.spec.postprocessing, "patch_size": list(m.patch_size),
                         "backend": m.backend.describe()} for m in self.models],
             "runtime": self.runtime.describe(),

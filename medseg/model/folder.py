@@ -6,7 +6,8 @@ it, inference, export and the batch runner read it.
 Layout::
 
     model.json            ModelSpec: format version, family, spatial dims, channels, network config,
-                          label names, post-processing decision, recipe, validation metrics, versions
+                          label names (+ optional SNOMED CT codes per label), post-processing
+                          decision, recipe, validation metrics, versions
     plan.json             the Plan (preprocessing + network shapes), readable and editable
     weights.safetensors   the inference network's weights (no deep-supervision heads)
     training_log.csv      per-epoch log of the run
@@ -28,6 +29,7 @@ from torch import nn
 
 from medseg.errors import ConfigError, InputError
 from medseg.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir, follow_umask
+from medseg.io.seg import SegmentCoding
 from medseg.model.plan import NetworkConfig, Plan
 
 FORMAT_VERSION = 1
@@ -39,7 +41,11 @@ LOG_FILE, CURVES_FILE = "training_log.csv", "curves.png"
 class ModelSpec:
     """What ``model.json`` holds. ``network`` is the NetworkConfig as a dict (patch_size, batch_size,
     features, kernel_sizes, strides); ``postprocessing`` e.g. ``{"keep_largest_component": [1, 2]}``;
-    ``metrics`` the validation results; ``versions`` the package versions that trained it."""
+    ``metrics`` the validation results; ``versions`` the package versions that trained it.
+    ``label_metadata``: optional per foreground label, what it is in DICOM SEG terms
+    (:class:`~medseg.io.seg.SegmentCoding`: SNOMED CT category, type, optional modifier); in JSON
+    ``{"1": {"category": {"code", "scheme", "meaning"}, "type": {...}, "modifier": {...}}}``,
+    written only when set."""
 
     family: str
     spatial_dims: int
@@ -51,6 +57,7 @@ class ModelSpec:
     recipe: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    label_metadata: dict[int, SegmentCoding] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -61,6 +68,7 @@ class ModelSpec:
             raise ConfigError(
                 f"model.json: {self.out_channels} network outputs cannot hold the labels {sorted(self.labels)}"
             )
+        object.__setattr__(self, "label_metadata", _label_metadata(self.label_metadata, self.foreground))
 
     @property
     def foreground(self) -> dict[int, str]:
@@ -70,6 +78,9 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["labels"] = {str(k): v for k, v in self.labels.items()}
+        data["label_metadata"] = {str(k): v.to_dict() for k, v in self.label_metadata.items()}
+        if not data["label_metadata"]:
+            del data["label_metadata"]
         return data
 
     @classmethod
@@ -90,6 +101,27 @@ class ModelSpec:
     def network_config(self) -> NetworkConfig:
         """The NetworkConfig the network was built with."""
         return NetworkConfig(**self.network)
+
+
+def _label_metadata(metadata: object, foreground: Mapping[int, str]) -> dict[int, SegmentCoding]:
+    """``label_metadata`` validated: keys are foreground label values, values SegmentCodings (or
+    their JSON form). ConfigError naming the label and what is wrong."""
+    if not isinstance(metadata, Mapping):
+        raise ConfigError(f"model.json: label_metadata must be an object keyed by label value, got {metadata!r}")
+    out: dict[int, SegmentCoding] = {}
+    for key, value in metadata.items():
+        try:
+            label = int(key)
+        except (TypeError, ValueError):
+            raise ConfigError(f"model.json: label_metadata key {key!r} is not a label value") from None
+        if label not in foreground:
+            raise ConfigError(
+                f"model.json: label_metadata names label {label}, which is not a foreground label "
+                f"(labels {sorted(foreground)})"
+            )
+        out[label] = value if isinstance(value, SegmentCoding) else SegmentCoding.from_dict(
+            value, f"model.json: label_metadata.{label}")
+    return dict(sorted(out.items()))
 
 
 @dataclass(frozen=True)
