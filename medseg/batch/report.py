@@ -2,9 +2,9 @@
 
 Both are made from the ledger only. Per case: status, label volumes (ml) and mean ± sd of the
 source image per label (from the inference stats), the QC thumbnail and the case's NiiVue viewer
-page (linked relatively, so the folder can be moved or zipped), timings and the error. No patient
-names: the ledger never holds them, and with pseudonymised names the source paths and series
-UIDs are left out too.
+page (linked relatively, so the folder can be moved or zipped), timings, the input's suitability
+warnings and the error. No patient names: the ledger never holds them, and with pseudonymised
+names the source paths and series UIDs are left out too.
 
 The page lists failures first and filters rows by status (a few lines of inline script, so it
 works opened from file://). A viewer panel at the top shows one case at a time; a case's "view"
@@ -61,6 +61,12 @@ def _output(row: CaseRow, name: str) -> str | None:
     return next((o.path for o in row.outputs if o.name == name), None)
 
 
+def case_warnings(stats: Mapping) -> list[str]:
+    """The suitability warnings inference recorded for a case (``stats["warnings"]``: messages)."""
+    items = stats.get("warnings")
+    return [str(w.get("message", "")) if isinstance(w, Mapping) else str(w) for w in items] if isinstance(items, list) else []
+
+
 def qc_image(row: CaseRow) -> str | None:
     """Relative path (from the output folder) of the case's QC PNG, if inference wrote one."""
     for output in row.outputs:
@@ -98,7 +104,7 @@ def summary_csv(rows: list[CaseRow], pseudonymised: bool) -> str:
     header += ["modality", "description", "n_slices", "attempts", "seconds"]
     header += [f"t_{k}" for k in TIMING_KEYS] + [f"volume_ml_{name}" for name in labels]
     header += [f"intensity_mean_{name}" for name in labels]
-    header += ["model_id", "model_version", "outputs", "error"]
+    header += ["model_id", "model_version", "outputs", "warnings", "error"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -110,7 +116,8 @@ def summary_csv(rows: list[CaseRow], pseudonymised: bool) -> str:
         values += [_num(row.seconds)] + [_num(row.timings.get(k)) for k in TIMING_KEYS]
         values += [_num(by_name.get(name, {}).get("volume_ml")) for name in labels]
         values += [_num(by_name.get(name, {}).get("intensity_mean")) for name in labels]
-        values += [row.model_id or "", row.model_version or "", ";".join(o.path for o in row.outputs), row.error or ""]
+        values += [row.model_id or "", row.model_version or "", ";".join(o.path for o in row.outputs),
+                   " | ".join(case_warnings(row.stats)), row.error or ""]
         writer.writerow(values)
     return buffer.getvalue()
 
@@ -167,7 +174,7 @@ def report_html(rows: list[CaseRow], pseudonymised: bool, title: str = "medseg b
     models = sorted({f"{r.model_id} ({r.model_version})" for r in rows if r.model_id})
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["case", "status", "QC", "viewer", *([] if pseudonymised else ["source"])])
     head += "".join(f"<th>{_swatch(value)}{html.escape(name)} (ml)<br><small>mean ± sd</small></th>" for name, value in labels)
-    head += "<th>time (s)</th><th>error</th>"
+    head += "<th>time (s)</th><th>warnings</th><th>error</th>"
     body = "\n".join(_html_row(row, [n for n, _ in labels], pseudonymised) for row in rows)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -220,6 +227,7 @@ def _html_row(row: CaseRow, labels: list[str], pseudonymised: bool) -> str:
         cells.append(f"<td>{html.escape(row.source)}</td>")
     cells += [f'<td class="num">{_label_cell(by_name.get(n))}</td>' for n in labels]
     cells.append(f'<td class="num">{_num(row.seconds)}</td>')
+    cells.append(f'<td class="err">{"<br>".join(html.escape(w) for w in case_warnings(row.stats))}</td>')
     cells.append(f'<td class="err">{html.escape(row.error or "")}</td>')
     return f'<tr data-status="{html.escape(row.status)}">' + "".join(cells) + "</tr>"
 

@@ -54,6 +54,9 @@ def _add_inference_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--tiles-per-batch", type=int, metavar="N", help="tiles per network call (default 2 CPU, 4 GPU)")
     group.add_argument("--fast", action="store_true",
                        help="argmax on the preprocessed grid, then nearest-neighbour back (less memory, faster)")
+    group.add_argument("--strict", action="store_true",
+                       help="refuse a case that does not suit the model's training data (modality, intensities, "
+                       "spacing, size, predicted volumes) instead of segmenting it with warnings")
 
 
 def _add_output_options(group: argparse._ArgumentGroup) -> None:
@@ -98,7 +101,7 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     return PredictOptions(device=args.device, backend=args.backend, precision=args.precision, tta=args.tta,
                           overlap=args.overlap, tiles_per_batch=args.tiles_per_batch, fast=args.fast,
-                          threads=args.threads)
+                          threads=args.threads, strict=args.strict)
 
 
 def output_options(args: argparse.Namespace, labels: Mapping[int, str]) -> OutputOptions:

@@ -25,6 +25,8 @@ class PredictOptions:
     ``fast``: argmax on the preprocessed grid, then nearest-neighbour back to the source grid
     (instead of resampling probabilities linearly). ``threads``: CPU threads (None = all
     available). ``precision``: auto = bf16 on CPUs with native bf16, fp16 AMP on CUDA, else fp32.
+    ``strict``: refuse a case whose input does not suit the model's training data
+    (:mod:`medseg.inference.suitability`) instead of predicting it with warnings.
     """
 
     device: str = "auto"
@@ -36,6 +38,7 @@ class PredictOptions:
     fast: bool = False
     threads: int | None = None
     cache_dir: str | None = None
+    strict: bool = False
 
     def __post_init__(self) -> None:
         _choice("device", self.device, DEVICES)

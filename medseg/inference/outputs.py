@@ -222,7 +222,8 @@ MANIFEST_NAME = "medseg_run.json"
 def build_manifest(predictor: Any, output_options: Any, results: Sequence[Any], failures: Sequence[Mapping[str, str]],
                    timings: Mapping[str, float], inputs: Sequence[str], command: Sequence[str] = ()) -> dict[str, Any]:
     """A reproducibility record of one run: versions, device/backend, models, options, and per
-    case its source, outputs and seconds per stage (``results`` are CaseResult objects)."""
+    case its source, outputs, seconds per stage and suitability ``warnings`` (``results`` are
+    CaseResult objects)."""
     import datetime as _dt
     from dataclasses import asdict
 
@@ -236,6 +237,7 @@ def build_manifest(predictor: Any, output_options: Any, results: Sequence[Any], 
         "output_options": asdict(output_options),
         "timings": {k: round(float(v), 4) for k, v in timings.items()},
         "cases": [{"case_id": r.case_id, "source": r.source, "outputs": {k: str(v) for k, v in r.outputs.items()},
-                   "timings": r.timings, "labels": r.stats.get("labels", [])} for r in results],
+                   "timings": r.timings, "labels": r.stats.get("labels", []),
+                   "warnings": r.stats.get("warnings", [])} for r in results],
         "failures": list(failures),
     }

@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from medseg.inference.loading import LoadedModel, check_compatible, load_model
 from medseg.inference.options import OutputOptions, PredictOptions
 from medseg.model.runtime import Runtime, configure_runtime
 from medseg.inference.sliding import predict_volume
+from medseg.inference.suitability import Finding, check_input, check_labels, refuse
 from medseg.model.folder import ModelSpec
 from medseg.model.plan import Plan
 from medseg.model.preprocess import (argmax_labels, preprocess_case, restore_argmax, restore_labels,
@@ -57,11 +58,13 @@ GPU_RESERVE_BYTES = 2 * 1024**3
 
 @dataclass(frozen=True)
 class Prediction:
-    """Labels on the source grid; class probabilities (K, I, J, K) float16 when asked; seconds per stage."""
+    """Labels on the source grid; class probabilities (K, I, J, K) float16 when asked; seconds per
+    stage; why the input may not suit the model (:mod:`medseg.inference.suitability`)."""
 
     labels: Volume
     probabilities: np.ndarray | None
     timings: dict[str, float]
+    warnings: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,13 +209,19 @@ class Predictor:
         """Labels (and optionally probabilities) for one case on the exact grid of ``images[0]``.
 
         Needs one 3D Volume per model input channel, all on one grid. Promises a label Volume
-        with the source shape and affine, label names in its meta, uint8 (uint16 beyond 255).
+        with the source shape and affine, label names in its meta, uint8 (uint16 beyond 255), and
+        the suitability findings of input and prediction (their seconds count as preprocessing);
+        with ``options.strict`` a finding raises UnsuitableInputError instead.
         """
         if len(images) != self.in_channels:
             raise InputError(
                 f"the model takes {self.in_channels} input channel(s) but {len(images)} image(s) were given"
             )
         timings: dict[str, float] = defaultdict(float)
+        start = time.perf_counter()
+        findings = self._checked(check_input(images, plan, models[0].spec.spatial_dims)
+                                 for plan, models in self._groups)
+        timings["preprocess"] += time.perf_counter() - start
         results = []
         for plan, models in self._groups:
             start = time.perf_counter()
@@ -227,7 +236,17 @@ class Predictor:
         timings["inverse"] += time.perf_counter() - start
         meta = VolumeMeta(source=images[0].meta.source, series_uid=images[0].meta.series_uid,
                           label_names=self.labels, spacing_known=images[0].meta.spacing_known)
-        return Prediction(Volume(labels, images[0].affine, "label", meta), probs_out, dict(timings))
+        label_volume = Volume(labels, images[0].affine, "label", meta)
+        if images[0].meta.spacing_known:  # volumes in mL need millimetres
+            findings += self._checked([check_labels(label_volume, self._groups[0][0])])
+        return Prediction(label_volume, probs_out, dict(timings), tuple(findings))
+
+    def _checked(self, groups: Iterable[list[Finding]]) -> list[Finding]:
+        """The findings of every plan group, each message once; raises UnsuitableInputError under ``strict``."""
+        unique = list({f.message: f for group in groups for f in group}.values())
+        if unique and self.options.strict:
+            raise refuse(unique)
+        return unique
 
     def predict_preprocessed(self, array: np.ndarray, plan: Plan | None = None) -> np.ndarray:
         """Mean softmax probabilities (K, X, Y, Z) float32 on the grid of an already preprocessed image.
@@ -355,7 +374,8 @@ def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, o
     ``source`` is an :class:`~medseg.cases.InputCase` (from :func:`~medseg.cases.discover_cases`),
     a path holding exactly one case, a DICOM series (``SeriesInfo``), or a list of channel
     Volumes. Promises the label file on the exact source grid, statistics, and the optional
-    outputs asked for in ``options``, named ``case_id`` (default: the case's id);
+    outputs asked for in ``options``, named ``case_id`` (default: the case's id), with the
+    suitability findings in ``stats["warnings"]`` (each logged as a warning);
     ``timings`` break the case down into read / preprocess / network / inverse / postprocess / write.
     """
     from medseg.inference.writer import write_case_outputs
@@ -367,6 +387,8 @@ def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, o
     case_id, images, dicom, described = _read_case(source, predictor.in_channels, case_id, options, out_dir)
     timings["read"] = time.perf_counter() - start
     prediction = predictor.predict(images, probabilities=options.probabilities)
+    for finding in prediction.warnings:  # one line per problem; the stats and the manifest keep them
+        log.warning("%s: %s", case_id, finding.message)
     timings.update(prediction.timings)
     outputs, stats, post_timings = write_case_outputs(predictor, case_id, images[0], prediction, dicom,
                                                       out_dir, options)

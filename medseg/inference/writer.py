@@ -111,6 +111,7 @@ def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, predic
     if sidecar_path(paths["labels"]).is_file():
         outputs["label_names"] = sidecar_path(paths["labels"])
     stats = {**label_stats(labels, names, image), **reading_notes(image)}
+    stats["warnings"] = [finding.to_dict() for finding in prediction.warnings]
     table = {int(row["label"]): str(row["name"]) for row in stats["labels"]}
     outputs.update(_colour_outputs(labels, table, paths, options))
     stats["postprocessing"] = {"largest_component_classes": classes, "min_size_mm3": post.min_size_mm3,
