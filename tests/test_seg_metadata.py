@@ -22,9 +22,13 @@ TERM = {"code": "5366008", "scheme": "SCT", "meaning": "Hippocampus"}
 CATEGORY = {"code": "91723000", "scheme": "SCT", "meaning": "Anatomical Structure"}
 
 
+NETWORK = {"patch_size": [16, 16, 16], "batch_size": 2, "features": [4, 8, 16],
+           "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}
+
+
 def spec_data(label_metadata: object) -> dict:
     return {"family": "unet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3, "labels": LABELS,
-            "network": {}, "label_metadata": label_metadata, "format_version": 1}
+            "network": NETWORK, "label_metadata": label_metadata, "format_version": 1}
 
 
 def test_label_metadata_round_trips_through_model_json() -> None:
