@@ -184,6 +184,7 @@ class Ledger:
                 "INSERT INTO runs(started_at, backend, workers, options) VALUES (?, ?, ?, ?)",
                 (time.time(), executor, workers, json.dumps(dict(options), default=str)),
             )
+        assert cur.lastrowid is not None  # an INSERT always sets it
         return int(cur.lastrowid)
 
     def end_run(self, run_id: int, done: int, failed: int) -> None:
@@ -322,7 +323,7 @@ def _dumps(value: Mapping) -> str:
 
 def _json_default(value: object) -> object:
     if hasattr(value, "item"):  # numpy scalars
-        return value.item()  # type: ignore[attr-defined]
+        return value.item()
     if isinstance(value, (Path, os.PathLike)):
         return os.fspath(value)
     if isinstance(value, (set, tuple)):

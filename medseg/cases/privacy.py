@@ -172,7 +172,7 @@ def redacting_logs(terms: Sequence[str] | Callable[[], Sequence[str]]) -> Iterat
     get = terms if callable(terms) else (lambda: terms)
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
-        return _redact_record(previous(*args, **kwargs), get())  # type: ignore[arg-type]
+        return _redact_record(previous(*args, **kwargs), get())
 
     logging.setLogRecordFactory(factory)
     try:

@@ -88,6 +88,8 @@ def _export_graph(network: torch.nn.Module, example: torch.Tensor, path: Path, d
         program = torch.onnx.export(network, (example,), dynamo=True, input_names=["image"],
                                     output_names=["logits"], dynamic_shapes=(dims,), opset_version=OPSET,
                                     verbose=False)
+        if program is None:  # the dynamo exporter returns the program it wrote
+            raise RuntimeError("torch.onnx.export returned no ONNX program")
         program.save(str(path), external_data=False)
 
 

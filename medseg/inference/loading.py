@@ -115,8 +115,8 @@ def load_model(path: str | Path, backend: str, runtime: Runtime, store: ExportSt
             )
         from medseg.inference.export import load_export
 
-        plan, spec, onnx_path = load_export(path)
-        return LoadedModel(str(path), spec, plan, _onnx_backend(chosen, onnx_path, runtime), why)
+        plan, spec, exported = load_export(path)
+        return LoadedModel(str(path), spec, plan, _onnx_backend(chosen, exported, runtime), why)
     from medseg.model.folder import load_model_folder, read_model_description
 
     spec, plan = read_model_description(path)

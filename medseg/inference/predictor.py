@@ -280,12 +280,13 @@ class Predictor:
         values = (num_classes + 1 + array.shape[0]) * int(np.prod(_padded(array.shape[1:], models)))
         where = accumulator_device(device, values)
         image = torch.from_numpy(array).to(where)
-        total = None
+        total: torch.Tensor | None = None
         for model in models:
             window = model.window(self.options.overlap, self.tiles_per_batch, self.options.tta == "all")
             logits = predict_volume(model.backend, image, num_classes, window, plan.slice_axis, where)
             probs = softmax_(logits)
             total = probs if total is None else total.add_(probs)
+        assert total is not None  # a predictor holds at least one model
         if len(models) > 1:
             total.div_(len(models))
         return total.cpu().numpy()
@@ -294,12 +295,13 @@ class Predictor:
         """Labels on the source grid (and float16 probabilities when asked) from per-plan results."""
         if len(results) == 1:
             record, probs, _ = results[0]
-            labels = None
+            labels: np.ndarray | None = None
             if self.options.fast or not record.resampled:  # nearest back is exact without resampling
                 labels = np.asarray(restore_labels(argmax_labels(probs), record).array)
             elif not want_probs:  # the argmax of linearly restored probabilities, computed lean
                 labels = restore_argmax(probs, record)
             if not want_probs:
+                assert labels is not None  # set by one of the two branches above
                 return labels, None
             full = restore_probabilities(probs, record, dtype=_restore_dtype(probs, record, want_probs))
             labels = argmax_labels(full) if labels is None else labels
@@ -307,11 +309,13 @@ class Predictor:
         if self.options.fast:
             log.info("--fast with models of different plans: averaging probabilities on the source grid")
         weights = sum(n for _, _, n in results)
-        full = None
+        mean: np.ndarray | None = None
         for record, probs, n in results:
             restored = restore_probabilities(probs, record, dtype=np.float32)
             restored *= n / weights
-            full = restored if full is None else np.add(full, restored, out=full)
+            mean = restored if mean is None else np.add(mean, restored, out=mean)
+        assert mean is not None  # several plan groups here
+        full = mean
         return argmax_labels(full), full.astype(np.float16) if want_probs else None
 
 

@@ -39,7 +39,7 @@ def _centre(labels: np.ndarray) -> tuple[int, int, int]:
     """Centre of mass of the foreground (rounded), or the array centre when there is none."""
     idx = np.nonzero(labels)
     if not idx[0].size:
-        return tuple(s // 2 for s in labels.shape)  # type: ignore[return-value]
+        return tuple(s // 2 for s in labels.shape)
     return tuple(int(round(float(np.mean(a)))) for a in idx)  # type: ignore[return-value]
 
 
