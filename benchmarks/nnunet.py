@@ -235,10 +235,10 @@ def score_folder(pred_dir: Path, case_ids: list[str], labels_dir: Path) -> dict[
     """Dice per class (mean over cases) of ``pred_dir/<case>.nii.gz`` against the references."""
     import nibabel as nib
 
-    from medseg.training.validation import dice_per_class
+    from medseg.evaluation import class_dice
 
-    rows = [dice_per_class(np.asarray(nib.load(pred_dir / f"{c}.nii.gz").dataobj),
-                           np.asarray(nib.load(labels_dir / f"{c}.nii.gz").dataobj), 3) for c in case_ids]
+    rows = [class_dice(np.asarray(nib.load(pred_dir / f"{c}.nii.gz").dataobj),
+                       np.asarray(nib.load(labels_dir / f"{c}.nii.gz").dataobj), [1, 2]) for c in case_ids]
     mean = np.mean(rows, axis=0)
     return {"Anterior": float(mean[0]), "Posterior": float(mean[1]), "mean": float(mean.mean())}
 

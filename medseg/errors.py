@@ -7,6 +7,7 @@ internal fault (exit code 1). Messages say what was wrong and what to do about i
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from typing import Iterable, Sequence
 
 
@@ -47,6 +48,39 @@ def check_choice(what: str, value: str, choices: Sequence[str]) -> str:
     if value in choices:
         return value
     raise ConfigError(f"unknown {what} {value!r}; {did_you_mean(value, choices)}choose one of {', '.join(choices)}")
+
+
+#: characters that end or break a line on a terminal; :func:`printable` turns each into one space
+_LINE_BREAKS = frozenset("\t\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029")
+#: Unicode categories a terminal must never receive raw: controls (C0, DEL, C1: NUL, ESC...),
+#: format characters (bidi overrides such as U+202E, zero-width marks), surrogates
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+
+
+def printable(text: object, limit: int | None = None) -> str:
+    """``text`` made safe to show on a terminal, in a log line or a one-line message.
+
+    Needs any object (``str()`` is taken). Promises a single line without control, format or
+    bidi characters: tabs, CR, LF and other line breaks become one space; every other control
+    or format character (NUL, ESC of terminal escape sequences, U+202E RIGHT-TO-LEFT OVERRIDE,
+    zero-width characters) is shown escaped as ``\\xNN`` / ``\\uNNNN``, so nothing is hidden and
+    nothing is interpreted. NUL padding at either end is dropped, surrounding spaces stripped;
+    with ``limit`` the result is cut to that many characters (ending in ``...``).
+    """
+    value = str(text).strip(" \x00")
+    cleaned = "".join(_clean_char(char) for char in value).strip()
+    if limit is not None and len(cleaned) > limit:
+        cleaned = cleaned[: max(limit - 3, 0)] + "..."
+    return cleaned
+
+
+def _clean_char(char: str) -> str:
+    if char in _LINE_BREAKS:
+        return " "
+    if unicodedata.category(char) not in _HIDDEN_CATEGORIES:
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class ArchiveError(MedsegError):

@@ -39,6 +39,9 @@ class VolumeMeta:
 
     ``rescale`` is ``(slope, intercept)`` when a DICOM rescale was applied to the pixel values,
     ``None`` when no rescale was applied. ``label_names`` maps label values to names.
+    ``spacing_known`` is False when the source did not say how large a voxel is (a PNG, a TIFF
+    without resolution tags, a DICOM without PixelSpacing): the affine then counts in pixels, not
+    millimetres, and nothing downstream may report its sizes or positions as millimetres.
     """
 
     modality: str | None = None
@@ -48,6 +51,7 @@ class VolumeMeta:
     source: str | None = None
     label_names: Mapping[int, str] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    spacing_known: bool = True
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SAMPLE_DATA = REPO / "sample_data"
+
+
+def _claim_tests_package() -> None:
+    """Make ``import tests.x`` find this folder even when a site-packages ``tests`` package exists.
+
+    rt-utils (``medseg[rtstruct]``) installs a top-level package named ``tests``; a regular
+    package wins over this folder (a namespace package), which would hide ``tests.inference_stubs``.
+    """
+    here = Path(__file__).resolve().parent
+    spec = importlib.util.find_spec("tests")
+    if spec is not None and spec.origin and Path(spec.origin).resolve().parent != here:
+        package = types.ModuleType("tests")
+        package.__path__ = [str(here)]
+        sys.modules["tests"] = package
+
+
+_claim_tests_package()
 
 
 @pytest.fixture(scope="session")

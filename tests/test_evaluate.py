@@ -127,3 +127,16 @@ def test_cli_grid_mismatch_exits_2(label: Volume, tmp_path: Path, capsys) -> Non
     pred_path = write_volume(other, tmp_path / "pred.nii.gz")
     assert main(["evaluate", str(pred_path), str(ref_path)]) == 2
     assert "differs from the reference grid" in capsys.readouterr().err
+
+
+def test_class_dice_is_the_dice_of_class_metrics_with_its_empty_mask_rules(label: Volume) -> None:
+    from medseg.evaluation import class_dice, class_metrics
+
+    reference = np.asarray(label.array)
+    prediction = np.roll(reference, 2, axis=0)
+    prediction[prediction == 2] = 4  # class 2: reference only; class 4: prediction only; class 3: neither
+    classes = [1, 2, 3, 4]
+    full = class_metrics(prediction, reference, classes, label.spacing)
+    dice = class_dice(prediction, reference, classes)
+    assert dice == [m.dice for m in full]
+    assert dice[1:] == [0.0, 1.0, 0.0] and 0.3 < dice[0] < 0.95

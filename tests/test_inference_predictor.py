@@ -147,3 +147,55 @@ def test_oblique_tcia_dicom_series_round_trips_onto_its_grid(shared_data):
         expected = expected_labels(zscore(volume)) > 0
         dice = 2 * ((labels.array > 0) & expected).sum() / ((labels.array > 0).sum() + expected.sum())
         assert dice > 0.85, (fast, dice)
+
+
+def test_predict_runs_through_predict_preprocessed_which_takes_read_only_float16_arrays(hippo, monkeypatch):
+    """The one path from a preprocessed array to probabilities: predict() calls it, and the
+    trainer's periodic validation calls it on memory-mapped (read-only, maybe float16) caches."""
+    import warnings
+
+    from medseg.model.preprocess import argmax_labels, preprocess_case, restore_labels
+
+    plan = make_plan()  # 1 mm, like the hippocampus source: the labels come back by exact indexing
+    predictor = Predictor.from_network(Threshold(), plan, stub_info(), PredictOptions(**CPU))
+    calls = []
+    original = predictor.predict_preprocessed
+    monkeypatch.setattr(predictor, "predict_preprocessed", lambda *a, **k: calls.append(1) or original(*a, **k))
+    expected = predictor.predict([hippo]).labels.array
+    assert len(calls) == 1
+    pre = preprocess_case([hippo], plan)
+    cached = np.array(pre.array, dtype=np.float16)
+    cached.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on non-writable arrays
+        probabilities = predictor.predict_preprocessed(cached)
+    assert probabilities.shape == (3, *pre.array.shape[1:]) and probabilities.dtype == np.float32
+    assert np.allclose(probabilities.sum(0), 1.0, atol=1e-5)
+    labels = np.asarray(restore_labels(argmax_labels(probabilities), pre.record).array)
+    assert (labels == expected).mean() > 0.999  # float16 rounding may move a voxel on a threshold
+
+
+def test_predict_preprocessed_needs_to_know_the_plan_of_a_mixed_ensemble():
+    runtime_opts = PredictOptions(**CPU)
+    a = Predictor.from_network(Threshold(), make_plan(), stub_info(), runtime_opts)
+    b = Predictor.from_network(Threshold(), make_plan(spacing=(2.0, 2.0, 2.0)), stub_info(), runtime_opts)
+    mixed = Predictor(a.models + b.models, runtime_opts, a.runtime)
+    array = np.zeros((1, 16, 16, 16), dtype=np.float32)
+    with pytest.raises(ConfigError, match="preprocess differently"):
+        mixed.predict_preprocessed(array)
+    assert mixed.predict_preprocessed(array, make_plan(spacing=(2.0, 2.0, 2.0))).shape == (3, 16, 16, 16)
+    with pytest.raises(ConfigError, match="no model of this predictor"):
+        mixed.predict_preprocessed(array, make_plan(spacing=(3.0, 3.0, 3.0)))
+
+
+def test_an_in_memory_network_in_training_mode_is_run_in_eval_mode_on_the_given_runtime():
+    from medseg.model.runtime import configure_runtime
+
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 3, 1), torch.nn.Dropout3d(0.9))
+    runtime = configure_runtime("cpu", "fp32", 1)
+    predictor = Predictor.from_network(net, make_plan(), stub_info(), PredictOptions(), runtime=runtime)
+    assert predictor.runtime is runtime
+    net.train()  # the trainer's next step switches it back
+    image = np.random.default_rng(0).normal(size=(1, 16, 16, 16)).astype(np.float32)
+    first, second = predictor.predict_preprocessed(image), predictor.predict_preprocessed(image)
+    assert not net.training and np.array_equal(first, second)  # dropout off: deterministic

@@ -7,7 +7,7 @@ Modules along the flow::
     runner.py           resume decisions and the driver loop  session.py   one invocation end to end
     engine.py           the Engine contract and per-case execution in workers
     inference_engine.py the real engine: Predictor once per worker, predict_case per case
-    backend.py          driver <-> backend events           local.py / ray_backend.py   the workers
+    executor.py         driver <-> executor events          local.py / ray_executor.py  the workers
     report.py           summary.csv and report.html
 
 Public API::

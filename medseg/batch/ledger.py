@@ -11,7 +11,7 @@ Schema (``SCHEMA_VERSION`` 1):
   failed / skipped), error or skip reason, attempts, run id, worker, timestamps, timings and
   stats (JSON), model id and version.
 * ``outputs(case_id, name, path, sha256, bytes)``: files of done cases, paths relative to OUTDIR.
-* ``runs``: one row per invocation (backend, workers, options, start/end, counts).
+* ``runs``: one row per invocation (executor, in the column ``backend``; workers, options, start/end, counts).
 * ``model_loads``: one row each time a worker loaded the model (proves "once per worker").
 * ``pushes``: each DICOM result sent back to an archive (``--push-to``): case, output name and
   checksum, destination, the UIDs it has there, ``sent`` / ``present`` (the archive had it
@@ -210,13 +210,14 @@ class Ledger:
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # ---------------------------------------------------------------- runs
-    def begin_run(self, backend: str, workers: int, options: Mapping) -> int:
+    def begin_run(self, executor: str, workers: int, options: Mapping) -> int:
         """Record the start of an invocation; returns its run id."""
         with self._tx():
             cur = self._db.execute(
                 "INSERT INTO runs(started_at, backend, workers, options) VALUES (?, ?, ?, ?)",
-                (time.time(), backend, workers, json.dumps(dict(options), default=str)),
+                (time.time(), executor, workers, json.dumps(dict(options), default=str)),
             )
+        assert cur.lastrowid is not None  # an INSERT always sets it
         return int(cur.lastrowid)
 
     def end_run(self, run_id: int, done: int, failed: int) -> None:
@@ -373,7 +374,7 @@ def _dumps(value: Mapping) -> str:
 
 def _json_default(value: object) -> object:
     if hasattr(value, "item"):  # numpy scalars
-        return value.item()  # type: ignore[attr-defined]
+        return value.item()
     if isinstance(value, (Path, os.PathLike)):
         return os.fspath(value)
     if isinstance(value, (set, tuple)):

@@ -1,4 +1,4 @@
-"""Local batch backend: N worker processes (spawn context), each loading the model once.
+"""Local batch executor: N worker processes (spawn context), each loading the model once.
 
 Each worker runs reading, preprocessing, the network and writing for its case, so one worker's
 file I/O overlaps another's network. The driver talks to every worker over its own pipe and
@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from medseg.batch.backend import Event, Finished, Loaded, Lost, StartFailed
+from medseg.batch.executor import Event, Finished, Loaded, Lost, StartFailed
 from medseg.batch.engine import Engine, error_text, execute_case, worker_name
 from medseg.cases import InputCase
 from medseg.errors import MedsegError
@@ -86,7 +86,7 @@ class _Slot:
     since: float = 0.0
 
 
-class LocalBackend:
+class LocalExecutor:
     """``workers`` local processes; ``timeout`` (seconds, optional) bounds one case."""
 
     name = "local"
@@ -211,4 +211,4 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-__all__ = ["LocalBackend", "worker_main", "worker_name"]
+__all__ = ["LocalExecutor", "worker_main", "worker_name"]

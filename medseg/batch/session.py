@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from medseg.batch.archive_engine import CACHE_DIR, ArchiveEngine, clear_cache
-from medseg.batch.engine import Engine
+from medseg.batch.engine import Engine, case_dir
 from medseg.batch.ledger import LEDGER_NAME, Ledger
 from medseg.batch.report import write_pseudonym_map, write_reports
 from medseg.batch.runner import SECRET_KEY, BatchOptions, BatchSummary, dry_run_lines, locked_outdir, pseudonym_secret, run_batch
-from medseg.cases import Discovery, Namer, SelectionRules, check_output_outside_input, discover_cases
-from medseg.cases.privacy import held_logs, redacting_logs
+from medseg.cases import (Discovery, Namer, SelectionRules, check_output_outside_input, check_planned_outputs,
+                          discover_cases)
+from medseg.cases.privacy import redact, redacting_logs
 from medseg.errors import ConfigError, InputError
+from medseg.io.atomic import remove_temp_files_of
 
 if TYPE_CHECKING:
     from medseg.batch.push import PushSummary
@@ -59,7 +61,8 @@ class SessionResult:
 
 
 def check_paths(input_path: Path | ArchiveSource, outdir: Path) -> None:
-    """Refuse a missing input, and an output folder inside the input folder (archives: nothing to check)."""
+    """Refuse a missing input, and an output folder that is or lies inside the input folder, or holds the
+    input file (archives: nothing to check)."""
     if not isinstance(input_path, (str, Path)):
         return
     if not Path(input_path).exists():
@@ -101,19 +104,22 @@ def run_session(
         namer = naming(ledger, pseudonymise)
         if not archive.keep_cache:
             clear_cache(outdir)
-        found: list[Discovery] = []
-        with held_logs(lambda: _all_terms(found)):  # discovery logs wait until names are known
-            source = input_path if not isinstance(input_path, (str, Path)) else Path(input_path)
-            found.append(discover_cases(source, rules, namer, series=series, channels=engine.in_channels()))
-        discovery = found[0]
-        with redacting_logs(_all_terms(found)):
+        discovery = discover_cases(_source(input_path), rules, namer, series=series, channels=engine.in_channels())
+        check_case_folders(discovery, outdir)
+        with redacting_logs(discovery.redact_terms()):
             summary = run_batch(discovery, engine, identity, options, ledger)
             pushes = push_to(ledger, outdir, archive.push_to) if archive.push_to else None
         csv_path, html_path = write_reports(ledger, outdir, pseudonymise)
         mapping_path = None
         if pseudonymise:
+            remove_temp_files_of(mapping or outdir / MAPPING_NAME)  # left by a killed run (outside OUTDIR too)
             mapping_path = write_pseudonym_map(mapping or outdir / MAPPING_NAME, mapping_items(discovery))
     return SessionResult(summary, csv_path, html_path, mapping_path, pushes)
+
+
+def _source(input_path: Path | ArchiveSource) -> Path | ArchiveSource:
+    """What discovery reads: a path as a Path, an archive as it is."""
+    return Path(input_path) if isinstance(input_path, (str, Path)) else input_path
 
 
 def session_engine(engine: Engine, input_path: Path | ArchiveSource, outdir: Path, archive: ArchiveOptions) -> Engine:
@@ -139,14 +145,12 @@ def push_to(ledger: Ledger, outdir: Path, settings: ArchiveSettings) -> PushSumm
     return summary
 
 
-def _all_terms(found: list[Discovery]) -> tuple[str, ...]:
-    """Every patient name part of the discovered series, longest first (none before discovery ends)."""
-    return found[0].redact_terms() if found else ()
-
-
 def mapping_items(discovery: Discovery) -> list[tuple[str, str, str, str, str]]:
+    """(case, PatientID, study UID, series UID, source) per case; a PatientID or source that holds the
+    patient's name is redacted (the UIDs still lead back to the study)."""
     return [
-        (c.case_id, c.patient_id or "", c.study_uid or "", c.series_uid or "", c.source) for c in discovery.cases
+        (c.case_id, redact(c.patient_id or "", c.redact), c.study_uid or "", c.series_uid or "", redact(c.source, c.redact))
+        for c in discovery.cases
     ]
 
 
@@ -169,6 +173,12 @@ def dry_run(
                 value = ledger.get_meta(SECRET_KEY)
             secret = bytes.fromhex(value) if value else None
         secret = secret or secrets.token_bytes(32)
-    source = input_path if not isinstance(input_path, (str, Path)) else Path(input_path)
-    discovery = discover_cases(source, rules, Namer(secret), series=series, channels=channels)
+    discovery = discover_cases(_source(input_path), rules, Namer(secret), series=series, channels=channels)
+    check_case_folders(discovery, Path(outdir))
     return dry_run_lines(discovery, Path(outdir), force, retry_failed)
+
+
+def check_case_folders(discovery: Discovery, outdir: Path) -> None:
+    """Refuse (ConfigError) an input file that lies in a case's output folder (OUTDIR/cases/<case>),
+    which that case would overwrite: the rule ``medseg predict`` checks too."""
+    check_planned_outputs(discovery.cases, lambda case: [case_dir(outdir, case.case_id)])

@@ -45,16 +45,20 @@ def case_series(case: InputCase) -> SeriesInfo | None:
     return select_series(infos, case.series_select)
 
 
-def read_case(case: InputCase, resample: bool = False) -> tuple[list[Volume], DicomSeries | None]:
+def read_case(case: InputCase, resample: bool = False, *, allow_missing_slices: bool = False,
+              values: str = "rescaled") -> tuple[list[Volume], DicomSeries | None]:
     """The 3D channel volumes of ``case`` and, for DICOM input, the loaded ``DicomSeries`` (else None).
 
-    A DICOM series with gantry tilt or uneven slices is refused (GeometryError) unless
-    ``resample`` is set, which resamples it onto a regular grid.
+    The DICOM reader options are :func:`medseg.io.dicom.load_series`'s: a series with gantry
+    tilt or uneven slices is refused (GeometryError) unless ``resample`` is set, which resamples
+    it onto a regular grid; one with unreadable files is refused (DicomError) unless
+    ``allow_missing_slices``, which loads the readable ones (reported; the geometry rules then
+    decide); ``values`` is ``"rescaled"`` or ``"real-world"``. Volume files ignore them.
     """
     series = case_series(case)
     if series is not None:
         from medseg.io.dicom import load_series
 
-        dicom = load_series(series, resample=resample)
+        dicom = load_series(series, resample=resample, allow_missing_slices=allow_missing_slices, values=values)
         return [dicom.volume.require_3d()], dicom
     return [read_volume_file(p).require_3d() for p in case.images], None

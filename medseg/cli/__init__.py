@@ -17,7 +17,8 @@ import sys
 from typing import NoReturn, Sequence
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ("series", "convert", "plan", "train", "evaluate", "predict", "export", "batch", "watch", "listen")
+COMMANDS = ("series", "convert", "plan", "train", "evaluate", "predict", "export", "batch", "watch", "listen",
+            "view")
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,7 +34,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available subcommand registered."""
-    from medseg import __version__
+    from medseg.version import __version__
 
     parser = Parser(
         prog="medseg", description="Segment medical volumes from DICOM exports and NIfTI/NRRD/MHA files."
@@ -64,14 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from medseg.errors import MedsegError
+    from medseg.errors import MedsegError, printable
 
     try:
         return int(args.func(args) or 0)
     except MedsegError as exc:
         if args.debug:
             raise
-        print(f"medseg: error: {exc}", file=sys.stderr)
+        print(f"medseg: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)

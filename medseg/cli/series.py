@@ -26,10 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the series table; exit code 0 (errors raise MedsegError -> exit 2)."""
+    from medseg.errors import printable
     from medseg.io.dicom import discover_series, format_series_table
 
     infos = discover_series(args.folder)
     print(format_series_table(infos, details=args.all))
     images = sum(info.is_image for info in infos)
-    print(f"\n{len(infos)} series ({images} image, {len(infos) - images} other) in {args.folder}")
+    print(f"\n{len(infos)} series ({images} image, {len(infos) - images} other) in {printable(args.folder)}")
     return 0

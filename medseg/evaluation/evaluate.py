@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,9 +14,11 @@ from medseg.evaluation.metrics import NEITHER, ClassMetrics, class_metrics
 from medseg.evaluation.pairs import CasePair, match_cases
 from medseg.volume import Volume
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
-class CaseResult:
+class CaseScores:
     """All evaluated classes of one case, in label order; ``spacing`` in mm."""
 
     case: str
@@ -35,18 +38,21 @@ def check_same_grid(prediction: Volume, reference: Volume, case: str) -> None:
 
 
 def evaluate_volumes(case: str, prediction: Volume, reference: Volume, classes: Sequence[int] | None = None,
-                     tolerance_mm: float = 1.0) -> CaseResult:
+                     tolerance_mm: float = 1.0) -> CaseScores:
     """Metrics of one case; ``classes`` default to the non-zero values found in either volume."""
     prediction, reference = prediction.require_3d(), reference.require_3d()
     check_same_grid(prediction, reference, case)
+    if not reference.meta.spacing_known:
+        log.warning("case %s: the pixel size is unknown (e.g. a PNG): HD95 and the NSD tolerance are in pixels, not mm",
+                    case)
     pred, ref = np.asarray(prediction.array), np.asarray(reference.array)
     if classes is None:
         classes = sorted(int(v) for v in set(np.unique(pred)) | set(np.unique(ref)) if v != 0)
     metrics = class_metrics(pred, ref, list(classes), reference.spacing, tolerance_mm)
-    return CaseResult(case, reference.spacing, tuple(metrics))
+    return CaseScores(case, reference.spacing, tuple(metrics))
 
 
-def evaluate_pair(pair: CasePair, classes: Sequence[int] | None = None, tolerance_mm: float = 1.0) -> CaseResult:
+def evaluate_pair(pair: CasePair, classes: Sequence[int] | None = None, tolerance_mm: float = 1.0) -> CaseScores:
     """Read one prediction/reference pair as label volumes and evaluate it."""
     from medseg.io import read_volume
 
@@ -55,7 +61,7 @@ def evaluate_pair(pair: CasePair, classes: Sequence[int] | None = None, toleranc
     return evaluate_volumes(pair.case, prediction, reference, classes, tolerance_mm)
 
 
-def fill_absent_classes(results: Sequence[CaseResult]) -> list[CaseResult]:
+def fill_absent_classes(results: Sequence[CaseScores]) -> list[CaseScores]:
     """Give every case every class seen anywhere: a class absent from both sides of a case scores
     Dice 1, HD95 0, NSD 1 (presence "neither")."""
     every = sorted({m.label for r in results for m in r.metrics})
@@ -63,12 +69,12 @@ def fill_absent_classes(results: Sequence[CaseResult]) -> list[CaseResult]:
     for result in results:
         have = {m.label: m for m in result.metrics}
         metrics = tuple(have.get(c) or ClassMetrics(c, 1.0, 0.0, 1.0, NEITHER, 0, 0) for c in every)
-        filled.append(CaseResult(result.case, result.spacing, metrics))
+        filled.append(CaseScores(result.case, result.spacing, metrics))
     return filled
 
 
 def evaluate(prediction: str | Path, reference: str | Path, classes: Sequence[int] | None = None,
-             tolerance_mm: float = 1.0, on_case: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+             tolerance_mm: float = 1.0, on_case: Callable[[CaseScores], None] | None = None) -> list[CaseScores]:
     """Evaluate a prediction file/folder against a reference file/folder (matched by case name).
 
     ``classes`` None: every non-zero label value found in any case (a class absent from both

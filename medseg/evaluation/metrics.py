@@ -50,9 +50,20 @@ def presence(pred_voxels: int, ref_voxels: int) -> str:
     return REF_ONLY if ref_voxels else PRED_ONLY
 
 
+#: Dice, HD95, NSD of a class missing from at least one side (see the module table)
+EMPTY_SCORES = {NEITHER: (1.0, 0.0, 1.0), REF_ONLY: (0.0, math.inf, 0.0), PRED_ONLY: (0.0, math.inf, 0.0)}
+
+
 def _onehot(labels: np.ndarray, classes: Sequence[int]) -> torch.Tensor:
     stack = np.stack([labels == c for c in classes])
     return torch.from_numpy(stack)[None]
+
+
+def _voxel_counts(prediction: np.ndarray, reference: np.ndarray, classes: Sequence[int]) -> list[tuple[int, int]]:
+    """(prediction voxels, reference voxels) of every class; ValueError when the shapes differ."""
+    if prediction.shape != reference.shape:
+        raise ValueError(f"prediction shape {prediction.shape} != reference shape {reference.shape}")
+    return [(int(np.count_nonzero(prediction == c)), int(np.count_nonzero(reference == c))) for c in classes]
 
 
 def _monai_metrics(pred: torch.Tensor, ref: torch.Tensor, spacing: Sequence[float], tolerance_mm: float):
@@ -69,15 +80,32 @@ def _monai_metrics(pred: torch.Tensor, ref: torch.Tensor, spacing: Sequence[floa
     return dice, hd95, nsd
 
 
+def class_dice(prediction: np.ndarray, reference: np.ndarray, classes: Sequence[int]) -> list[float]:
+    """Dice of each label value in ``classes``, with the empty-mask rules of :func:`class_metrics`
+    (both empty: 1, one empty: 0) and MONAI's ``compute_dice`` otherwise; no distances computed.
+
+    Needs integer label arrays of the same shape. Promises exactly the ``dice`` that
+    :func:`class_metrics` reports for the same arrays.
+    """
+    from monai.metrics import compute_dice
+
+    counts = _voxel_counts(prediction, reference, classes)
+    both = [c for c, (p, r) in zip(classes, counts) if p and r]
+    computed: dict[int, float] = {}
+    if both:
+        dice = compute_dice(_onehot(prediction, both), _onehot(reference, both), include_background=True,
+                            ignore_empty=False)[0]
+        computed = {c: float(d) for c, d in zip(both, dice)}
+    return [computed[c] if c in computed else EMPTY_SCORES[presence(p, r)][0] for c, (p, r) in zip(classes, counts)]
+
+
 def class_metrics(prediction: np.ndarray, reference: np.ndarray, classes: Sequence[int],
                   spacing: Sequence[float], tolerance_mm: float = 1.0) -> list[ClassMetrics]:
     """Dice, HD95 (mm) and NSD at ``tolerance_mm`` for each label value in ``classes``.
 
     Needs integer label arrays of the same shape and the voxel spacing in mm along their axes.
     """
-    if prediction.shape != reference.shape:
-        raise ValueError(f"prediction shape {prediction.shape} != reference shape {reference.shape}")
-    counts = [(int(np.count_nonzero(prediction == c)), int(np.count_nonzero(reference == c))) for c in classes]
+    counts = _voxel_counts(prediction, reference, classes)
     both = [i for i, (p, r) in enumerate(counts) if p and r]
     computed = {}
     if both:
@@ -87,11 +115,6 @@ def class_metrics(prediction: np.ndarray, reference: np.ndarray, classes: Sequen
     results = []
     for i, (c, (p, r)) in enumerate(zip(classes, counts)):
         where = presence(p, r)
-        if where == BOTH:
-            d, h, s = computed[i]
-        elif where == NEITHER:
-            d, h, s = 1.0, 0.0, 1.0
-        else:
-            d, h, s = 0.0, math.inf, 0.0
+        d, h, s = computed[i] if where == BOTH else EMPTY_SCORES[where]
         results.append(ClassMetrics(int(c), d, h, s, where, r, p))
     return results

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from medseg.evaluation.evaluate import CaseResult
+from medseg.evaluation.evaluate import CaseScores
 from medseg.evaluation.metrics import BOTH, NEITHER
 from medseg.io.atomic import atomic_write_text
 
@@ -22,7 +22,7 @@ def _number(value: float) -> str:
     return "inf" if math.isinf(value) else ("nan" if math.isnan(value) else f"{value:.6g}")
 
 
-def metrics_csv(results: Sequence[CaseResult], names: Mapping[int, str] | None = None) -> str:
+def metrics_csv(results: Sequence[CaseScores], names: Mapping[int, str] | None = None) -> str:
     """One row per case and class; infinite HD95 written as ``inf``."""
     names = names or {}
     buffer = io.StringIO()
@@ -35,7 +35,7 @@ def metrics_csv(results: Sequence[CaseResult], names: Mapping[int, str] | None =
     return buffer.getvalue()
 
 
-def write_metrics_csv(results: Sequence[CaseResult], path: Path, names: Mapping[int, str] | None = None) -> Path:
+def write_metrics_csv(results: Sequence[CaseScores], path: Path, names: Mapping[int, str] | None = None) -> Path:
     """Write :func:`metrics_csv` atomically."""
     atomic_write_text(path, metrics_csv(results, names))
     return Path(path)
@@ -60,7 +60,7 @@ class ClassSummary:
     one_empty: int
 
 
-def summarize(results: Sequence[CaseResult]) -> list[ClassSummary]:
+def summarize(results: Sequence[CaseScores]) -> list[ClassSummary]:
     """Per-class mean and median of Dice, HD95 (finite values) and NSD, with empty-case counts."""
     labels = sorted({m.label for r in results for m in r.metrics})
     rows = []

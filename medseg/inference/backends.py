@@ -53,7 +53,7 @@ def _first_output(out: torch.Tensor | list | tuple) -> torch.Tensor:
 
 
 class TorchBackend:
-    """A PyTorch network in eval mode on the runtime's device, under inference mode and autocast.
+    """A PyTorch network run in eval mode on the runtime's device, under inference mode and autocast.
 
     (A channels-last memory layout was measured and left out: on this project's CPU benchmark it
     made the nnU-Net-style U-Net slower in bf16 and no faster in fp32.)
@@ -66,6 +66,8 @@ class TorchBackend:
         self.network = network.eval().to(runtime.device)
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        if self.network.training:  # an in-memory network that is being trained between calls
+            self.network.eval()
         x = tiles.to(self.runtime.device, dtype=torch.float32, non_blocking=True)
         with torch.inference_mode(), self.runtime.autocast():
             out = _first_output(self.network(x))

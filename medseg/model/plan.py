@@ -61,7 +61,8 @@ class Plan:
     ``target_spacing`` is in mm along the canonical (closest-RAS) i, j, k axes; ``config_2d``
     works on slices across ``slice_axis`` (its patch axes are the other two canonical axes in
     increasing order). ``labels`` includes ``0: "background"``. ``fingerprint`` holds dataset
-    statistics for information only.
+    statistics: training does not read them; inference compares inputs with them
+    (:mod:`medseg.inference.suitability`).
     """
 
     name: str

@@ -46,12 +46,17 @@ class Case:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset: its cases, label names (0 = background included) and one modality per channel."""
+    """A dataset: its cases, label names (0 = background included) and one modality per channel.
+
+    ``instances``: the label files are instance maps (one id per object, any number of objects;
+    ``labels`` then names the object classes), see :mod:`medseg.training.instances`.
+    """
 
     name: str
     cases: tuple[Case, ...]
     labels: dict[int, str]
     channels: tuple[str, ...]
+    instances: bool = False
 
     def __post_init__(self) -> None:
         ids = [c.id for c in self.cases]
@@ -85,6 +90,10 @@ def load_dataset(path: str | Path) -> DatasetSpec:
     sidecar has its label files scanned for the class values). Every listed file must exist.
     """
     path = Path(path).expanduser()
+    from medseg.training.instances import is_instance_folder, load_instance_folder
+
+    if is_instance_folder(path):
+        return load_instance_folder(path)
     if path.is_dir():
         if not (path / "dataset.json").is_file():
             raise InputError(
@@ -152,7 +161,7 @@ def _load_folder(root: Path) -> DatasetSpec:
         cases = [_listed_case(root, entry, len(channels), where) for entry in meta["training"]]
     else:
         cases = _scanned_cases(root, ending, len(channels))
-    return DatasetSpec(str(meta.get("name") or root.name), tuple(cases), labels, channels)
+    return DatasetSpec(str(meta.get("name") or root.name), tuple(cases), labels, channels, bool(meta.get("instances")))
 
 
 def _case_id(path: Path) -> str:
@@ -305,18 +314,19 @@ def read_case(case: Case, spec: DatasetSpec) -> tuple[list[Volume], Volume | Non
         return images, None
     label = _read_label(case.label, images[0], case)
     check_label(label, images[0], spec, case.id)
-    return images, label.with_meta(label_names=dict(spec.labels))
+    return images, label if spec.instances else label.with_meta(label_names=dict(spec.labels))
 
 
 def check_label(label: Volume, image: Volume, spec: DatasetSpec, case_id: str) -> None:
-    """Raise when the label is off its image's grid or holds values the dataset does not declare."""
+    """Raise when the label is off its image's grid or holds values the dataset does not declare
+    (instance maps: any ids, their values are objects, not classes)."""
     if not label.same_grid(image):
         raise GeometryError(
             f"case {case_id}: the label grid (shape {label.spatial_shape}, origin "
             f"{tuple(round(v, 3) for v in label.origin)}) differs from its image's (shape {image.spatial_shape}, "
             f"origin {tuple(round(v, 3) for v in image.origin)}); resample the label onto the image grid (nearest)"
         )
-    extra = sorted(set(label_values(label.array)) - set(spec.labels))
+    extra = [] if spec.instances else sorted(set(label_values(label.array)) - set(spec.labels))
     if extra:
         raise InputError(
             f"case {case_id}: label values {extra} are not declared classes {sorted(spec.labels)}; "

@@ -1,8 +1,9 @@
 """Everything one training run is made of, built from a recipe: data, network, step, schedule.
 
 :func:`build_session` composes the pieces (dataset -> plan -> cache -> split; network, loss,
-optimiser, LR schedule, precision, predictor). The :class:`Session` only holds them and offers
-the few actions the epoch loop needs (batches, validation, checkpoints).
+optimiser, LR schedule, precision, and the inference ``Predictor`` that validates the network).
+The :class:`Session` only holds them and offers the few actions the epoch loop needs (batches,
+periodic and final validation, checkpoints).
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from medseg.inference.predictor import Predictor
+from medseg.model.folder import ModelSpec
+from medseg.model.runtime import Runtime, configure_runtime
 from medseg.training import checkpoint as ckpt
 from medseg.training import distributed
 from medseg.training.checkpoint import Progress
-from medseg.model.runtime import Runtime, configure_runtime
+from medseg.training.dataset import DatasetSpec
 from medseg.training.loop import TrainStep
 from medseg.training.optim import LRSchedule
 from medseg.training.splits import Split, select_split, splits_for_run
-from medseg.training.validation import Predictor, ValidationResult, validate
+from medseg.training.validation import (ValidationResult, validate_preprocessed, validate_source,
+                                        validation_predictor)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ class Session:
     run_dir: Path
     plan: object
     cache: object
+    dataset: DatasetSpec
     split: Split
     runtime: Runtime
     network: nn.Module
@@ -56,9 +62,13 @@ class Session:
         return self.recipe.model.spatial_dims
 
     @property
-    def foreground_names(self) -> list[str]:
-        """Names of classes 1..K-1 (the value itself when unnamed)."""
-        return [self.plan.labels.get(c, str(c)) for c in range(1, self.plan.num_classes)]
+    def foreground_classes(self) -> list[int]:
+        """The declared label values other than background (0), ascending: the validated classes."""
+        return sorted(c for c in self.plan.labels if c != 0)
+
+    def class_name(self, value: int) -> str:
+        """The label name of class ``value`` (the value itself when unnamed)."""
+        return self.plan.labels.get(value, str(value))
 
     def batches(self, start_iteration: int) -> Iterator[dict[str, torch.Tensor]]:
         """The endless batch stream, positioned at batch ``start_iteration``."""
@@ -77,8 +87,14 @@ class Session:
             yield case.id, case.image, case.label
 
     def validate(self) -> ValidationResult:
-        """Dice per class on the validation cases with the current weights."""
-        return validate(self.predictor, self.val_cases(), self.plan.num_classes)
+        """Periodic validation: Dice per class on the cached preprocessed validation cases with
+        the current weights, through the predictor's own sliding window."""
+        return validate_preprocessed(self.predictor, self.val_cases(), self.foreground_classes)
+
+    def validate_final(self) -> ValidationResult:
+        """Final validation: the validation cases' source files predicted on their own grid,
+        scored with and without keep-largest-component (see :mod:`medseg.training.validation`)."""
+        return validate_source(self.predictor, self.dataset, self.split.val)
 
     def save_checkpoint(self, path: Path, progress: Progress) -> Path:
         if not self.dist.is_main:  # under torchrun only rank 0 writes
@@ -86,17 +102,45 @@ class Session:
         return ckpt.save_checkpoint(path, self.network, self.step.optimizer, self.schedule, self.step.scaler, progress)
 
     def restore(self, path: Path) -> Progress:
-        """Load a checkpoint into this session's network, optimiser, schedule, scaler and RNGs."""
+        """Load a checkpoint into this session's network, optimiser, schedule, scaler and RNGs.
+
+        The schedule then follows this session's budget (the recipe with this command's options):
+        a new ``--minutes``/``--epochs`` extends or shortens the lr curve from the progress made.
+        """
         progress = ckpt.load_checkpoint(path, self.network, self.step.optimizer, self.schedule, self.step.scaler,
                                         self.device)
         log.info("resumed from %s at epoch %d, iteration %d", path, progress.epoch, progress.iteration)
+        before = _describe_budget(self.schedule.total_iterations, self.schedule.budget_seconds)
+        if self.schedule.set_budget(*schedule_budget(self.recipe)):
+            fraction = self.schedule.progress(progress.iteration, progress.elapsed_seconds)
+            log.info("the budget changed from %s to %s: the lr schedule follows the new budget from %.0f%% done",
+                     before, _describe_budget(self.schedule.total_iterations, self.schedule.budget_seconds),
+                     100 * fraction)
         return progress
 
 
+def schedule_budget(recipe) -> tuple[int, float | None]:
+    """The iteration total and wall-clock seconds (None without a time budget) the lr schedule spans."""
+    budget = recipe.budget
+    return budget.epochs * budget.iterations_per_epoch, budget.minutes * 60.0 if budget.minutes else None
+
+
+def _describe_budget(iterations: int, seconds: float | None) -> str:
+    text = f"{iterations} iterations"
+    return text + f" or {seconds / 60:g} minutes" if seconds else text
+
+
 def prepare_data(recipe, run_dir: Path, resume: bool):
-    """Dataset -> plan (reused from ``run_dir/plan.json`` on resume) -> cache -> this fold's split."""
+    """Dataset -> plan (reused from ``run_dir/plan.json`` on resume) -> cache -> this fold's split.
+
+    A plan without label volume statistics (given as a file) gets them from the cache, so the
+    model folder's plan always carries them (inference compares predicted volumes with them).
+
+    Returns ``(plan, cache, dataset, split)``.
+    """
     from medseg.training.cache import build_cache
     from medseg.training.dataset import load_dataset
+    from medseg.training.fingerprint import cached_label_volumes
     from medseg.model.plan import Plan
     from medseg.training.planner import plan_for_recipe
 
@@ -108,9 +152,12 @@ def prepare_data(recipe, run_dir: Path, resume: bool):
         plan = plan_for_recipe(recipe, spec, workers=recipe.runtime.workers)
         plan.save(plan_path)
     cache = build_cache(spec, plan, recipe.runtime.cache_dir, workers=recipe.runtime.workers)
+    if "label_volume_ml" not in plan.fingerprint and not spec.instances:  # a plan from a file: measure them
+        plan = replace(plan, fingerprint={**plan.fingerprint, "label_volume_ml": cached_label_volumes(cache, plan)})
+        plan.save(plan_path)
     data = recipe.dataset
     splits = splits_for_run(run_dir / "splits.json", spec.case_ids, data.split, data.folds, data.seed)
-    return plan, cache, select_split(splits, data.fold if data.split == "kfold" else 0)
+    return plan, cache, spec, select_split(splits, data.fold if data.split == "kfold" else 0)
 
 
 def build_network(recipe, plan, runtime: Runtime) -> nn.Module:
@@ -123,6 +170,17 @@ def build_network(recipe, plan, runtime: Runtime) -> nn.Module:
     return network.to(device=runtime.device, memory_format=runtime.memory_format(dims))
 
 
+def network_spec(recipe, plan) -> ModelSpec:
+    """The ModelSpec of the network a recipe trains (no post-processing, metrics or versions yet):
+    what the validation predictor needs, completed into ``model.json`` when training ends."""
+    config = plan.config(recipe.model.spatial_dims)
+    network = {"patch_size": list(config.patch_size), "batch_size": config.batch_size,
+               "features": list(config.features), "kernel_sizes": [list(k) for k in config.kernel_sizes],
+               "strides": [list(s) for s in config.strides]}
+    return ModelSpec(recipe.model.family, recipe.model.spatial_dims, len(plan.channels), plan.num_classes,
+                     dict(plan.labels), network, recipe=recipe.to_dict())
+
+
 def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
     """Build every piece of a run from ``recipe`` (seeding first, so initial weights are reproducible)."""
     from medseg.training.losses import build_loss
@@ -133,20 +191,16 @@ def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
     runtime = replace(runtime, device=distributed.rank_device(dist, runtime.device))
     device = runtime.device
     with distributed.main_first(dist):  # rank 0 plans and caches; the others then reuse its files
-        plan, cache, split = prepare_data(recipe, run_dir, resume or not dist.is_main)
+        plan, cache, dataset, split = prepare_data(recipe, run_dir, resume or not dist.is_main)
     ckpt.seed_everything(recipe.runtime.seed)
     network = build_network(recipe, plan, runtime)
     optimizer = build_optimizer(network.parameters(), recipe.optimizer)
-    budget = recipe.budget
-    schedule = LRSchedule(optimizer, recipe.optimizer.schedule, budget.epochs * budget.iterations_per_epoch,
-                          budget.minutes * 60.0 if budget.minutes else None)
+    schedule = LRSchedule(optimizer, recipe.optimizer.schedule, *schedule_budget(recipe))
     autocast = runtime.autocast
     loss = build_loss(recipe.loss.name, plan.num_classes, recipe.loss.class_weights).to(device)
     step = TrainStep(distributed.wrap(network, dist, device), loss, optimizer, device, autocast, runtime.grad_scaler(),
                      recipe.optimizer.grad_clip, runtime.memory_format(recipe.model.spatial_dims))
-    config = plan.config(recipe.model.spatial_dims)
-    predictor = Predictor(network, recipe.model.spatial_dims, config.patch_size, device, autocast, plan.slice_axis,
-                          sw_batch_size=config.batch_size)
+    predictor = validation_predictor(network, plan, network_spec(recipe, plan), runtime)
     log.info("training %s %dD on %s (%s), %d training / %d validation cases", recipe.model.family,
              recipe.model.spatial_dims, device, runtime.precision, len(split.train), len(split.val))
-    return Session(recipe, run_dir, plan, cache, split, runtime, network, step, schedule, predictor, dist)
+    return Session(recipe, run_dir, plan, cache, dataset, split, runtime, network, step, schedule, predictor, dist)

@@ -10,17 +10,20 @@ stacks at different positions is split into parts with UIDs suffixed ``.1``, ``.
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from medseg.errors import DicomError, GeometryError, InputError
+from medseg.errors import DicomError, GeometryError, InputError, printable
 from medseg.io.dicom.checks import directions, orientation_groups, position_groups
-from medseg.io.dicom.headers import frames_of, read_header
-from medseg.io.dicom.series import FileHeader, Frame, SeriesInfo
+from medseg.io.dicom.frames import frames_of, mosaic_kind
+from medseg.io.dicom.headers import os_reason, read_frames, series_uid
+from medseg.io.dicom.series import FileHeader, FileProblem, Frame, SeriesInfo, UnusableFile
+from medseg.io.dicom.values import MalformedValue, int_or_none, pixel_format, quiet_pydicom, text
+from medseg.io.walk import walk_files
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -40,94 +43,182 @@ NON_IMAGE_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
     "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated documents
 )
+#: said of an unreadable file without a readable SeriesInstanceUID that lies beside a series' files
+NEARBY = "in this series' folder, so possibly one of its slices"
+
+#: one file's header and frames, as discovery keeps them
+Found = tuple[FileHeader, list[Frame]]
 
 
 def discover_series(root: str | Path) -> list[SeriesInfo]:
     """Every series under ``root`` (a folder, searched recursively, or one DICOM file).
 
     Promises headers-only reading, a stable 1-based ``index`` (study UID, series number, series
-    UID) and non-image objects listed with ``is_image=False``. Raises :class:`InputError` for a
-    missing path and :class:`DicomError` for an empty folder or one without DICOM files.
+    UID), non-image objects listed with ``is_image=False``, and every file that looks like (or
+    is named like) DICOM but cannot be used skipped with a logged warning naming it and why, and
+    recorded in ``unreadable`` of the series it belongs to (or may belong to). Folder trees of
+    any depth are walked without recursion. Raises :class:`InputError` for a missing path and
+    :class:`DicomError` for an empty folder or one without usable DICOM files.
     """
     root = Path(root)
-    if not root.exists():
-        raise InputError(f"{root} does not exist; check the path")
-    paths = [root] if root.is_file() else list(_walk(root))
-    if not paths:
-        raise DicomError(f"{root} is an empty folder; point medseg at a folder holding a DICOM export")
-    headers, broken = _read_headers(paths, single=root.is_file())
-    if not headers:
-        hint = f"; {len(broken)} looked like DICOM but could not be read, e.g. {broken[0]}" if broken else ""
-        raise DicomError(
-            f"no DICOM files found in {root} ({len(paths)} file(s) checked{hint}); "
-            "point medseg at a DICOM export folder or file"
-        )
-    return _index(_series_of(headers))
+    if not _exists(root):
+        raise InputError(f"{printable(root)} does not exist; check the path")
+    single = root.is_file()
+    paths, folder_problems = ([root], []) if single else _walk(root)
+    if not paths and not folder_problems:
+        raise DicomError(f"{printable(root)} is an empty folder; point medseg at a folder holding a DICOM export")
+    with quiet_pydicom():
+        found, problems = _read_files(paths, single)
+        infos = _series_of(found, problems)
+    if not infos:
+        raise _nothing_found(root, len(paths), folder_problems + problems)
+    return _index(infos)
 
 
-def series_of_datasets(datasets: Sequence["Dataset"]) -> list[SeriesInfo]:
+def series_of_datasets(datasets: Sequence[Dataset]) -> list[SeriesInfo]:
     """Series of header datasets held in memory (DICOMweb metadata, C-FIND answers, one per instance).
 
     Same grouping, splitting, indexing and non-image detection as :func:`discover_series`, so
     selection rules and case names come out identical to those of the files. The ``files`` of the
     returned series are placeholders named ``<SOPInstanceUID>.dcm``: use the result to choose and
-    name series, never to load them. Datasets without Rows/Columns give series with no geometry.
+    name series, never to load them. An instance with a malformed value is left out, as an
+    unusable file is; one without Rows/Columns has no frames.
     """
-    headers = [FileHeader(path=Path(f"{ds.get('SOPInstanceUID', f'instance-{n}')}.dcm"), dataset=ds)
-               for n, ds in enumerate(datasets)]
-    return _index(_series_of(headers)) if headers else []
+    found: list[Found] = []
+    with quiet_pydicom():
+        for number, ds in enumerate(datasets):
+            header = FileHeader(path=Path(f"{printable(ds.get('SOPInstanceUID', '')) or f'instance-{number}'}.dcm"),
+                                dataset=ds)
+            try:
+                if "Rows" in ds and "Columns" in ds:
+                    header = replace(header, pixels=pixel_format(ds))
+                found.append((header, frames_of(header)))
+            except MalformedValue as exc:
+                log.warning("instance %s left out: %s", header.path.stem, exc)
+        infos = _series_of(found, [])
+    return _index(infos) if infos else []
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Files under ``root`` in sorted order, skipping hidden files and folders."""
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(folder) / name
+def _exists(root: Path) -> bool:
+    try:
+        return root.exists()
+    except OSError as exc:  # e.g. a path longer than the system allows
+        raise InputError(f"{printable(root)} cannot be used ({os_reason(exc)}); check the path") from None
 
 
-def _read_headers(paths: Sequence[Path], single: bool) -> tuple[list[FileHeader], list[Path]]:
-    headers, broken = [], []
+def _walk(root: Path) -> tuple[list[Path], list[FileProblem]]:
+    """Regular files under ``root`` (:func:`medseg.io.walk.walk_files`: any depth, hidden entries and
+    symbolic links to folders skipped), and the folders that could not be listed, each logged."""
+    found = walk_files(root)
+    problems = [FileProblem(folder, f"folder cannot be listed: {reason}") for folder, reason in found.unlisted]
+    for problem in problems:
+        log.warning("skipping %s", problem.describe())
+    return found.files, problems
+
+
+def _read_files(paths: Sequence[Path], single: bool) -> tuple[list[Found], list[FileProblem]]:
+    """Headers and frames of the DICOM files among ``paths``, and the files that cannot be used."""
+    found: list[Found] = []
+    problems: list[FileProblem] = []
     for path in paths:
         try:
-            header = read_header(path)
-        except DicomError as exc:
-            if single:
-                raise
+            result = read_frames(path)
+        except UnusableFile as exc:
+            if single and exc.problem.series_uid is None:
+                raise DicomError(f"{exc}; {_fix(exc.problem)}") from None
             log.warning("skipping %s", exc)
-            broken.append(path)
+            problems.append(exc.problem)
             continue
-        if header is not None:
-            headers.append(header)
-    return headers, broken
+        if result is not None:
+            found.append(result)
+    return found, problems
 
 
-def _series_of(headers: Sequence[FileHeader]) -> list[SeriesInfo]:
-    """Group headers by SeriesInstanceUID and split each series into loadable parts."""
-    by_uid: dict[str, list[FileHeader]] = defaultdict(list)
-    for header in headers:
-        uid = str(header.dataset.get("SeriesInstanceUID", "") or f"no-uid:{header.path.parent}")
-        by_uid[uid].append(header)
+def _fix(problem: FileProblem) -> str:
+    return "check its permissions" if "permission" in problem.reason else "re-export or replace the file"
+
+
+def _nothing_found(root: Path, checked: int, problems: Sequence[FileProblem]) -> DicomError:
+    hint = f"; {len(problems)} could not be used, e.g. {problems[0].describe()}" if problems else ""
+    return DicomError(
+        f"no DICOM files found in {printable(root)} ({checked} file(s) checked{hint}); "
+        "point medseg at a DICOM export folder or file"
+    )
+
+
+def _series_of(found: Sequence[Found], problems: Sequence[FileProblem]) -> list[SeriesInfo]:
+    """Group files by SeriesInstanceUID, split each series into loadable parts, attach unreadable files."""
+    by_uid: dict[str, list[Found]] = defaultdict(list)
+    for header, frames in found:
+        by_uid[series_uid(header.dataset) or f"no-uid:{printable(header.path.parent)}"].append((header, frames))
     infos = []
     for uid, group in by_uid.items():
-        frames = [frame for header in group for frame in frames_of(header)]
-        if not _is_image(group[0], frames):
-            infos.append(_info(uid, uid, group, frames, is_image=False, notes=()))
-            continue
-        parts, reason = _split(frames)
-        for number, part in enumerate(parts, start=1):
-            part_uid = uid if len(parts) == 1 else f"{uid}.{number}"
-            notes = (f"part {number} of {len(parts)}: split for {reason}",) if len(parts) > 1 else ()
-            part_headers = _unique_headers(part)
-            infos.append(_info(part_uid, uid, part_headers, part, is_image=True, notes=notes))
+        infos.extend(_parts(uid, group))
+    lost = {p.series_uid for p in problems if p.series_uid is not None and p.series_uid not in by_uid}
+    infos.extend(_unreadable_info(uid, [p for p in problems if p.series_uid == uid]) for uid in sorted(lost))
+    return [_with_problems(info, problems) for info in infos]
+
+
+def _parts(uid: str, group: Sequence[Found]) -> list[SeriesInfo]:
+    """One SeriesInfo per loadable part of the files of one SeriesInstanceUID."""
+    headers = [header for header, _ in group]
+    frames = [frame for _, file_frames in group for frame in file_frames]
+    if not _is_image(headers[0], frames):
+        return [_info(uid, uid, headers, frames, is_image=False, notes=())]
+    parts, reason = _split(frames)
+    infos = []
+    for number, part in enumerate(parts, start=1):
+        part_uid = uid if len(parts) == 1 else f"{uid}.{number}"
+        notes = (f"part {number} of {len(parts)}: split for {reason}",) if len(parts) > 1 else ()
+        infos.append(_info(part_uid, uid, _unique_headers(part), part, is_image=True, notes=notes))
     return infos
+
+
+def _unreadable_info(uid: str, problems: Sequence[FileProblem]) -> SeriesInfo:
+    """A series none of whose files can be used: listed (so it is never silently missing), not loadable.
+
+    Its slices and geometry come from the headers where they are complete (e.g. files truncated
+    inside their pixel data); otherwise ``n_slices`` counts its files.
+    """
+    headers = [p.header for p in problems if p.header is not None]
+    frames = _frames_of_complete(headers)
+    info = _info(uid, uid, headers, frames, is_image=True, notes=()) if headers else SeriesInfo(
+        index=0, uid=uid, study_uid="", patient_id="", modality="", description="", series_number=None,
+        sop_class_uid="", n_slices=0, matrix=(0, 0), spacing=(0.0, 0.0, 0.0), orientation="", files=(),
+        is_image=True, multiframe=False, series_instance_uid=uid,
+    )
+    paths = tuple(sorted(p.path for p in problems))
+    return replace(info, files=paths, frames=(), n_slices=info.n_slices if frames else len(problems))
+
+
+def _frames_of_complete(headers: Sequence[FileHeader]) -> list[Frame]:
+    """The frames of ``headers`` when every one has a complete, well-formed header, else []."""
+    try:
+        frames = [frame for header in headers for frame in frames_of(header)]
+    except MalformedValue:
+        return []
+    return frames if all(header.pixels is not None for header in headers) else []
+
+
+def _with_problems(info: SeriesInfo, problems: Sequence[FileProblem]) -> SeriesInfo:
+    """``info`` with the unreadable files that belong to it (same UID: added to ``files`` too) or
+    may (an image series in the same folder as a file whose UID is unknown)."""
+    folders = {path.parent for path in info.files} if info.is_image else set()
+    own = [p for p in problems if p.series_uid is not None and p.series_uid == info.series_instance_uid]
+    nearby = [replace(p, reason=f"{p.reason}; {NEARBY}") for p in problems if p.series_uid is None and p.path.parent in folders]
+    unreadable = tuple(own + nearby)
+    if not unreadable:
+        return info
+    files = tuple(sorted({*info.files, *(p.path for p in own)}))
+    readable = len(files) - len(own)
+    note = f"{len(unreadable)} file(s) unreadable" if readable else f"none of its {len(unreadable)} file(s) can be read"
+    return replace(info, files=files, unreadable=unreadable, notes=(*info.notes, note))
 
 
 def _is_image(header: FileHeader, frames: Sequence[Frame]) -> bool:
     ds = header.dataset
-    modality = str(ds.get("Modality", "") or "").upper()
-    sop_class = str(ds.get("SOPClassUID", "") or "")
+    modality = text(ds, "Modality").upper()
+    sop_class = text(ds, "SOPClassUID")
     return bool(frames) and modality not in NON_IMAGE_MODALITIES and not sop_class.startswith(NON_IMAGE_SOP_PREFIXES)
 
 
@@ -177,24 +268,25 @@ def _info(
     uid: str, series_uid: str, headers: Sequence[FileHeader], frames: Sequence[Frame], is_image: bool,
     notes: tuple[str, ...],
 ) -> SeriesInfo:
+    """The SeriesInfo of some files; every text field cleaned for terminals (:func:`printable`)."""
     ds = headers[0].dataset
-    n_slices, n_frames, spacing, orientation, extra = _geometry_summary(frames) if is_image else (
+    n_slices, n_frames, spacing, orientation, extra = _geometry_summary(frames) if is_image and frames else (
         len(headers), 1, (0.0, 0.0, 0.0), "", ())
-    try:
-        series_number: int | None = int(ds.get("SeriesNumber"))
-    except (TypeError, ValueError):
-        series_number = None
+    mosaic = mosaic_kind(ds) if is_image else None
+    if mosaic:
+        extra = (*extra, mosaic.split(" ", 1)[1])  # "Siemens mosaic (36 slices tiled in each image)"
+    pixels = headers[0].pixels
     return SeriesInfo(
         index=0,
         uid=uid,
-        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        patient_id=str(ds.get("PatientID", "") or ""),
-        modality=str(ds.get("Modality", "") or ""),
-        description=str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "").strip(),
-        series_number=series_number,
-        sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
+        study_uid=text(ds, "StudyInstanceUID"),
+        patient_id=text(ds, "PatientID"),
+        modality=text(ds, "Modality"),
+        description=text(ds, "SeriesDescription") or text(ds, "ProtocolName"),
+        series_number=int_or_none(ds, "SeriesNumber"),
+        sop_class_uid=text(ds, "SOPClassUID"),
         n_slices=n_slices,
-        matrix=(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)),
+        matrix=(pixels.rows, pixels.cols) if pixels is not None else (0, 0),
         spacing=spacing,
         orientation=orientation,
         files=tuple(sorted({h.path for h in headers})),
@@ -281,7 +373,7 @@ def _row(info: SeriesInfo, details: bool) -> list[str]:
         info.orientation or "-", "; ".join(note + list(info.notes)) or "-",
     ]
     if details:
-        folder = str(info.files[0].parent) if info.files else "-"
+        folder = printable(info.files[0].parent) if info.files else "-"
         number = str(info.series_number) if info.series_number is not None else "-"
         row += [number, info.patient_id or "-", str(len(info.files)), folder]
     return row

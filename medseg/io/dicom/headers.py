@@ -1,24 +1,36 @@
-"""Reading DICOM headers (never pixel data) and turning them into :class:`Frame` records.
+"""Reading one file's DICOM header (never its pixel data), and saying why a file cannot be used.
 
 Files with the ``DICM`` preamble are read normally; files without preamble or file meta are
 read with ``force=True`` only when their first bytes look like a DICOM data element, so
-non-DICOM files (JSON, NIfTI, text, images) are skipped without being parsed.
+non-DICOM files (JSON, NIfTI, text, images) are skipped without being parsed. A file that
+cannot be used raises :class:`UnusableFile` whose :class:`FileProblem` names what happened:
+unreadable (permission denied...), not DICOM although named ``.dcm``, truncated (at N of M
+bytes where the header tells M), complete but without pixel data, or a malformed value.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from medseg.errors import DicomError
-from medseg.io.dicom.series import FileHeader, Frame
+from medseg.errors import printable
+from medseg.io.dicom.frames import frames_of
+from medseg.io.dicom.series import FileHeader, FileProblem, Frame, UnusableFile
+from medseg.io.dicom.values import MalformedValue, PixelFormat, pixel_format, quiet_pydicom
+from medseg.io.walk import os_reason
 
 #: Media Storage Directory (DICOMDIR): an index of files, not a data object
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: uncompressed little-endian transfer syntaxes whose pixel bytes can be read directly
 NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+#: Deflated Explicit VR Little Endian: the whole dataset is zlib-compressed (pydicom inflates it)
+DEFLATED = "1.2.840.10008.1.2.1.99"
+#: file name suffixes that promise DICOM: such a file that is not DICOM is reported, not skipped
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dic")
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _VALID_VRS = {
     b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB",
     b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
@@ -44,46 +56,95 @@ def sniff_dicom(head: bytes) -> bool | None:
     return False if length < 1024 else None  # implicit VR: a short first element
 
 
+def read_frames(path: Path) -> tuple[FileHeader, list[Frame]] | None:
+    """One file's header and frames, or ``None`` when it is not a DICOM data object.
+
+    Raises :class:`UnusableFile` (naming the file, what happened and, when known, its series)
+    for a file that cannot be used, including one whose needed values are malformed.
+    """
+    header = read_header(path)
+    if header is None:
+        return None
+    try:
+        with quiet_pydicom():
+            return header, frames_of(header)
+    except MalformedValue as exc:
+        raise UnusableFile(FileProblem(path, str(exc), series_uid(header.dataset), header)) from None
+
+
 def read_header(path: Path) -> FileHeader | None:
     """Read one file's DICOM header, or return ``None`` when it is not a DICOM data object.
 
-    Promises a header-only dataset (pixel data never read) and, for uncompressed little-endian
-    files, the byte offset of the Pixel Data element. Raises :class:`DicomError` when the file
-    looks like DICOM but cannot be parsed or ends early (truncated or corrupt).
+    Promises a header-only dataset (pixel data never read), the checked pixel format of an
+    image and, for uncompressed little-endian files, the byte offset of the Pixel Data element.
+    Raises :class:`UnusableFile` for a file that looks like (or is named like) DICOM but cannot
+    be used: unreadable, not parseable, truncated, without pixel data, malformed pixel format.
     """
+    try:
+        with open(path, "rb") as fp, quiet_pydicom():
+            parsed = _parse(fp, path)
+    except OSError as exc:
+        raise UnusableFile(FileProblem(path, os_reason(exc))) from None
+    return None if parsed is None else _checked(path, *parsed)
+
+
+def _parse(fp: BinaryIO, path: Path) -> tuple[Any, bool, int, bytes, int, bytes] | None:
+    """(dataset, has preamble, position after the header, next 4 bytes, file size, last 8 bytes)."""
     import pydicom
 
+    size = os.fstat(fp.fileno()).st_size
+    kind = sniff_dicom(fp.read(132))
+    if kind is None:
+        if path.suffix.lower() in DICOM_SUFFIXES or size == 0:
+            reason = "empty file" if size == 0 else "not DICOM (no DICOM header)"
+            raise UnusableFile(FileProblem(path, reason))
+        return None
+    fp.seek(0)
     try:
-        with open(path, "rb") as fp:
-            kind = sniff_dicom(fp.read(132))
-            if kind is None:
-                return None
-            fp.seek(0)
-            dataset = pydicom.dcmread(fp, stop_before_pixels=True, force=not kind)
-            position = fp.tell()
-            next_tag = fp.read(4)
-    except OSError as exc:
-        raise DicomError(f"{path} cannot be read ({exc.strerror}); check the file permissions") from None
+        dataset = pydicom.dcmread(fp, stop_before_pixels=True, force=not kind)
     except Exception as exc:  # pydicom raises many exception types for corrupt files
-        raise DicomError(
-            f"{path} looks like DICOM but cannot be parsed ({type(exc).__name__}: {exc}); "
-            "the file is truncated or corrupt: re-export it"
-        ) from None
+        detail = printable(f"{type(exc).__name__}: {exc}", 120)
+        raise UnusableFile(FileProblem(path, f"not readable as DICOM ({detail}): truncated or corrupt")) from None
+    position = fp.tell()
+    next_tag = fp.read(4)
+    fp.seek(max(size - 8, 0))
+    return dataset, kind, position, next_tag, size, fp.read(8)
+
+
+def _checked(path: Path, dataset: Any, preamble: bool, position: int, next_tag: bytes, size: int, tail: bytes) -> FileHeader | None:
+    """The header of a parsed file, or None for a DICOMDIR / non-data object; UnusableFile otherwise."""
     if _is_directory(dataset):
         return None
-    if _truncated(dataset, preamble=kind, at_end=next_tag == b""):
-        raise DicomError(f"{path} ends before its pixel data (truncated or corrupt DICOM file); re-export it")
+    uid = series_uid(dataset)
+    native = next_tag == _PIXEL_DATA_TAG and _syntax(dataset) in ("", *NATIVE_LITTLE_ENDIAN)
+    header = FileHeader(path=path, dataset=dataset, pixel_offset=position if native else None)
+    if next_tag == b"" and _syntax(dataset) != DEFLATED and _needs_pixels(dataset, preamble):
+        raise UnusableFile(FileProblem(path, _no_pixels_reason(dataset, size, tail), uid, header))
     if "SOPClassUID" not in dataset and "SeriesInstanceUID" not in dataset:
         return None
-    offset = position if next_tag == _PIXEL_DATA_TAG and _native(dataset) else None
-    return FileHeader(path=path, dataset=dataset, pixel_offset=offset)
+    if "Rows" not in dataset or "Columns" not in dataset:
+        return header
+    try:
+        pixels = pixel_format(dataset)
+    except MalformedValue as exc:
+        raise UnusableFile(FileProblem(path, str(exc), uid, header)) from None
+    header = FileHeader(path=path, dataset=dataset, pixel_offset=header.pixel_offset, pixels=pixels)
+    short = _short_pixel_data(header, size)
+    if short:
+        raise UnusableFile(FileProblem(path, short, uid, header))
+    return header
 
 
-def _native(dataset: Any) -> bool:
-    """Uncompressed little-endian pixel data (no file meta means implicit VR little endian)."""
+def series_uid(dataset: Any) -> str | None:
+    """SeriesInstanceUID of a (possibly partial) header, cleaned; None when absent."""
+    value = printable(dataset.get("SeriesInstanceUID", "") or "")
+    return value or None
+
+
+def _syntax(dataset: Any) -> str:
+    """TransferSyntaxUID ('' for files without file meta: implicit VR little endian)."""
     meta = getattr(dataset, "file_meta", None)
-    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    return not syntax or syntax in NATIVE_LITTLE_ENDIAN
+    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
 
 
 def _is_directory(dataset: Any) -> bool:
@@ -92,165 +153,61 @@ def _is_directory(dataset: Any) -> bool:
     return sop_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in dataset
 
 
-def _truncated(dataset: Any, preamble: bool, at_end: bool) -> bool:
-    """An image header that reached the end of the file without pixel data, or a DICM file without UIDs."""
-    if not at_end:
-        return False
-    from pydicom.uid import UID
-
-    sop_name = UID(str(dataset.get("SOPClassUID", "") or "")).name
-    if "Rows" in dataset or sop_name.endswith("Image Storage"):
+def _needs_pixels(dataset: Any, preamble: bool) -> bool:
+    """An image header that reached the end of the file, or a DICM file that ended before its UIDs."""
+    if "Rows" in dataset or sop_name(dataset).endswith("Image Storage"):
         return True
     return preamble and "SeriesInstanceUID" not in dataset
 
 
-def frames_of(header: FileHeader) -> list[Frame]:
-    """All frames of one file: one for a classic image, NumberOfFrames for a multi-frame one.
+def sop_name(dataset: Any) -> str:
+    """The SOP class name (``MR Image Storage``), else its UID, else ''."""
+    from pydicom.uid import UID
 
-    Enhanced multi-frame geometry comes from the Per-frame / Shared Functional Groups
-    (PlanePosition, PlaneOrientation, PixelMeasures, PixelValueTransformation); classic
-    multi-frame files with a GridFrameOffsetVector get positions along the slice normal.
-    Headers without geometry give frames whose geometry fields are ``None``.
-    """
-    ds = header.dataset
-    if "Rows" not in ds or "Columns" not in ds:
-        return []
-    n_frames = _int(ds.get("NumberOfFrames")) or 1
-    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
-        return [_enhanced_frame(header, i) for i in range(n_frames)]
-    return [_classic_frame(header, i, n_frames) for i in range(n_frames)]
+    uid = printable(dataset.get("SOPClassUID", "") or "")
+    return UID(uid).name if uid else ""
 
 
-def _classic_frame(header: FileHeader, index: int, n_frames: int) -> Frame:
-    ds = header.dataset
-    position = _floats(ds, "ImagePositionPatient", 3)
-    orientation = _floats(ds, "ImageOrientationPatient", 6)
-    if n_frames > 1:
-        position = _grid_frame_position(ds, position, orientation, index)
-    return Frame(
-        header=header,
-        index=index,
-        rows=int(ds.Rows),
-        cols=int(ds.Columns),
-        position=position,
-        orientation=orientation,
-        pixel_spacing=_floats(ds, "PixelSpacing", 2),
-        rescale=_rescale(ds, ds),
-        stack="",
-        order=(_int(ds.get("TemporalPositionIdentifier")) or 0, _file_time(ds), str(header.path), index),
-        frame_type=_last_value(ds.get("ImageType")),
-    )
+def _no_pixels_reason(dataset: Any, size: int, tail: bytes) -> str:
+    """A complete file without Pixel Data, or one cut short before it."""
+    if "SeriesInstanceUID" in dataset and _ends_cleanly(dataset, size, tail):
+        return f"has no pixel data (a {sop_name(dataset) or 'DICOM'} object)"
+    return f"truncated at {size} bytes, inside its header"
 
 
-def _grid_frame_position(ds: Any, position: Any, orientation: Any, index: int) -> Any:
-    """Position of frame ``index`` of a classic multi-frame file (GridFrameOffsetVector)."""
-    offsets = _floats(ds, "GridFrameOffsetVector", None)
-    if position is None or orientation is None or offsets is None or index >= len(offsets):
-        return None if index else position
-    import numpy as np
+def _ends_cleanly(dataset: Any, size: int, tail: bytes) -> bool:
+    """True when the last element read ends exactly at the end of the file (nothing was cut off)."""
+    tags = list(dataset.keys())
+    if not tags:
+        return False
+    element = dataset.get_item(tags[-1])
+    start, length = getattr(element, "value_tell", None), getattr(element, "length", None)
+    if start is not None and length is not None and length != 0xFFFFFFFF:
+        return int(start) + int(length) == size
+    return tail == _SEQUENCE_DELIMITER  # an undefined-length sequence closed properly
 
-    row, col = np.asarray(orientation[:3]), np.asarray(orientation[3:])
-    normal = np.cross(row, col)
-    return tuple(float(v) for v in np.asarray(position) + offsets[index] * normal)
 
-
-def _enhanced_frame(header: FileHeader, index: int) -> Frame:
-    ds = header.dataset
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    item = per_frame[index] if per_frame is not None and index < len(per_frame) else None
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    shared_item = shared[0] if shared else None
-
-    def group(name: str) -> Any:
-        for source in (item, shared_item):
-            if source is not None and name in source and len(source[name].value):
-                return source[name].value[0]
+def _short_pixel_data(header: FileHeader, size: int) -> str | None:
+    """``truncated at N of M bytes`` when uncompressed pixel data runs past the end of the file."""
+    if header.pixel_offset is None or header.pixels is None:
         return None
-
-    position = group("PlanePositionSequence")
-    orientation = group("PlaneOrientationSequence")
-    measures = group("PixelMeasuresSequence")
-    content = group("FrameContentSequence")
-    frame_type = group("MRImageFrameTypeSequence") or group("CTImageFrameTypeSequence")
-    return Frame(
-        header=header,
-        index=index,
-        rows=int(ds.Rows),
-        cols=int(ds.Columns),
-        position=_floats(position, "ImagePositionPatient", 3) or _floats(ds, "ImagePositionPatient", 3),
-        orientation=_floats(orientation, "ImageOrientationPatient", 6)
-        or _floats(ds, "ImageOrientationPatient", 6),
-        pixel_spacing=_floats(measures, "PixelSpacing", 2) or _floats(ds, "PixelSpacing", 2),
-        rescale=_rescale(group("PixelValueTransformationSequence"), ds),
-        stack=str(content.get("StackID", "")) if content is not None else "",
-        order=(
-            _int(content.get("TemporalPositionIndex")) if content is not None else 0,
-            _file_time(ds),
-            str(header.path),
-            index,
-        ),
-        frame_type=_last_value(frame_type.get("FrameType") if frame_type is not None else None),
-    )
+    end = pixel_data_end(header)
+    return f"truncated at {size} of {end} bytes" if end is not None and size < end else None
 
 
-def _rescale(source: Any, fallback: Any) -> tuple[float, float]:
-    """(RescaleSlope, RescaleIntercept) from a functional group item or the top level; (1, 0) if absent."""
-    for item in (source, fallback):
-        if item is None:
-            continue
-        slope = _float(item.get("RescaleSlope"))
-        intercept = _float(item.get("RescaleIntercept"))
-        if slope is not None or intercept is not None:
-            return (1.0 if slope in (None, 0.0) else slope, intercept or 0.0)
-    return (1.0, 0.0)
-
-
-def _floats(item: Any, keyword: str, count: int | None) -> tuple[float, ...] | None:
-    """A multi-valued numeric attribute as floats, or None when absent, malformed or short."""
-    if item is None or keyword not in item:
+def pixel_data_end(header: FileHeader) -> int | None:
+    """Byte offset where uncompressed pixel data announced by the header ends (None if unknown)."""
+    pixels: PixelFormat | None = header.pixels
+    if header.pixel_offset is None or pixels is None or pixels.n_bytes is None:
         return None
-    try:
-        value = item[keyword].value
-        if value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-            value = [value]
-        values = [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
-    if count is not None and len(values) < count:
-        return None
-    return tuple(values[:count] if count else values)
+    return header.pixel_offset + element_header_size(header) + pixels.n_bytes
 
 
-def _float(value: Any) -> float | None:
-    try:
-        return None if value is None or value == "" else float(value)
-    except (TypeError, ValueError):
-        return None
+def element_header_size(header: FileHeader) -> int:
+    """Bytes of the Pixel Data element's tag/VR/length: 8 in implicit VR, 12 in explicit VR."""
+    return 8 if is_implicit(header) else 12
 
 
-def _int(value: Any) -> int | None:
-    try:
-        return None if value is None or value == "" else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _file_time(ds: Any) -> str:
-    """A sortable acquisition time string for ordering files along the 4th dimension."""
-    value = ds.get("AcquisitionDateTime")
-    if value:
-        return str(value)
-    date = str(ds.get("AcquisitionDate", "") or ds.get("ContentDate", "") or "")
-    time = str(ds.get("AcquisitionTime", "") or ds.get("ContentTime", "") or "")
-    return date + time
-
-
-def _last_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    try:
-        return str(list(value)[-1]) if len(value) else ""
-    except TypeError:
-        return str(value)
+def is_implicit(header: FileHeader) -> bool:
+    """True when the dataset was encoded in implicit VR (files without file meta are)."""
+    return bool(getattr(header.dataset, "original_encoding", (False, True))[0])

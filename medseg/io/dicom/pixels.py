@@ -1,79 +1,106 @@
-"""Pixel data: decoding each file once, and applying the modality rescale.
+"""Pixel data: decoding each file once, keeping only the stored bits, and applying the rescale.
 
 Uncompressed little-endian pixel data is read straight from the file at the offset found
 while reading the header (one ``read`` per file, no second header parse). Everything else
 (JPEG baseline/lossless, JPEG 2000, JPEG-LS, RLE, deflated, big endian) goes through pydicom's
-``pixel_array`` with the installed pylibjpeg / pyjpegls plugins.
+``pixel_array`` with the installed pylibjpeg / pyjpegls plugins. Both paths then keep only the
+BitsStored low bits, as pydicom and dcm2niix do: unsigned values are masked (Siemens field maps
+and XA30 EPI set bits above BitsStored), signed values are sign-extended from bit BitsStored-1.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Sequence
 
 import numpy as np
 
-from medseg.errors import DicomError
-from medseg.io.dicom.series import FileHeader
+from medseg.errors import DicomError, printable
+from medseg.io.dicom.headers import element_header_size, is_implicit, os_reason, pixel_data_end
+from medseg.io.dicom.series import FileHeader, FileProblem, UnusableFile
+from medseg.io.dicom.values import PixelFormat, pixel_format, quiet_pydicom, text
 
 _EXPLICIT_LONG_VRS = {b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN"}
 _GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
+#: the decoder plugins named when pydicom cannot decode compressed pixel data
+PLUGINS = "pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, pyjpegls"
+
+
+def check_greyscale(header: FileHeader) -> None:
+    """Raise :class:`DicomError` for a colour image (RGB, YBR, palette): medseg reads greyscale only."""
+    photometric = text(header.dataset, "PhotometricInterpretation") or "MONOCHROME2"
+    samples = header.pixels.samples if header.pixels is not None else 1
+    if photometric not in _GREYSCALE or samples != 1:
+        raise DicomError(f"{printable(header.path)} holds colour pixels ({photometric}); medseg reads greyscale volumes only")
 
 
 def decode_file(header: FileHeader) -> np.ndarray:
-    """Stored pixel values of one file as ``(frames, rows, columns)``.
+    """Stored pixel values of one greyscale file as ``(frames, rows, columns)``, BitsStored bits only.
 
-    Needs a greyscale image. Raises :class:`DicomError` for colour images, truncated pixel
-    data, or a compressed transfer syntax no installed plugin can decode.
+    Raises :class:`UnusableFile` when the pixel data cannot be read: the file is unreadable,
+    truncated, shorter than the header announces, or compressed in a way no installed plugin
+    decodes.
     """
-    ds = header.dataset
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip()
-    if photometric not in _GREYSCALE or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise DicomError(
-            f"{header.path} holds colour pixels ({photometric}); medseg reads greyscale volumes only"
-        )
-    array = _read_native(header) if header.pixel_offset is not None else None
-    if array is None:
-        array = _read_with_pydicom(header)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    return array.reshape(frames, rows, cols)
+    pixels = header.pixels or pixel_format(header.dataset)
+    try:
+        array = _read_native(header, pixels) if header.pixel_offset is not None else None
+        if array is None:
+            array = _read_with_pydicom(header)
+    except OSError as exc:
+        raise UnusableFile(FileProblem(header.path, os_reason(exc))) from None
+    array = keep_stored_bits(array, pixels)
+    try:
+        return array.reshape(pixels.frames, pixels.rows, pixels.cols)
+    except ValueError:
+        reason = f"its pixel data holds {array.size} values, its header announces {pixels.frames} x {pixels.rows} x {pixels.cols}"
+        raise UnusableFile(FileProblem(header.path, reason)) from None
 
 
-def _native_dtype(ds: object) -> np.dtype | None:
-    bits = int(getattr(ds, "BitsAllocated", 0) or 0)
-    signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
-    if bits not in (8, 16, 32):
+def keep_stored_bits(array: np.ndarray, pixels: PixelFormat) -> np.ndarray:
+    """Only the low BitsStored bits of each value: masked (unsigned) or sign-extended (signed).
+
+    Promises what pydicom's ``pixel_array`` returns; an array already in range is returned as is.
+    """
+    width = array.dtype.itemsize * 8
+    if array.dtype.kind not in "iu" or pixels.bits_stored >= width:
+        return array
+    if array.dtype.kind == "u":
+        mask = array.dtype.type((1 << pixels.bits_stored) - 1)
+        return array if not np.any(array > mask) else np.bitwise_and(array, mask)
+    shift = width - pixels.bits_stored
+    return (array << shift) >> shift
+
+
+def _native_dtype(pixels: PixelFormat) -> np.dtype | None:
+    if pixels.bits_allocated not in (8, 16, 32) or pixels.samples != 1:
         return None
-    return np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    return np.dtype(f"<{'i' if pixels.signed else 'u'}{pixels.bits_allocated // 8}")
 
 
-def _read_native(header: FileHeader) -> np.ndarray | None:
+def _read_native(header: FileHeader, pixels: PixelFormat) -> np.ndarray | None:
     """Read uncompressed pixel bytes directly; None when this file needs pydicom instead."""
-    ds = header.dataset
-    dtype = _native_dtype(ds)
-    if dtype is None:
+    dtype = _native_dtype(pixels)
+    if dtype is None or header.pixel_offset is None:
         return None
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    expected = int(ds.Rows) * int(ds.Columns) * frames * dtype.itemsize
-    implicit = bool(getattr(ds, "original_encoding", (False, True))[0])
-    if header.pixel_offset is None:
-        return None
+    expected = pixels.rows * pixels.cols * pixels.frames * dtype.itemsize
+    implicit = is_implicit(header)
     with open(header.path, "rb") as fp:
         fp.seek(header.pixel_offset)
-        element = fp.read(12)
-        length = _element_length(element, implicit)
+        length = _element_length(fp.read(12), implicit)
         if length is None:
             return None
-        fp.seek(header.pixel_offset + (8 if implicit else 12))
+        fp.seek(header.pixel_offset + element_header_size(header))
         data = fp.read(min(length, expected))
+        size = os.fstat(fp.fileno()).st_size
     if len(data) < expected:
-        raise DicomError(
-            f"{header.path} is truncated: its pixel data has {len(data)} of the {expected} bytes "
-            "the header announces; re-export the series"
+        end = pixel_data_end(header)
+        reason = (
+            f"truncated at {size} of {end} bytes" if end is not None and size < end
+            else f"its pixel data holds {len(data)} of the {expected} bytes its header announces"
         )
-    array = np.frombuffer(data, dtype=dtype)
-    return _sign_extend(array, ds)
+        raise UnusableFile(FileProblem(header.path, reason))
+    return np.frombuffer(data, dtype=dtype)
 
 
 def _element_length(element: bytes, implicit: bool) -> int | None:
@@ -87,34 +114,28 @@ def _element_length(element: bytes, implicit: bool) -> int | None:
     return None if length is None or length == 0xFFFFFFFF else length
 
 
-def _sign_extend(array: np.ndarray, ds: object) -> np.ndarray:
-    """Signed values stored in fewer bits than allocated get their sign bit extended (as pydicom does)."""
-    bits_allocated = int(getattr(ds, "BitsAllocated", 16))
-    bits_stored = int(getattr(ds, "BitsStored", bits_allocated) or bits_allocated)
-    if array.dtype.kind != "i" or bits_stored >= bits_allocated:
-        return array
-    shift = bits_allocated - bits_stored
-    return (array << shift) >> shift
-
-
 def _read_with_pydicom(header: FileHeader) -> np.ndarray:
     import pydicom
 
     try:
-        return np.asarray(pydicom.dcmread(header.path, force=True).pixel_array)
+        with quiet_pydicom():
+            return np.asarray(pydicom.dcmread(header.path, force=True).pixel_array)
+    except OSError:
+        raise
     except Exception as exc:  # pydicom/plugins raise many types (missing plugin, corrupt stream)
         meta = getattr(header.dataset, "file_meta", None)
         syntax = meta.get("TransferSyntaxUID") if meta is not None else None
         name = getattr(syntax, "name", None) or "unknown transfer syntax"
-        raise DicomError(
-            f"cannot decode the pixel data of {header.path} ({name}: {type(exc).__name__}: {exc}); "
-            "the file may be truncated, or install the decoder plugins (pylibjpeg, "
-            "pylibjpeg-libjpeg, pylibjpeg-openjpeg, pyjpegls)"
-        ) from None
+        detail = printable(f"{type(exc).__name__}: {exc}", 160)
+        reason = (
+            f"cannot decode its pixel data ({name}: {detail}): the file may be truncated or corrupt, "
+            f"or a decoder plugin is missing ({PLUGINS})"
+        )
+        raise UnusableFile(FileProblem(header.path, reason)) from None
 
 
 def rescale(stored: np.ndarray, slopes: Sequence[float], intercepts: Sequence[float]) -> np.ndarray:
-    """Apply RescaleSlope/Intercept per frame to ``stored`` (frames on axis 0).
+    """Apply a linear value mapping (RescaleSlope/Intercept, or a real-world one) per frame (axis 0).
 
     Keeps an integer dtype when every slope is 1 and every intercept is one integer and the
     result fits (the stored dtype, else int16/int32); otherwise returns float32.

@@ -14,10 +14,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medseg.errors import DicomError
+from medseg.io.walk import short_path
 from medseg.volume import Volume
 
 if TYPE_CHECKING:
     from pydicom import Dataset
+
+    from medseg.io.dicom.values import PixelFormat
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,6 +36,36 @@ class FileHeader:
     path: Path
     dataset: "Dataset"
     pixel_offset: int | None = None
+    pixels: "PixelFormat | None" = None
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A file that looks like (or is named like) DICOM but cannot be used, and what happened.
+
+    ``reason`` is a short phrase: ``truncated at 5000 of 9464 bytes``, ``permission denied``,
+    ``not DICOM``, ``has no pixel data (a MR Image Storage object)``, ``NumberOfFrames '1A' is
+    not a number``... ``series_uid`` is the SeriesInstanceUID from the file's header when that
+    much could be read (else None: the file may belong to any series in its folder); ``header``
+    the part of the header that could be read.
+    """
+
+    path: Path
+    reason: str
+    series_uid: str | None = None
+    header: FileHeader | None = None
+
+    def describe(self) -> str:
+        """``FILE (reason)``, cleaned for a terminal; a very long path keeps its last characters."""
+        return f"{short_path(self.path)} ({self.reason})"
+
+
+class UnusableFile(DicomError):
+    """Raised for one file that cannot be used; ``problem`` says which file and why."""
+
+    def __init__(self, problem: FileProblem) -> None:
+        super().__init__(f"{short_path(problem.path)}: {problem.reason}")
+        self.problem = problem
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +77,9 @@ class Frame:
     spacing) in mm; each is ``None`` when the header lacks it. ``index`` is the 0-based frame
     number inside the file. ``order`` sorts frames that share a position (time points, echoes,
     stacks of a multi-frame series) into the 4th dimension; it is never used to order slices.
+    ``rescale`` is (RescaleSlope, RescaleIntercept); ``real_world`` the (slope, intercept) that
+    gives real-world values from stored ones (Philips private scale slope, else the
+    RealWorldValueMappingSequence), ``None`` when the header gives none.
     """
 
     header: FileHeader
@@ -56,11 +93,13 @@ class Frame:
     stack: str
     order: tuple
     frame_type: str = ""
+    real_world: tuple[float, float] | None = None
 
     @property
     def multiframe(self) -> bool:
         """True when the frame comes from a file holding several frames."""
-        return int(self.header.dataset.get("NumberOfFrames", 1) or 1) > 1
+        pixels = self.header.pixels
+        return pixels is not None and pixels.frames > 1
 
 
 @dataclass(frozen=True)
@@ -73,7 +112,11 @@ class SeriesInfo:
     ``spacing`` is (column, row, slice) spacing in mm, i.e. along the volume's i, j, k axes;
     ``orientation`` the axis codes the loaded volume will have (e.g. "LPS"). ``n_frames`` is the
     length of the 4th dimension (time points/echoes of a multi-frame series), 1 for a 3D volume.
-    ``frames`` keeps the parsed headers so loading does not read them again.
+    ``frames`` keeps the parsed headers so loading does not read them again. ``unreadable``
+    lists files discovery could not use that belong (by SeriesInstanceUID; these are in
+    ``files`` too) or may belong (an unreadable file in the same folder) to this series; loading
+    refuses the series while it has any, unless told to load the readable files
+    (``allow_missing_slices``).
     """
 
     index: int
@@ -95,6 +138,13 @@ class SeriesInfo:
     notes: tuple[str, ...] = ()
     series_instance_uid: str = ""
     frames: tuple[Frame, ...] = field(default=(), repr=False, compare=False)
+    unreadable: tuple[FileProblem, ...] = ()
+
+    @property
+    def readable_files(self) -> tuple[Path, ...]:
+        """``files`` without the ones listed in ``unreadable``."""
+        unreadable = {problem.path for problem in self.unreadable}
+        return tuple(path for path in self.files if path not in unreadable)
 
     @property
     def label(self) -> str:

@@ -1,6 +1,6 @@
-"""The contract between the batch driver and its backends (local processes, Ray actors).
+"""The contract between the batch driver and its executors (local processes, Ray actors).
 
-A backend owns the workers; the driver owns the queue and the ledger. The driver asks which
+An executor owns the workers; the driver owns the queue and the ledger. The driver asks which
 workers are free, submits one case to each, and polls for :data:`Event` objects.
 """
 
@@ -52,7 +52,7 @@ class StartFailed:
 Event = Union[Loaded, Finished, Lost, StartFailed]
 
 
-class Backend(Protocol):
+class Executor(Protocol):
     """Runs cases on workers that each hold one loaded model."""
 
     name: str

@@ -1,6 +1,6 @@
-"""Ray batch backend: cases run as tasks on Ray actors that each hold one loaded model.
+"""Ray batch executor: cases run as tasks on Ray actors that each hold one loaded model.
 
-Same ledger semantics as the local backend, because the ledger is written by the driver only:
+Same ledger semantics as the local executor, because the ledger is written by the driver only:
 actors return a :class:`~medseg.batch.engine.CaseOutcome` and the driver records it. Actors
 write their outputs straight into OUTDIR, so every node must see OUTDIR and the input at the
 same paths (a shared file system); an actor that cannot see OUTDIR refuses to start. A dead
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medseg.batch.backend import Event, Finished, Loaded, Lost, StartFailed
+from medseg.batch.executor import Event, Finished, Loaded, Lost, StartFailed
 from medseg.batch.engine import Engine, error_text, execute_case
 from medseg.cases import InputCase
 from medseg.errors import ConfigError, MedsegError
@@ -79,7 +79,7 @@ class _Actor:
     since: float = 0.0
 
 
-class RayBackend:
+class RayExecutor:
     """``workers`` Ray actors, each reserving ``threads`` CPUs and ``gpus_per_worker`` GPUs."""
 
     name = "ray"
@@ -179,7 +179,7 @@ class RayBackend:
         return Lost(actor.name, actor.case_id or "", reason)
 
     def stop(self, abort: bool = False) -> None:
-        """Kill the actors (and shut Ray down if this backend started it)."""
+        """Kill the actors (and shut Ray down if this executor started it)."""
         import ray
 
         if not ray.is_initialized():
