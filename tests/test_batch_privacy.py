@@ -14,6 +14,7 @@ import pytest
 
 from medseg.cases import Namer, SelectionRules, discover_cases
 from medseg.cases.privacy import held_logs, redact, redacting_logs
+from tests.output_text import written_texts
 
 SCRIPT = Path(__file__).with_name("test_batch_fakes.py")
 NAME = "Doe^Jane"
@@ -71,13 +72,8 @@ def run_cli(export: Path, out: Path, *extra: str) -> subprocess.CompletedProcess
 
 
 def everything_written(out: Path, result: subprocess.CompletedProcess, skip: tuple[str, ...] = ()) -> str:
-    """All logs and every file under ``out`` (names and bytes) as one lower-case text."""
-    parts = [result.stdout, result.stderr]
-    for path in out.rglob("*"):
-        parts.append(str(path.relative_to(out)))
-        if path.is_file() and path.name not in skip:
-            parts.append(path.read_bytes().decode("latin-1"))
-    return "\n".join(parts).lower()
+    """All logs and everything under ``out`` (names and words, tests/output_text.py) as one lower-case text."""
+    return "\n".join([result.stdout, result.stderr, *written_texts(out, skip).values()]).lower()
 
 
 def test_patient_name_appears_in_no_log_report_or_ledger(export: Path, tmp_path: Path) -> None:
@@ -189,59 +185,11 @@ def named(sample_data: Path, tmp_path: Path) -> Path:
     return named_export(sample_data, tmp_path / "export")
 
 
-def _png_text(data: bytes) -> bytes:
-    """A PNG without its pixel chunks (IDAT): what it says in words (text chunks, header)."""
-    kept, offset = [data[:8]], 8
-    while offset + 8 <= len(data):
-        length = int.from_bytes(data[offset:offset + 4], "big")
-        if data[offset + 4:offset + 8] != b"IDAT":
-            kept.append(data[offset:offset + 12 + length])
-        offset += 12 + length
-    return b"".join(kept)
-
-
-def _viewer_text(data: bytes) -> bytes:
-    """A viewer page with its embedded base64 gzip NIfTI payloads decoded (random base64 text would
-    otherwise 'contain' short name parts by chance): the page without them, plus each NIfTI's header
-    and extensions (the voxels are numbers, not text)."""
-    import base64
-    import gzip
-    import re
-
-    page = data.decode("utf-8")
-    match = re.search(r'<script id="medseg-data" type="application/json">(.*?)</script>', page, flags=re.S)
-    if match is None:
-        return data
-    payload = json.loads(match.group(1))
-    headers = []
-    for key in ("image", "labels"):
-        nifti = gzip.decompress(base64.b64decode(payload.pop(key)))
-        offset = int(np.frombuffer(nifti[108:112], dtype="<f4")[0])  # vox_offset: header + extensions
-        headers.append(nifti[:offset].decode("latin-1"))
-    rest = page[: match.start()] + json.dumps(payload) + page[match.end():]
-    return "\n".join([rest, *headers]).encode("utf-8")
-
-
 def name_leaks(out: Path, *logs: str) -> list[tuple[str, str]]:
-    """(where, name part) for every name part found in a file name or file below ``out`` (gzip files
-    decompressed, PNG pixels left out, bytes read as UTF-8 and as Latin-1, any letter case) or in ``logs``."""
-    import gzip
-
-    from medseg.viewer.assets import ASSET_DIR, STATIC
-
+    """(where, name part) for every name part found in a file name or file below ``out`` (see
+    tests/output_text.py for how files are read; any letter case) or in ``logs``."""
     texts = {f"log {n}": text for n, text in enumerate(logs)}
-    for path in sorted(out.rglob("*")):
-        relative = path.relative_to(out).as_posix()
-        texts[f"name {relative}"] = relative
-        if path.parent.name == ASSET_DIR and (STATIC / path.name).is_file():
-            # medseg's own viewer files (NiiVue's bundle says "zoe" by chance): the same bytes as shipped
-            assert path.read_bytes() == (STATIC / path.name).read_bytes(), relative
-            continue
-        if path.is_file():
-            data = path.read_bytes()
-            data = gzip.decompress(data) if path.name.endswith(".gz") else _png_text(data) if path.suffix == ".png" else data
-            data = _viewer_text(data) if path.name.endswith("_viewer.html") else data
-            texts[f"file {relative}"] = data.decode("utf-8", "replace") + "\n" + data.decode("latin-1")
+    texts.update(written_texts(out))
     return [(where, needle) for where, text in texts.items() for needle in NEEDLES if needle in text.casefold()]
 
 

@@ -62,13 +62,11 @@ def check_segs_read_back(orthanc: Orthanc, out: Path, sources: dict[str, Path], 
 
 
 def everything_written(out: Path, text: str) -> str:
-    """Logs, every file name under ``out``, and the bytes of its ledger, reports and JSON/CSV files."""
-    parts = [text]
-    for path in out.rglob("*"):
-        parts.append(str(path.relative_to(out)))
-        if path.is_file() and path.suffix in (".sqlite", ".csv", ".html", ".json", ".sqlite-wal"):
-            parts.append(path.read_bytes().decode("latin-1"))
-    return "\n".join(parts).lower()
+    """Logs and everything under ``out`` (names and words, tests/output_text.py) as one lower-case
+    text; the SEG files are left out (a SEG carries the patient module by design)."""
+    from tests.output_text import written_texts
+
+    return "\n".join([text, *written_texts(out, skip=(".dcm",)).values()]).lower()
 
 
 def test_batch_from_dicomweb_leaves_one_seg_per_series_after_two_runs(orthanc, crops, tmp_path, caplog, capsys):
