@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from medseg.choices import DICOM_VALUES
+from medseg.cli.options import add_dicom_reader_options
 
 if TYPE_CHECKING:
     from medseg.io.dicom import DicomSeries
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("medseg.convert")
 
 SEG_SUFFIX = ".dcm"
-#: the --values choices (the same as predict's and batch's; medseg.choices holds them import-light)
-VALUES = DICOM_VALUES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,16 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--series", metavar="SEL",
                         help="which DICOM series: index from 'medseg series', SeriesInstanceUID or description "
                              "pattern (needed when a folder holds several image series)")
-    parser.add_argument("--resample", action="store_true",
-                        help="resample tilted or irregularly spaced DICOM series onto a regular grid instead of refusing")
-    parser.add_argument("--allow-missing-slices", action="store_true",
-                        help="DICOM series input: load the readable files of a series some of whose files cannot be "
-                             "read (truncated, unreadable, malformed), reporting them, instead of refusing it; a gap "
-                             "they leave is then refused unless --resample")
-    parser.add_argument("--values", choices=VALUES, default="rescaled",
-                        help="DICOM series input: 'rescaled' (default) keeps stored values through RescaleSlope/"
-                             "Intercept; 'real-world' applies Philips scale slopes / RealWorldValueMapping as dcm2niix "
-                             "does (see docs/dicom.md)")
+    add_dicom_reader_options(parser)
     parser.add_argument("--reference", type=Path, metavar="DICOM_FOLDER",
                         help="folder holding the image series a SEG/RTSTRUCT refers to (default: search the "
                              "folder INPUT is in), or the series to write a DICOM SEG for")

@@ -20,12 +20,9 @@ if TYPE_CHECKING:
     from medseg.inference import OutputOptions, PredictOptions
 
 
-def add_prediction_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--series``, the DICOM reader options (``--resample``, ``--allow-missing-slices``,
-    ``--values``), the inference, output and post-processing options to ``parser``."""
-    parser.add_argument("--series", metavar="SEL",
-                        help="DICOM series to segment: index or UID (as 'medseg series' lists them), or a description "
-                        "pattern (one series per study); default: every image series the selection rules keep")
+def add_dicom_reader_options(parser: argparse.ArgumentParser) -> None:
+    """Add how DICOM series are read (``--resample``, ``--allow-missing-slices``, ``--values``): the
+    options of :func:`medseg.io.dicom.load_series`, shared by predict, batch and convert."""
     parser.add_argument("--resample", action="store_true",
                         help="resample DICOM series with gantry tilt, gaps or uneven slice spacing onto a regular grid "
                         "(default: refuse them with the reason; no DICOM SEG is written for resampled series)")
@@ -36,6 +33,15 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--values", choices=DICOM_VALUES, default="rescaled",
                         help="DICOM voxel values: 'rescaled' (default, stored values through RescaleSlope/Intercept) or "
                         "'real-world' (Philips scale slopes / RealWorldValueMapping, as dcm2niix; see docs/dicom.md)")
+
+
+def add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--series``, the DICOM reader options (``--resample``, ``--allow-missing-slices``,
+    ``--values``), the inference, output and post-processing options to ``parser``."""
+    parser.add_argument("--series", metavar="SEL",
+                        help="DICOM series to segment: index or UID (as 'medseg series' lists them), or a description "
+                        "pattern (one series per study); default: every image series the selection rules keep")
+    add_dicom_reader_options(parser)
     _add_inference_options(parser.add_argument_group("inference"))
     _add_output_options(parser.add_argument_group("outputs"))
     _add_postprocess_options(parser.add_argument_group("post-processing"))
