@@ -15,9 +15,9 @@
     medseg.run_batch("export/", "hippocampus", "results/", workers=2)   # = `medseg batch`
 
 Options are the keyword names of :class:`~medseg.inference.PredictOptions` (device, backend,
-precision, tta, overlap, tiles_per_batch, fast, threads, cache_dir),
+precision, tta, overlap, tiles_per_batch, fast, threads, cache_dir, strict),
 :class:`~medseg.inference.PostprocessOptions` (largest_component, min_size_mm3, fill_holes, remap,
-instances), :class:`~medseg.inference.OutputOptions` (dicom_seg, probabilities, qc, resample) and,
+instances), :class:`~medseg.inference.OutputOptions` (dicom_seg, probabilities, qc, resample, allow_missing_slices, values) and,
 for :func:`run_batch`, :class:`~medseg.batch.runner.BatchOptions` (workers, executor, force,
 retry_failed, timeout, threads, ray_address, gpus_per_worker). An unknown name is a ConfigError
 naming the closest valid one.
@@ -26,6 +26,7 @@ naming the closest valid one.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["load_model", "read", "run_batch", "segment", "write"]
 
 T = TypeVar("T")
+log = logging.getLogger("medseg")
 ModelRef = str | Path
 
 
@@ -81,7 +83,8 @@ def segment(image: Volume | Sequence[Volume] | str | Path, model: ModelRef | Pre
     ``series`` picks a DICOM series). ``model`` is a loaded Predictor (reused, not closed) or
     anything :func:`load_model` takes. ``options`` are PostprocessOptions fields, plus
     PredictOptions fields when ``model`` is not loaded yet. Promises labels on the exact grid of
-    the (first) image, label names in their meta, probabilities when asked.
+    the (first) image, label names in their meta, probabilities when asked, and in ``warnings``
+    why the input may not suit the model (each also logged; ``strict=True`` refuses instead).
     """
     from medseg.inference import PostprocessOptions, PredictOptions
 
@@ -102,6 +105,8 @@ def _segment(predictor: Predictor, volumes: list[Volume], post: PostprocessOptio
     from medseg.inference.writer import finish_labels
 
     prediction = predictor.predict(volumes, probabilities=probabilities)
+    for finding in prediction.warnings:  # also in prediction.warnings
+        log.warning("%s", finding.message)
     return dataclasses.replace(prediction, labels=finish_labels(predictor, prediction.labels, post).labels)
 
 

@@ -18,3 +18,5 @@ TTA_MODES = ("off", "all")
 LARGEST_COMPONENT_MODES = ("auto", "on", "off")
 #: Where ``medseg batch`` runs its workers (medseg.batch.runner).
 EXECUTORS = ("local", "ray")
+#: What the voxel values of a DICOM series are: rescaled (modality) or real-world values (medseg.io.dicom.load).
+DICOM_VALUES = ("rescaled", "real-world")

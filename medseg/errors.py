@@ -81,3 +81,11 @@ def _clean_char(char: str) -> str:
         return char
     code = ord(char)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class ArchiveError(MedsegError):
+    """A DICOM archive (PACS) that refuses a request, rejects the credentials or stays unreachable."""
+
+
+class ArchiveDownError(ArchiveError):
+    """An archive that stayed unreachable for the whole back-off budget."""

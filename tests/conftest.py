@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SAMPLE_DATA = REPO / "sample_data"
+
+
+def _claim_tests_package() -> None:
+    """Make ``import tests.x`` find this folder even when a site-packages ``tests`` package exists.
+
+    rt-utils (``medseg[rtstruct]``) installs a top-level package named ``tests``; a regular
+    package wins over this folder (a namespace package), which would hide ``tests.inference_stubs``.
+    """
+    here = Path(__file__).resolve().parent
+    spec = importlib.util.find_spec("tests")
+    if spec is not None and spec.origin and Path(spec.origin).resolve().parent != here:
+        package = types.ModuleType("tests")
+        package.__path__ = [str(here)]
+        sys.modules["tests"] = package
+
+
+_claim_tests_package()
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +82,17 @@ def mixed_input(sample_data: Path, shared_data: Path, tmp_path: Path) -> Path:
     for image in sorted((shared_data / "msd_hippocampus" / "imagesTr").glob("*.nii.gz"))[:2]:
         (folder / image.name).symlink_to(image)
     return folder
+
+
+@pytest.fixture
+def orthanc(tmp_path_factory):
+    """A fresh Orthanc archive (DICOMweb + DIMSE) on free ports with temporary storage; skips with the
+    reason when Orthanc or its DICOMweb plugin is not installed (see tests/orthanc.py)."""
+    from tests.orthanc import Orthanc, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
+    yield server
+    server.stop(graceful=False)  # its storage is thrown away: no need to wait for a clean shutdown

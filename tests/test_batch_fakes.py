@@ -49,8 +49,9 @@ class FakeEngine:
     """Thresholds the input. ``delay`` seconds are spent while the output's temp file is open.
 
     Cases whose source contains a ``fail_on`` text raise InputError, ``error_on`` a ValueError,
-    ``crash_on`` kill the worker process, ``hang_on`` sleep forever. Each model load appends the
-    worker's pid to ``load_log``.
+    ``crash_on`` kill the worker process, ``hang_on`` sleep forever; ``crash_writing_on`` and
+    ``hang_writing_on`` do so while the label file's temporary file is open. Each model load
+    appends the worker's pid to ``load_log``; with ``load_error`` loading raises InputError.
     """
 
     delay: float = 0.0
@@ -60,6 +61,9 @@ class FakeEngine:
     hang_on: tuple[str, ...] = ()
     load_log: str | None = None
     version: str = "fake-1"
+    crash_writing_on: tuple[str, ...] = ()
+    hang_writing_on: tuple[str, ...] = ()
+    load_error: str | None = None
 
     def identity(self) -> ModelIdentity:
         return ModelIdentity("fake", self.version)
@@ -68,6 +72,8 @@ class FakeEngine:
         return 1
 
     def load(self, threads: int) -> dict:
+        if self.load_error:
+            raise InputError(self.load_error)
         if self.load_log:
             with open(self.load_log, "a") as handle:
                 handle.write(f"{os.getpid()}\n")
@@ -93,6 +99,10 @@ class FakeEngine:
 
             nib.save(labels.to_nibabel(), str(tmp))
             time.sleep(self.delay)
+            if any(t in source for t in self.crash_writing_on):
+                os._exit(9)
+            if any(t in source for t in self.hang_writing_on):
+                time.sleep(3600)
         qc = out_dir / f"{case.case_id}_qc.png"
         tiny_png(qc)
         voxels = int(labels.array.sum())

@@ -153,3 +153,50 @@ def test_cli_exit_codes_and_dry_run_listing(tmp_path: Path, capsys: pytest.Captu
     assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--dry-run"]) == 0
     listing = capsys.readouterr().out
     assert "case_000  run" in listing and "2 to run, 0 kept" in listing
+
+
+def test_cases_that_fail_before_running_count_as_failed_in_the_summary(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medseg.cli.batch as batch_cli
+
+    write_cases(tmp_path / "in", 1)
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("case,image\ngood,in/case_000.nii.gz\nlost,in/missing.nii.gz\n")
+    monkeypatch.setattr(batch_cli, "make_engine", lambda args: FakeEngine())
+    code = main(["batch", str(manifest), "-m", "fake", "-o", str(tmp_path / "out"), "--threads", "1"])
+    printed = capsys.readouterr().out
+    assert code == 3 and "batch: 1 done, 1 failed in this run;" in printed, printed
+    rows = ledger_rows(tmp_path / "out")
+    assert rows["lost"].status == "failed" and "input not found" in rows["lost"].error
+    with Ledger(tmp_path / "out" / "ledger.sqlite") as ledger:
+        (run,) = ledger._db.execute("SELECT done, failed FROM runs").fetchall()
+    assert tuple(run) == (1, 1)
+
+
+def test_a_model_that_fails_to_load_does_not_claim_the_output_folder(tmp_path: Path) -> None:
+    from medseg.errors import MedsegError
+
+    write_cases(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    with pytest.raises(MedsegError, match=r"could not load the model: weights\.safetensors is truncated"):
+        run(tmp_path / "in", out, FakeEngine(version="broken", load_error="weights.safetensors is truncated"))
+    with Ledger(out / "ledger.sqlite") as ledger:
+        assert ledger.get_meta("model_version") is None
+    working = run(tmp_path / "in", out, FakeEngine()).summary
+    assert (working.done, working.exit_code) == (2, 0)
+    with Ledger(out / "ledger.sqlite") as ledger:
+        assert (ledger.get_meta("model_id"), ledger.get_meta("model_version")) == ("fake", "fake-1")
+    with pytest.raises(ConfigError, match="holds results of model fake"):  # now it is tied to the working one
+        run(tmp_path / "in", out, FakeEngine(version="fake-2"))
+
+
+def test_timed_out_and_crashed_writers_leave_no_part_files(tmp_path: Path) -> None:
+    write_cases(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    engine = FakeEngine(hang_writing_on=("case_000",), crash_writing_on=("case_001",))
+    result = run(tmp_path / "in", out, engine, timeout=2.0)
+    rows = ledger_rows(out)
+    assert "timed out after 2 s" in rows["case_000"].error and "exited with code 9" in rows["case_001"].error
+    assert rows["case_002"].status == "done" and result.summary.exit_code == 3
+    assert (out / "cases" / "case_000").is_dir() and (out / "cases" / "case_001").is_dir()
+    assert not [p.name for p in out.rglob("*") if ".part" in p.name]

@@ -121,3 +121,15 @@ def test_series_table_lists_images_and_marks_other_objects(export: Path) -> None
     assert "not an image (RTSTRUCT)" in table and "6x4" in table and "2.344 x 2.344 x 4" in table
     detailed = format_series_table(infos, details=True)
     assert "folder" in detailed.splitlines()[0] and "siemens" in detailed
+
+
+def test_series_of_datasets_in_memory_match_the_files(sample_data):
+    """Headers held in memory (an archive's metadata) give the same series as the files they came from."""
+    from medseg.io.dicom import series_of_datasets
+
+    files = sorted((sample_data / "dicom").rglob("*.dcm"))
+    in_memory = series_of_datasets([pydicom.dcmread(f, stop_before_pixels=True) for f in files])
+    on_disk = discover_series(sample_data / "dicom")
+    keys = ("index", "uid", "description", "n_slices", "matrix", "spacing", "orientation", "is_image")
+    assert [[getattr(i, k) for k in keys] for i in in_memory] == [[getattr(i, k) for k in keys] for i in on_disk]
+    assert all(f.name.endswith(".dcm") and not f.exists() for i in in_memory for f in i.files)  # placeholders

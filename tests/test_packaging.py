@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 #: checkout folders that are not sources (virtual environments, build outputs, run folders)
 NOT_SOURCES = (".git", ".venv", "build", "dist", "runs", "out", ".whl", ".gl", ".pytest_cache", "__pycache__",
-               "*.egg-info")
+               "*.egg-info", "node_modules")
 
 
 def build_wheel(work: Path) -> Path:
@@ -50,3 +50,13 @@ def test_wheel_holds_the_package_and_the_shipped_model(wheel_names: set[str]) ->
     assert {"medseg/pretrained/hippocampus/model.json", "medseg/pretrained/hippocampus/weights.safetensors"} <= expected
     assert expected <= wheel_names, sorted(expected - wheel_names)
     assert {"medseg/cli/export.py", "medseg/inference/export.py", "medseg/inference/export_nnunet.py"} <= wheel_names
+
+
+def test_wheel_holds_the_viewer_files(wheel_names: set[str]) -> None:
+    from medseg.viewer import bundle_available
+
+    static = "medseg/viewer/static/"
+    expected = {static + name for name in ("viewer.js", "viewer.css", "NIIVUE_LICENSE.txt")}
+    if bundle_available():  # built by 'npm ci --prefix js' (README: set up), shipped as package data
+        expected |= {static + "niivue.umd.js", static + "niivue.json"}
+    assert expected <= wheel_names, sorted(expected - wheel_names)

@@ -58,6 +58,10 @@ def test_real_hippocampus_plan_matches_nnunet(hippocampus_plan: Plan) -> None:
     assert [n.scheme for n in plan.normalization] == ["zscore"]
     assert plan.fingerprint["shape"]["median"] == [35, 50, 36]
     assert plan.fingerprint["class_frequency"]["1"] == pytest.approx(0.027, abs=0.005)
+    # the label volumes added to the shipped model's plan are this fingerprint's (its training data)
+    shipped = Plan.load(Path(__file__).resolve().parents[1] / "medseg" / "pretrained" / "hippocampus" / "plan.json")
+    assert plan.fingerprint["label_volume_ml"] == shipped.fingerprint["label_volume_ml"]
+    assert plan.fingerprint["intensity"] == shipped.fingerprint["intensity"]
 
 
 def test_plan_json_round_trip_and_edits(hippocampus_plan: Plan, tmp_path: Path) -> None:

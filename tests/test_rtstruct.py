@@ -96,7 +96,8 @@ def test_synthetic_rois_area_order_overlap_and_selection(shared_data: Path, tmp_
     with caplog.at_level(logging.INFO, logger="medseg.io.rtstruct"):
         labels = read_rtstruct(path, phantom)
     assert labels.meta.label_names == {1: "circle", 2: "square"}
-    assert "not on a slice" in caplog.text and "several ROIs" in caplog.text
+    assert "not on a slice" in caplog.text
+    assert "ROIs overlap: 'circle' and 'square' share" in caplog.text and "--masks" in caplog.text
     pixel_area = float(np.prod(phantom.volume.spacing[:2]))
     k = int(np.argmin(np.abs(phantom.frame_positions[:, 2] - 65.0)))
     plane = labels.array[:, :, k]

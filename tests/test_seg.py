@@ -12,13 +12,15 @@ import pytest
 
 from medseg.errors import DicomError, GeometryError, InputError
 from medseg.io.dicom import discover_series, load_series, select_series
-from medseg.io.seg import read_seg, segment_codes, write_seg
+from medseg.io.seg import CodedTerm, SegmentCoding, derived_frame_of_reference, read_seg, segment_codes, write_seg
 from medseg.volume import Volume
 
 SEG_DIR = "dicom_seg_rtstruct_examples/dcmqi/segmentations"
 CT2 = "dicom_seg_rtstruct_examples/pydicom_testfiles/dicomdirtests/77654033/CT2"
 TCIA_T1 = "dicom_tcia_brain_tumor_progression/dicom/PGBM-003/11-T1post-18670"
 DECUBITUS = ["HFS_3_t1_fl2d_sag", "HFP_2_t1_fl2d_sag", "HFDR_2_t1_fl2d_sag", "HFDL_2_t1_fl2d_sag"]
+D2N = "dicom_dicom2nifti_testdata/tests/data"
+ANONYMISED = ("PatientSex", "PatientBirthDate", "AccessionNumber")
 
 
 def load(folder: Path, select: str | None = None, resample: bool = False):
@@ -86,7 +88,7 @@ def test_dcmqi_partial_overlaps_highest_segment_wins(shared_data: Path, ct3, cap
         labels = read_seg(shared_data / SEG_DIR / "partial_overlaps.dcm", ct3)
     assert np.array_equal(labels.array, np.maximum.reduce(maps))
     assert sorted(labels.meta.label_names) == [1, 2, 3, 4, 5]
-    assert "several segments" in caplog.text
+    assert "segments overlap: 'GREEN' and 'ORANGE' share" in caplog.text and "--masks" in caplog.text
 
 
 @pytest.mark.parametrize("case", ["23x38x3", "24x38x3"])
@@ -267,10 +269,127 @@ def _shift(mm: float) -> np.ndarray:
 
 
 def test_segment_codes_from_names() -> None:
-    category, prop = segment_codes("liver")
-    assert (category.meaning, prop.value, prop.scheme_designator) == ("Anatomical Structure", "10200004", "SCT")
-    category, prop = segment_codes("adrenal gland")
-    assert prop.meaning == "Adrenal gland"
-    category, prop = segment_codes("tumour core 2")
-    assert (category.meaning, prop.meaning) == ("Tissue", "Tissue")
+    coding = segment_codes("liver")
+    assert (coding.category.meaning, coding.type.code, coding.type.scheme) == ("Anatomical Structure", "10200004", "SCT")
+    assert segment_codes("adrenal gland").type.meaning == "Adrenal gland"
+    coding = segment_codes("tumour core 2")
+    assert (coding.category.meaning, coding.type.meaning, coding.modifier) == ("Tissue", "Tissue", None)
 
+
+
+# ---------------------------------------------------------------------------- anonymised sources, SEG metadata
+def loadable_series(root: Path):
+    """Every series under ``root`` that medseg's DICOM loader accepts (the 'failing/' ones it refuses are left out)."""
+    from medseg.errors import MedsegError
+
+    for info in discover_series(root):
+        try:
+            yield load_series(info, min_slices=1)
+        except MedsegError:
+            continue
+
+
+def header_state(series) -> list[dict]:
+    """Every element of every source header, as (keyword -> repr of value): to show nothing changed."""
+    return [{str(e.tag): repr(e.value) for e in ds if e.tag != 0x7FE00010} for ds in series.datasets]
+
+
+def test_seg_round_trips_on_every_loadable_dicom2nifti_series(shared_data: Path, tmp_path: Path) -> None:
+    """Anonymised exports (no PatientSex/PatientBirthDate/AccessionNumber, no FrameOfReferenceUID or
+    SliceThickness, per-frame pixel measures, ISO 2022 character sets) all get a SEG that reads back."""
+    written, anonymised = 0, 0
+    for n, series in enumerate(loadable_series(shared_data / D2N)):
+        before = header_state(series)
+        anonymised += any(k not in series.datasets[0] for k in ANONYMISED)
+        labels = asymmetric_labels(series.volume.spatial_shape) if min(series.volume.spatial_shape[:2]) >= 50 \
+            else _small_labels(series.volume.spatial_shape)
+        path = write_seg(series.volume.with_array(labels, kind="label"), series, tmp_path / f"{n}.dcm",
+                         {1: "a", 2: "b", 3: "c"})
+        back = read_seg(path, series)
+        assert back.same_grid(series.volume) and np.array_equal(back.array, labels), series.info.uid
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword in ANONYMISED:  # type 2: present, empty where the source has none
+            assert keyword in header and (header[keyword].value or None) == (series.datasets[0].get(keyword) or None)
+        assert header_state(series) == before  # the loaded headers were not changed
+        written += 1
+    assert written == 12 and anonymised >= 7
+
+
+def _small_labels(shape: tuple[int, int, int]) -> np.ndarray:
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[2:9, 3:20, 0] = 1
+    labels[shape[0] - 8:shape[0] - 2, 1:4, -1] = 2
+    labels[10:14, shape[1] - 6:shape[1] - 1, shape[2] // 2] = 3
+    return labels
+
+
+def test_seg_without_frame_of_reference_uses_one_derived_from_the_series(shared_data: Path, tmp_path: Path) -> None:
+    series = load(shared_data / D2N / "siemens/anatomical/001")
+    assert "FrameOfReferenceUID" not in series.datasets[0] and "SliceThickness" not in series.datasets[0]
+    labels = _small_labels(series.volume.spatial_shape)
+    first = write_seg(series.volume.with_array(labels, kind="label"), series, tmp_path / "a.dcm")
+    second = write_seg(series.volume.with_array(labels, kind="label"), series, tmp_path / "b.dcm")
+    uids = {pydicom.dcmread(p, stop_before_pixels=True).FrameOfReferenceUID for p in (first, second)}
+    assert uids == {derived_frame_of_reference(str(series.datasets[0].SeriesInstanceUID))}
+    measures = pydicom.dcmread(first, stop_before_pixels=True).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(series.volume.spacing[2], rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+def test_invalid_type2_values_are_written_empty(shared_data: Path, tmp_path: Path) -> None:
+    series = load(shared_data / SEG_DIR / "ct-3slice")
+    first = series.datasets[0]
+    first.PatientSex, first.PatientBirthDate, first.StudyTime = "male", "1970", "noon"
+    del first.StudyID
+    labels = np.zeros(series.volume.spatial_shape, np.uint8)
+    labels[100:150, 200:260, 1] = 1
+    path = write_seg(series.volume.with_array(labels, kind="label"), series, tmp_path / "seg.dcm")
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    assert [header[k].value or None for k in ("PatientSex", "PatientBirthDate", "StudyTime", "StudyID")] == [None] * 4
+    assert header.PatientID == first.PatientID and header.StudyDate == first.StudyDate
+    assert first.PatientSex == "male" and "StudyID" not in first  # the caller's header is as it was
+
+
+def test_seg_without_study_uid_is_refused(shared_data: Path, tmp_path: Path) -> None:
+    series = load(shared_data / SEG_DIR / "ct-3slice")
+    del series.datasets[0].StudyInstanceUID
+    labels = np.ones(series.volume.spatial_shape, np.uint8)
+    with pytest.raises(DicomError, match="no StudyInstanceUID"):
+        write_seg(series.volume.with_array(labels, kind="label"), series, tmp_path / "seg.dcm")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_seg_names_the_model_and_carries_the_given_codes(shared_data: Path, tmp_path: Path, ct3) -> None:
+    from medseg.version import __version__
+
+    labels = np.zeros(ct3.volume.spatial_shape, np.uint8)
+    labels[100:150, 200:260, 1] = 1
+    labels[300:320, 40:90, 0:3] = 2
+    sct = lambda code, meaning: CodedTerm(code, "SCT", meaning)  # noqa: E731
+    codes = {1: SegmentCoding(sct("91723000", "Anatomical Structure"), sct("5366008", "Hippocampus"),
+                              sct("255549009", "Anterior"))}
+    path = write_seg(ct3.volume.with_array(labels, kind="label"), ct3, tmp_path / "seg.dcm",
+                     {1: "Anterior", 2: "liver"}, model_name="hippocampus", codes=codes)
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    assert "hippocampus" in header.SeriesDescription and header.ManufacturerModelName == "hippocampus"
+    assert header.SoftwareVersions == __version__
+    first, second = header.SegmentSequence
+    assert (first.SegmentLabel, first.SegmentAlgorithmName) == ("Anterior", "medseg hippocampus")
+    assert first.SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion == __version__
+    prop = first.SegmentedPropertyTypeCodeSequence[0]
+    assert (prop.CodeValue, prop.CodingSchemeDesignator, prop.CodeMeaning) == ("5366008", "SCT", "Hippocampus")
+    assert prop.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "255549009"
+    assert first.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning == "Anatomical Structure"
+    # a label without codes from the model: the default from its name
+    assert second.SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"
+    assert read_seg(path, ct3).meta.label_names == {1: "Anterior", 2: "liver"}
+
+
+def test_headers_highdicom_refuses_are_a_one_line_dicom_error(shared_data: Path, tmp_path: Path) -> None:
+    series = load(shared_data / SEG_DIR / "ct-3slice")
+    del series.datasets[0].Modality  # type 1: nothing to fill in
+    labels = np.zeros(series.volume.spatial_shape, np.uint8)
+    labels[100:150, 200:260, 1] = 1
+    with pytest.raises(DicomError, match="a DICOM SEG cannot be built from its headers .*--no-seg"):
+        write_seg(series.volume.with_array(labels, kind="label"), series, tmp_path / "seg.dcm")
+    assert list(tmp_path.iterdir()) == []

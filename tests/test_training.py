@@ -10,6 +10,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -18,6 +19,7 @@ from medseg.errors import ConfigError
 from medseg.training.checkpoint import Progress, load_checkpoint, save_checkpoint
 from medseg.model.runtime import cpu_supports_bf16, resolve_precision
 from medseg.training.optim import LRSchedule, build_optimizer, clip_gradients, schedule_factor
+from medseg.training.progress import BarState, TrainingBar, bar_state, format_seconds, format_state
 from medseg.model.plan import NetworkConfig, Normalization, Plan
 from medseg.training.recipe import OptimizerConfig
 from medseg.training.splits import make_splits, splits_for_run
@@ -66,6 +68,15 @@ def test_poly_schedule_and_time_budget_progress() -> None:
     assert schedule.step(100) == 0.0
 
 
+def test_a_new_budget_extends_a_finished_schedule() -> None:
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], OptimizerConfig())
+    schedule = LRSchedule(opt, "poly", total_iterations=100, budget_seconds=120.0)
+    assert schedule.step(50, elapsed_seconds=120.0) == 0.0  # the 2-minute budget is spent
+    assert schedule.set_budget(100, 180.0) and not schedule.set_budget(100, 180.0)
+    assert schedule.step(50, elapsed_seconds=120.0) == pytest.approx(0.01 * (1 / 3) ** 0.9)
+    assert schedule.state_dict()["budget_seconds"] == 180.0
+
+
 def test_gradient_clipping_bounds_the_norm() -> None:
     p = torch.nn.Parameter(torch.zeros(4))
     p.grad = torch.full((4,), 10.0)
@@ -78,6 +89,27 @@ def test_precision_choice_on_cpu() -> None:
     assert resolve_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", cpu)
+
+
+# ---------------------------------------------------------------------------- progress bar
+def test_progress_bar_counts_to_the_budget_that_ends_first() -> None:
+    # issue 14 item 15: 80 of 250,000 iterations at 1 s each with a 120 s budget: time ends the run
+    state = bar_state(80, 250_000, elapsed_seconds=80.0, budget_seconds=120.0, seconds_per_iteration=1.0)
+    assert (state.unit, state.done, state.total, state.seconds_left) == ("s", 80.0, 120.0, 40.0)
+    assert format_state(state, 80, 0.31) == "80/120 s, 00:40 left, it 80, loss 0.3100"
+    # the iterations end first: 100 left at 0.5 s = 50 s, before the 100 s left of the budget
+    state = bar_state(900, 1000, 20.0, 120.0, 0.5)
+    assert (state.unit, state.done, state.total, state.seconds_left) == ("it", 900.0, 1000.0, 50.0)
+    assert format_state(state, 900) == "900/1000 it, 00:50 left"
+    assert bar_state(0, 1000, 0.0, None, None) == BarState(0.0, 1000.0, "it", None)  # speed not measured yet
+    assert bar_state(0, 250_000, 0.0, 120.0, None).unit == "s"  # a time budget: the time bar until then
+    assert bar_state(10, 100, 130.0, 120.0, 1.0) == BarState(120.0, 120.0, "s", 0.0)  # resumed past its budget
+    assert format_seconds(3725.2) == "1:02:05"
+    # the speed is measured over this session only (a resumed run starting at iteration 40 after 400 s)
+    bar = TrainingBar("tiny", 250_000, 600.0, iteration=40, elapsed_seconds=400.0, enabled=False)
+    assert bar.state(80, 440.0) == BarState(440.0, 600.0, "s", 160.0)
+    bar.show(80, 440.0, torch.tensor(0.5))
+    bar.close()
 
 
 # ---------------------------------------------------------------------------- splits
@@ -117,7 +149,7 @@ def test_checkpoint_restores_state_and_rng_with_weights_only(tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------------- training runs
-def test_tiny_3d_run_writes_run_folder_and_model_folder(tiny_data: Path, tmp_path: Path) -> None:
+def test_tiny_3d_run_writes_run_folder_and_model_folder(tiny_data: Path, shared_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     folder = train(tiny_recipe(tiny_data), TrainOptions(run, progress_bar=False))
     assert folder == run / "model"
@@ -133,6 +165,12 @@ def test_tiny_3d_run_writes_run_folder_and_model_folder(tiny_data: Path, tmp_pat
     assert spec["metrics"]["validation_cases"] == 1 and set(spec["metrics"]["dice"]) == {"Anterior", "Posterior"}
     assert set(spec["postprocessing"]["keep_largest_component"]) <= {1, 2}
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the plan came from a file without label volumes: training measures them for the model folder
+    volumes = json.loads((folder / "plan.json").read_text())["fingerprint"]["label_volume_ml"]
+    labels = [np.asarray(nib.load(shared_data / "msd_hippocampus" / "labelsTr" / f"{c}.nii.gz").dataobj) for c in CASES]
+    for value in (1, 2):
+        ml = [float(np.sum(label == value)) / 1000.0 for label in labels]  # 1 mm voxels
+        assert volumes[str(value)] == pytest.approx({"min": min(ml), "median": float(np.median(ml)), "max": max(ml)})
 
 
 def test_exact_resume_after_a_kill(tiny_data: Path, tmp_path: Path) -> None:
@@ -156,6 +194,48 @@ def test_exact_resume_after_a_kill(tiny_data: Path, tmp_path: Path) -> None:
     assert all(torch.equal(straight["network"][k], resumed["network"][k]) for k in straight["network"])
     losses = lambda run: [r["train_loss"] for r in log_rows(tmp_path / run)]  # noqa: E731
     assert losses("straight") == losses("killed")
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint_last.pt", weights_only=True)["network"]
+
+
+def test_resume_with_more_epochs_in_the_recipe_trains_on(tiny_data: Path, tmp_path: Path) -> None:
+    """A finished 2-epoch run resumed with [budget] epochs = 4: the schedule spans the new budget."""
+    run = tmp_path / "run"
+    train(tiny_recipe(tiny_data), TrainOptions(run, progress_bar=False))
+    before = _weights(run)
+    train(tiny_recipe(tiny_data, budget={"epochs": 4}), TrainOptions(run, resume=True, progress_bar=False))
+    rows = log_rows(run)
+    assert [r["iteration"] for r in rows] == ["2", "4", "6", "8"]
+    assert all(float(r["lr"]) > 0 for r in rows[2:])
+    after = _weights(run)
+    assert not all(torch.equal(before[k], after[k]) for k in before)
+    schedule = torch.load(run / "checkpoint_last.pt", weights_only=True)["schedule"]
+    assert schedule["total_iterations"] == 8
+
+
+def test_resume_with_a_larger_time_budget_trains_on(tiny_data: Path, tmp_path: Path) -> None:
+    """Issue 14 item 14: `--resume --minutes 3` after `--minutes 2` used to train at lr 0."""
+    recipe = tiny_recipe(tiny_data, budget={"epochs": 1000, "iterations_per_epoch": 50}, validation={"every": 100})
+    run = tmp_path / "run"
+    train(recipe, TrainOptions(run, minutes=0.01, progress_bar=False))
+    first = torch.load(run / "checkpoint_last.pt", weights_only=True)
+    spent = first["progress"]["elapsed_seconds"]  # 0.6 s of training + the final validation
+    assert spent >= 0.6 and first["schedule"]["budget_seconds"] == pytest.approx(0.6)
+    minutes = round((spent + 3.0) / 60, 4)  # 3 more seconds
+    train(recipe, TrainOptions(run, resume=True, minutes=minutes, progress_bar=False))
+    second = torch.load(run / "checkpoint_last.pt", weights_only=True)
+    assert second["progress"]["iteration"] > first["progress"]["iteration"]
+    new_rows = log_rows(run)[len(first["progress"]["history"]):]
+    assert new_rows and all(float(r["lr"]) > 0 for r in new_rows)
+    assert not all(torch.equal(first["network"][k], second["network"][k]) for k in first["network"])
+    assert second["schedule"]["budget_seconds"] == pytest.approx(minutes * 60)
+    # a plain --resume keeps the budget given before: it is spent, nothing more trains
+    train(recipe, TrainOptions(run, resume=True, progress_bar=False))
+    third = torch.load(run / "checkpoint_last.pt", weights_only=True)
+    assert third["progress"]["iteration"] == second["progress"]["iteration"]
+    assert json.loads((run / "recipe.json").read_text())["budget"]["minutes"] == minutes
 
 
 def test_run_folder_guards(tiny_data: Path, tmp_path: Path) -> None:
@@ -232,3 +312,8 @@ def test_cli_train_and_its_user_errors(tiny_data: Path, tmp_path: Path, capsys) 
     assert "already holds a training run" in capsys.readouterr().err
     assert main(["train", str(recipe), "--fold", "1"]) == 2
     assert "--fold needs a k-fold recipe" in capsys.readouterr().err
+    assert main(["train", str(recipe), "-o", str(run), "--resume", "--epochs", "0", "--no-progress"]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+    assert main(["train", str(recipe), "-o", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert json.loads((run / "model" / "model.json").read_text())["metrics"]["epochs"] == 2
+    assert json.loads((run / "budget.json").read_text()) == {"epochs": 2}

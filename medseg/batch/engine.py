@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import socket
 import time
 import traceback
@@ -22,10 +21,9 @@ from medseg.batch.ledger import OutputFile
 from medseg.cases import InputCase, safe_join
 from medseg.cases.privacy import redact, redacting_logs
 from medseg.errors import InputError, MedsegError
+from medseg.io.atomic import remove_temp_files
 
 CASES_DIR = "cases"
-#: Temporary files of :func:`medseg.io.atomic.atomic_path`: ``.<name>.<random>.part<suffix>``.
-PART_FILE = re.compile(r"^\..+\.part(\.[A-Za-z0-9.]+)?$")
 MAX_ERROR = 600
 
 
@@ -140,16 +138,10 @@ def checksum_outputs(outputs: Mapping[str, Any], outdir: Path) -> tuple[OutputFi
 
 
 def remove_part_files(folder: Path) -> int:
-    """Delete temporary ``.part`` files left below ``folder`` by an interrupted write; returns the count."""
-    removed = 0
-    if not folder.is_dir():
-        return 0
-    for directory, _dirs, names in os.walk(folder):
-        for name in names:
-            if PART_FILE.match(name):
-                (Path(directory) / name).unlink(missing_ok=True)
-                removed += 1
-    return removed
+    """Delete the temporary ``.part`` files that interrupted writes left below ``folder`` (every
+    writer uses :func:`medseg.io.atomic.atomic_path`); returns the count, 0 when there is no folder.
+    Needs that no worker writes there meanwhile."""
+    return remove_temp_files(folder) if folder.is_dir() else 0
 
 
 def _plain(mapping: Mapping) -> dict:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medseg.batch.engine import ModelIdentity, model_identity
+from medseg.batch.engine import CASES_DIR, ModelIdentity, model_identity
 from medseg.cases import InputCase
 
 if TYPE_CHECKING:
@@ -49,6 +49,15 @@ class PredictEngine:
         """Segment one case into ``out_dir`` with outputs named ``<case_id>...``."""
         from medseg.inference import OutputOptions, predict_case
 
-        result = predict_case(predictor, case, out_dir, self.output or OutputOptions(), case_id=case.case_id)
+        options = self.output or OutputOptions()
+        if options.viewer and options.viewer_assets is None:  # one copy of the viewer assets per batch
+            options = replace(options, viewer_assets=str(batch_folder(out_dir)))
+        result = predict_case(predictor, case, out_dir, options, case_id=case.case_id)
         stats = {k: v for k, v in result.stats.items() if k not in _PRIVATE_STATS}
         return replace(result, stats=stats)
+
+
+def batch_folder(case_folder: Path) -> Path:
+    """The batch output folder of a case folder ``OUTDIR/cases/<case>`` (the folder itself otherwise)."""
+    case_folder = Path(case_folder)
+    return case_folder.parent.parent if case_folder.parent.name == CASES_DIR else case_folder

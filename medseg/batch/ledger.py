@@ -13,6 +13,9 @@ Schema (``SCHEMA_VERSION`` 1):
 * ``outputs(case_id, name, path, sha256, bytes)``: files of done cases, paths relative to OUTDIR.
 * ``runs``: one row per invocation (executor, in the column ``backend``; workers, options, start/end, counts).
 * ``model_loads``: one row each time a worker loaded the model (proves "once per worker").
+* ``pushes``: each DICOM result sent back to an archive (``--push-to``): case, output name and
+  checksum, destination, the UIDs it has there, ``sent`` / ``present`` (the archive had it
+  already) / ``failed`` with the error, seconds. Added to older ledgers when they are opened.
 """
 
 from __future__ import annotations
@@ -73,6 +76,20 @@ CREATE TABLE IF NOT EXISTS runs (
     failed INTEGER,
     interrupted INTEGER NOT NULL DEFAULT 1
 );
+CREATE TABLE IF NOT EXISTS pushes (
+    case_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    study_uid TEXT,
+    series_uid TEXT,
+    sop_instance_uid TEXT,
+    status TEXT NOT NULL CHECK (status IN ('sent', 'present', 'failed')),
+    error TEXT,
+    seconds REAL,
+    pushed_at REAL NOT NULL,
+    PRIMARY KEY (case_id, name, destination)
+);
 CREATE TABLE IF NOT EXISTS model_loads (
     run_id INTEGER NOT NULL,
     worker TEXT NOT NULL,
@@ -92,6 +109,22 @@ class OutputFile:
     path: str
     sha256: str
     bytes: int
+
+
+@dataclass(frozen=True)
+class PushRow:
+    """A row of the ``pushes`` table: one DICOM result of a case and what happened when it was sent."""
+
+    case_id: str
+    name: str
+    destination: str
+    sha256: str
+    study_uid: str | None
+    series_uid: str | None
+    sop_instance_uid: str | None
+    status: str
+    error: str | None
+    seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -184,6 +217,7 @@ class Ledger:
                 "INSERT INTO runs(started_at, backend, workers, options) VALUES (?, ?, ?, ?)",
                 (time.time(), executor, workers, json.dumps(dict(options), default=str)),
             )
+        assert cur.lastrowid is not None  # an INSERT always sets it
         return int(cur.lastrowid)
 
     def end_run(self, run_id: int, done: int, failed: int) -> None:
@@ -290,6 +324,24 @@ class Ledger:
             )
         return result
 
+    # ---------------------------------------------------------------- pushes
+    def record_push(self, row: PushRow) -> None:
+        """Record (or replace) what happened to one result sent to one destination."""
+        with self._tx():
+            self._db.execute(
+                """INSERT OR REPLACE INTO pushes(case_id, name, destination, sha256, study_uid, series_uid,
+                   sop_instance_uid, status, error, seconds, pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (row.case_id, row.name, row.destination, row.sha256, row.study_uid, row.series_uid,
+                 row.sop_instance_uid, row.status, row.error, row.seconds, time.time()),
+            )
+
+    def pushes(self, destination: str | None = None) -> list[PushRow]:
+        """Recorded pushes (to one destination, or all), ordered by case and output name."""
+        sql = "SELECT * FROM pushes" + (" WHERE destination = ?" if destination else "") + " ORDER BY case_id, name"
+        rows = self._db.execute(sql, (destination,) if destination else ())
+        return [PushRow(r["case_id"], r["name"], r["destination"], r["sha256"], r["study_uid"], r["series_uid"],
+                        r["sop_instance_uid"], r["status"], r["error"], r["seconds"]) for r in rows]
+
     def counts(self) -> dict[str, int]:
         """Number of cases per status."""
         counts = {s: 0 for s in STATUSES}
@@ -322,7 +374,7 @@ def _dumps(value: Mapping) -> str:
 
 def _json_default(value: object) -> object:
     if hasattr(value, "item"):  # numpy scalars
-        return value.item()  # type: ignore[attr-defined]
+        return value.item()
     if isinstance(value, (Path, os.PathLike)):
         return os.fspath(value)
     if isinstance(value, (set, tuple)):

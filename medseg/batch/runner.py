@@ -6,7 +6,12 @@ Resume rules (per case, see :func:`decide`):
   output is missing or changed, or with ``force``;
 * failed: kept unless ``retry_failed``;
 * running (the previous run was interrupted) and pending: run;
-* a case with a problem found before running (missing input file): recorded as failed.
+* a case with a problem found before running (missing input file): recorded as failed (and
+  counted among this run's failures).
+
+The model identity is recorded in the ledger once a worker has loaded the model, so a model that
+fails to load never claims the output folder. Every text stored about a case (source,
+description, error) has the patient's name redacted.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from medseg.batch.executor import Executor, Event, Loaded, Lost, StartFailed
-from medseg.batch.engine import Engine, ModelIdentity, remove_part_files, sha256_file
+from medseg.batch.engine import CASES_DIR, Engine, ModelIdentity, case_dir, remove_part_files, sha256_file
 from medseg.batch.ledger import LEDGER_NAME, CaseRow, Ledger
 from medseg.cases import Discovery, InputCase, Skipped
 from medseg.cases.privacy import redact
@@ -126,15 +131,24 @@ def locked_outdir(outdir: Path) -> Iterator[None]:
 
 
 def check_model(ledger: Ledger, identity: ModelIdentity, force: bool) -> None:
-    """Refuse to mix models in one output folder (unless ``force``, which redoes every case)."""
+    """Refuse to mix models in one output folder (unless ``force``, which redoes every case).
+
+    Only checks: :func:`record_model` ties the folder to a model once a worker has loaded it.
+    """
     previous = ledger.get_meta("model_version")
     if previous and previous != identity.version and not force:
         raise ConfigError(
             f"{ledger.path.parent} holds results of model {ledger.get_meta('model_id')} ({previous}), not "
             f"{identity.id} ({identity.version}); use another output folder, or --force to redo every case"
         )
-    ledger.set_meta("model_id", identity.id)
-    ledger.set_meta("model_version", identity.version)
+
+
+def record_model(ledger: Ledger, identity: ModelIdentity) -> None:
+    """Tie the output folder to ``identity`` (after a worker loaded it, or a case finished with it)."""
+    if ledger.get_meta("model_version") != identity.version or ledger.get_meta("model_id") != identity.id:
+        with ledger.transaction():
+            ledger.set_meta("model_id", identity.id)
+            ledger.set_meta("model_version", identity.version)
 
 
 def pseudonym_secret(ledger: Ledger) -> bytes:
@@ -185,7 +199,7 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
         log.info("removed %d unfinished temporary file(s) left by an interrupted run", stale)
     rows = {r.case_id: r for r in ledger.rows()}
     queue: deque[InputCase] = deque()
-    skipped_done = kept_failed = 0
+    skipped_done = kept_failed = unrunnable = 0
     for case in discovery.cases:
         run, why = decide(case, rows.get(case.case_id), outdir, options.force, options.retry_failed)
         if run:
@@ -193,6 +207,8 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
             queue.append(case)
         elif case.problem:
             ledger.mark_failed(case.case_id, redact(case.problem, case.redact))
+            log.warning("%s failed: %s", case.case_id, redact(case.problem, case.redact))
+            unrunnable += 1
         elif why == "done":
             skipped_done += 1
         else:
@@ -200,10 +216,11 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
     run_id = ledger.begin_run(options.executor, options.workers, {"force": options.force, "retry_failed": options.retry_failed, **options.extra})
     log.info("%d case(s) to run, %d already done, %d failed before, %d series not selected",
              len(queue), skipped_done, kept_failed, len(discovery.skipped))
-    done = failed = 0
+    done, failed = 0, unrunnable
     if queue:
         executor = make_executor(engine, options)
-        done, failed = drive(executor, queue, ledger, run_id, identity, options.progress)
+        ran_done, ran_failed = drive(executor, queue, ledger, run_id, identity, options.progress)
+        done, failed = ran_done, failed + ran_failed
     ledger.end_run(run_id, done, failed)
     statuses = {r.case_id: r.status for r in ledger.rows()}
     any_failed = any(statuses.get(c.case_id) == "failed" for c in discovery.cases)
@@ -227,14 +244,27 @@ def make_executor(engine: Engine, options: BatchOptions) -> Executor:
     raise ConfigError(f"unknown executor {options.executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
+@dataclass
+class _Tally:
+    """What :func:`drive` has seen: counts, each queued case's name terms, whether the model is recorded."""
+
+    terms: dict[str, tuple[str, ...]]
+    done: int = 0
+    failed: int = 0
+    model_recorded: bool = False
+
+
 def drive(executor: Executor, queue: deque[InputCase], ledger: Ledger, run_id: int, identity: ModelIdentity, progress: bool) -> tuple[int, int]:
-    """Feed ``queue`` to ``executor`` and record every event; returns (done, failed) counts."""
+    """Feed ``queue`` to ``executor`` and record every event; returns (done, failed) counts.
+
+    The temporary files of a case whose worker was lost (killed, timed out) are removed at once,
+    and those of every case once the workers are stopped (also when the run is aborted).
+    """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    counts = {"done": 0, "failed": 0}
-    total = len(queue)
-    bar = tqdm(total=total, unit="case", desc="batch", disable=None if progress else True, dynamic_ncols=True)
+    tally = _Tally({case.case_id: case.redact for case in queue})
+    bar = tqdm(total=len(queue), unit="case", desc="batch", disable=None if progress else True, dynamic_ncols=True)
     executor.start()
     aborted = True
     try:
@@ -247,41 +277,53 @@ def drive(executor: Executor, queue: deque[InputCase], ledger: Ledger, run_id: i
                     ledger.mark_running(case.case_id, run_id, worker)
                     executor.submit(worker, case)
                 for event in executor.poll(0.5):
-                    if _record(event, ledger, run_id, identity, counts):
+                    if _record(event, ledger, run_id, identity, tally):
                         bar.update(1)
-                        bar.set_postfix(failed=counts["failed"], refresh=False)
+                        bar.set_postfix(failed=tally.failed, refresh=False)
         aborted = False
     finally:
         executor.stop(abort=aborted)
         bar.close()
-    return counts["done"], counts["failed"]
+        remove_part_files(ledger.path.parent / CASES_DIR)  # no worker writes any more
+    return tally.done, tally.failed
 
 
-def _record(event: Event, ledger: Ledger, run_id: int, identity: ModelIdentity, counts: dict) -> bool:
-    """Write one event to the ledger; True when a case finished."""
+def _record(event: Event, ledger: Ledger, run_id: int, identity: ModelIdentity, tally: _Tally) -> bool:
+    """Write one event to the ledger (texts with the case's patient name redacted); True when a case finished."""
     if isinstance(event, Loaded):
         ledger.record_model_load(run_id, event.worker, event.host, event.pid, event.seconds)
+        _record_model_once(ledger, identity, tally)
         log.debug("worker %s loaded the model in %.1f s", event.worker, event.seconds)
         return False
     if isinstance(event, StartFailed):
         message = f"a batch worker could not load the model: {event.message}"
         raise MedsegError(message) if event.user_error else RuntimeError(message)
     if isinstance(event, Lost):
-        ledger.mark_failed(event.case_id, event.reason)
-        counts["failed"] += 1
-        log.warning("%s failed: %s", event.case_id, event.reason)
+        reason = redact(event.reason, tally.terms.get(event.case_id, ()))
+        ledger.mark_failed(event.case_id, reason)
+        tally.failed += 1
+        remove_part_files(case_dir(ledger.path.parent, event.case_id))  # what the lost worker was writing
+        log.warning("%s failed: %s", event.case_id, reason)
         return True
     outcome = event.outcome  # Finished
     if outcome.ok:
+        _record_model_once(ledger, identity, tally)
         ledger.mark_done(outcome.case_id, outcome.outputs, outcome.timings, outcome.stats, outcome.seconds,
                          identity.id, identity.version)
-        counts["done"] += 1
+        tally.done += 1
         log.info("%s done in %.1f s", outcome.case_id, outcome.seconds)
     else:
-        ledger.mark_failed(outcome.case_id, outcome.error or "failed", outcome.timings, outcome.seconds)
-        counts["failed"] += 1
-        log.warning("%s failed: %s", outcome.case_id, outcome.error)
+        error = redact(outcome.error or "failed", tally.terms.get(outcome.case_id, ()))
+        ledger.mark_failed(outcome.case_id, error, outcome.timings, outcome.seconds)
+        tally.failed += 1
+        log.warning("%s failed: %s", outcome.case_id, error)
     return True
+
+
+def _record_model_once(ledger: Ledger, identity: ModelIdentity, tally: _Tally) -> None:
+    if not tally.model_recorded:
+        record_model(ledger, identity)
+        tally.model_recorded = True
 
 
 def dry_run_lines(discovery: Discovery, outdir: Path, force: bool, retry_failed: bool) -> list[tuple[str, str, str]]:
@@ -294,14 +336,14 @@ def dry_run_lines(discovery: Discovery, outdir: Path, force: bool, retry_failed:
     lines = []
     for case in discovery.cases:
         run, why = decide(case, rows.get(case.case_id), Path(outdir), force, retry_failed)
-        lines.append((case.case_id, "run" if run else "keep" if not case.problem else "fail", why))
+        lines.append((case.case_id, "run" if run else "keep" if not case.problem else "fail", redact(why, case.redact)))
     for item in discovery.skipped:
-        lines.append((item.case_id, "skip", item.reason))
+        lines.append((item.case_id, "skip", redact(item.reason, item.redact)))
     return lines
 
 
 __all__ = [
     "BatchOptions", "BatchSummary", "decide", "verify_outputs", "locked_outdir", "run_batch", "drive",
-    "dry_run_lines", "pseudonym_secret", "check_model", "sync_ledger", "EXIT_OK", "EXIT_SOME_FAILED",
+    "dry_run_lines", "pseudonym_secret", "check_model", "record_model", "sync_ledger", "EXIT_OK", "EXIT_SOME_FAILED",
     "EXIT_USER_ERROR",
 ]

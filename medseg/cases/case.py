@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from medseg.io.dicom import SeriesInfo
+    from medseg.pacs import RemoteSeries
 
 CaseKind = Literal["dicom", "file", "manifest"]
 
@@ -26,7 +27,9 @@ class InputCase:
     of a DICOM case; ``series_select`` chooses the series of a manifest row's DICOM folder.
     ``problem`` is an error known before running (a missing file): such a case is recorded as
     failed without being run. ``redact`` holds the patient's name parts, removed from any error
-    text and log; never stored or shown.
+    text and log; never stored or shown. ``remote`` is the archive series of a case found in a
+    DICOM archive (``source`` is then its archive address); it has no files until
+    :func:`~medseg.cases.archive.fetch_case` retrieves it.
     """
 
     case_id: str
@@ -43,6 +46,7 @@ class InputCase:
     n_slices: int | None = None
     problem: str | None = None
     redact: tuple[str, ...] = field(default=(), repr=False)
+    remote: RemoteSeries | None = None
 
     @property
     def key(self) -> str:
@@ -51,6 +55,8 @@ class InputCase:
 
     def describe(self) -> str:
         """Where the case comes from, with full paths, for logs and the ``medseg predict`` manifest."""
+        if self.series is None and self.remote is not None:
+            return f"DICOM series {self.series_uid} ({self.description or 'no description'}) at {self.source}"
         if self.series is not None:
             files = self.series.files
             root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else "?"

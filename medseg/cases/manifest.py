@@ -8,7 +8,9 @@ from pathlib import Path
 
 from medseg.cases.case import InputCase
 from medseg.cases.naming import Namer
+from medseg.cases.privacy import dicom_name_parts
 from medseg.errors import InputError
+from medseg.io.files import is_volume_file
 
 
 def read_manifest(path: Path, namer: Namer) -> list[InputCase]:
@@ -16,6 +18,8 @@ def read_manifest(path: Path, namer: Namer) -> list[InputCase]:
 
     Raises InputError for a missing column, an empty ``case`` cell or a duplicate case name; a
     missing image file becomes a case with a ``problem`` (recorded as failed, the batch goes on).
+    A row naming DICOM (a folder or file) gets the patient's name parts from its first header, kept
+    out of the case id and of everything stored about the case.
     """
     image_columns, rows = _read_rows(path)
     cases: list[InputCase] = []
@@ -51,7 +55,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 def _row_case(path: Path, name: str, cells: list[str], series: str | None, namer: Namer) -> InputCase:
     images = tuple(path.parent / cell for cell in cells)
     missing = [str(p) for p in images if not p.exists()]
+    terms = dicom_name_parts(p for p in images if p.is_dir() or (p.is_file() and not is_volume_file(p)))
     return InputCase(
-        case_id=namer.manifest_id(name), kind="manifest", source=";".join(cells), images=images,
-        series_select=series, problem=f"input not found: {', '.join(missing)}" if missing else None,
+        case_id=namer.manifest_id(name, terms), kind="manifest", source=";".join(cells), images=images,
+        series_select=series, problem=f"input not found: {', '.join(missing)}" if missing else None, redact=terms,
     )

@@ -4,7 +4,9 @@ Case names come from untrusted text (DICOM tags such as PatientID, file names, m
 :func:`sanitize` turns any such text into one harmless path component; :func:`safe_join` refuses a
 name that would still leave its root. :class:`Namer` builds the case id of a series or file, either
 readable (PatientID, study, series number, description) or pseudonymised (HMAC-SHA256 with a
-per-output-folder secret, so a rerun gives the same names while the names reveal nothing).
+per-output-folder secret, so a rerun gives the same names while the names reveal nothing). Readable
+ids never carry the patient's name: it is redacted from descriptions, file paths and manifest names
+(:func:`medseg.cases.privacy.redact`), and a PatientID that holds it is replaced by a hash.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import hashlib
 import hmac
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from medseg.cases.privacy import mentions_name, redact
 from medseg.errors import OutputError
 
 #: Longest case id component we produce (file systems allow 255 bytes; outputs add suffixes).
@@ -86,31 +90,41 @@ class Namer:
         """The pseudonym of one study of one patient: ``P`` + 12 hex digits of an HMAC."""
         return "P" + self._token("study", patient_id, study_uid)
 
-    def series_id(self, patient_id: str, study_uid: str, series_number: int | None, description: str) -> str:
-        """Case id of a DICOM series.
+    def series_id(self, patient_id: str, study_uid: str, series_number: int | None, description: str,
+                  name_parts: Sequence[str] = ()) -> str:
+        """Case id of a DICOM series; ``name_parts`` are the patient's name terms (to keep out of it).
 
-        Readable: ``<PatientID>_<study hash>_S<number>_<description>``. Pseudonymised:
-        ``<study pseudonym>_S<number>`` (no description, no PatientID).
+        Readable: ``<PatientID>_<study hash>_S<number>_<description>``, the description with the
+        name redacted, and ``H<hash>`` (of PatientID and study) in place of a PatientID that holds
+        the name (:meth:`hides_patient_id`). Pseudonymised: ``<study pseudonym>_S<number>`` (no
+        description, no PatientID).
         """
         number = f"S{series_number}" if series_number is not None else "S"
         if self.pseudonymised:
             return f"{self.study_pseudonym(patient_id, study_uid)}_{number}"
-        pid = sanitize(patient_id, fallback="nopid", max_length=32)
-        desc = sanitize(description, fallback="", max_length=32)
+        if self.hides_patient_id(patient_id, name_parts):
+            pid = "H" + short_hash(f"{patient_id}\x1f{study_uid}", 10)
+        else:
+            pid = sanitize(patient_id, fallback="nopid", max_length=32)
+        desc = sanitize(redact(description, name_parts), fallback="", max_length=32)
         name = f"{pid}_{short_hash(study_uid, 6)}_{number}" + (f"_{desc}" if desc else "")
         return sanitize(name)
 
-    def file_id(self, relative: str) -> str:
-        """Case id of a volume file (its path inside INPUT without the format suffix)."""
+    def hides_patient_id(self, patient_id: str, name_parts: Sequence[str]) -> bool:
+        """True when a readable id must not show ``patient_id``: it holds (a part of) the patient's name."""
+        return not self.pseudonymised and mentions_name(patient_id, name_parts)
+
+    def file_id(self, relative: str, name_parts: Sequence[str] = ()) -> str:
+        """Case id of a volume file (its path inside INPUT without the format suffix, ``name_parts`` redacted)."""
         if self.pseudonymised:
             return "F" + self._token("file", relative)
-        return sanitize(relative.replace("/", "_"), fallback="file")
+        return sanitize(redact(relative, name_parts).replace("/", "_"), fallback="file")
 
-    def manifest_id(self, case: str) -> str:
-        """Case id of a manifest row (its ``case`` cell)."""
+    def manifest_id(self, case: str, name_parts: Sequence[str] = ()) -> str:
+        """Case id of a manifest row (its ``case`` cell, ``name_parts`` redacted)."""
         if self.pseudonymised:
             return "C" + self._token("case", case)
-        return sanitize(case, fallback="case")
+        return sanitize(redact(case, name_parts), fallback="case")
 
     def disambiguate(self, case_id: str, key: str) -> str:
         """``case_id`` with a stable suffix derived from ``key`` (used only when ids collide)."""

@@ -26,6 +26,9 @@ def case_series(case: InputCase) -> SeriesInfo | None:
     """
     if case.series is not None:
         return case.series
+    if case.remote is not None:
+        raise InputError(f"case {case.case_id} lives in an archive ({case.source}); retrieve it first "
+                         "(medseg.cases.archive.fetch_case)")
     folders = [p for p in case.images if p.is_dir()]
     if not folders:
         return None
@@ -42,18 +45,22 @@ def case_series(case: InputCase) -> SeriesInfo | None:
     return select_series(infos, case.series_select)
 
 
-def read_case(case: InputCase, resample: bool = False) -> tuple[list[Volume], DicomSeries | None]:
+def read_case(case: InputCase, resample: bool = False, *, allow_missing_slices: bool = False,
+              values: str = "rescaled") -> tuple[list[Volume], DicomSeries | None]:
     """The 3D channel volumes of ``case`` and, for DICOM input, the loaded ``DicomSeries`` (else None).
     A colour 2D image (PNG, TIFF) gives one volume per colour channel.
 
-    A DICOM series with gantry tilt or uneven slices is refused (GeometryError) unless
-    ``resample`` is set, which resamples it onto a regular grid.
+    The DICOM reader options are :func:`medseg.io.dicom.load_series`'s: a series with gantry
+    tilt or uneven slices is refused (GeometryError) unless ``resample`` is set, which resamples
+    it onto a regular grid; one with unreadable files is refused (DicomError) unless
+    ``allow_missing_slices``, which loads the readable ones (reported; the geometry rules then
+    decide); ``values`` is ``"rescaled"`` or ``"real-world"``. Volume files ignore them.
     """
     series = case_series(case)
     if series is not None:
         from medseg.io.dicom import load_series
 
-        dicom = load_series(series, resample=resample)
+        dicom = load_series(series, resample=resample, allow_missing_slices=allow_missing_slices, values=values)
         return [dicom.volume.require_3d()], dicom
     return [channel for p in case.images for channel in image_channels(read_volume_file(p))], None
 

@@ -127,7 +127,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
@@ -144,7 +144,7 @@ def series_reasons(infos: Sequence[SeriesInfo], rules: SelectionRules, select: s
     and the others are skipped; raises DicomError (one line, listing the candidates) when it names
     no image series at all.
     """
-    if select is None or not str(select).strip():
+    if select is None or not str(select).strip() or not infos:  # no series: nothing for --series to name
         return [rules.reason_to_skip(info) for info in infos]
     text = str(select).strip()
     chosen, errors = _chosen(infos, text)

@@ -17,7 +17,8 @@ import sys
 from typing import NoReturn, Sequence
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ("series", "convert", "plan", "train", "evaluate", "predict", "export", "batch")
+COMMANDS = ("series", "convert", "plan", "train", "evaluate", "predict", "export", "batch", "watch", "listen",
+            "view")
 
 
 class Parser(argparse.ArgumentParser):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medseg.choices import EXECUTORS
+from medseg.cli.archive_options import add_archive_options, archive_input, archive_options
 from medseg.cli.options import add_prediction_options, output_options, predict_options
 from medseg.pretrained import resolve_model_path
 
@@ -28,14 +29,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "OUTDIR. A ledger in OUTDIR makes reruns resume; failed cases do not stop the run. Exit code 0 when all "
         "cases are done, 3 when some failed, 2 for bad input or options.",
     )
-    p.add_argument("input", type=Path, metavar="INPUT", help="export folder (searched recursively), volume file, or CSV manifest (case,image[,...])")
+    p.add_argument("input", metavar="INPUT", help="export folder (searched recursively), volume file, CSV manifest "
+                   "(case,image[,...]), or a DICOM archive: http(s)://HOST/dicom-web or dimse://AET@HOST:PORT")
     p.add_argument("-m", "--model", type=resolve_model_path, action="append", default=[], metavar="FOLDER",
                    help="trained model folder or a shipped model name (hippocampus); repeat for an ensemble")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder (ledger, cases/, report)")
+    add_batch_options(p)
+    add_prediction_options(p)
+    add_archive_options(p)
+    p.set_defaults(func=run)
+
+
+def add_batch_options(p: argparse.ArgumentParser, dry_run: bool = True) -> None:
+    """The options of a batch run (selection recipe, workers, resume, naming), shared with ``watch`` and ``listen``."""
     p.add_argument("--recipe", type=Path, metavar="TOML", help="series selection rules ([select] table)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (local) or actors (ray), each loading the model once (default 1)")
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="where the workers run: local processes or a Ray cluster (default local)")
-    p.add_argument("--dry-run", action="store_true", help="list what would run and why series are skipped; write nothing")
+    if dry_run:
+        p.add_argument("--dry-run", action="store_true", help="list what would run and why series are skipped; write nothing")
     p.add_argument("--force", action="store_true", help="redo cases that are already done")
     p.add_argument("--retry-failed", action="store_true", help="run failed cases again")
     p.add_argument("--pseudonymise", action="store_true", help="pseudonymised output names; the mapping goes to a separate CSV")
@@ -43,8 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="fail a case that takes longer than this")
     p.add_argument("--ray-address", metavar="ADDRESS", help="Ray cluster to join (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs each Ray actor reserves (default 0)")
-    add_prediction_options(p)
-    p.set_defaults(func=run)
 
 
 def make_engine(args: argparse.Namespace) -> PredictEngine:
@@ -58,7 +67,7 @@ def make_engine(args: argparse.Namespace) -> PredictEngine:
     return PredictEngine(tuple(args.model), predict_options(args), output_options(args, labels))
 
 
-def _options(args: argparse.Namespace) -> BatchOptions:
+def batch_options(args: argparse.Namespace) -> BatchOptions:
     from medseg.batch.runner import BatchOptions
     from medseg.errors import ConfigError
 
@@ -97,19 +106,23 @@ def run(args: argparse.Namespace) -> int:
     from medseg.errors import ConfigError
 
     rules = load_rules(args.recipe)
-    options = _options(args)
+    options = batch_options(args)
+    source = archive_input(args)
     if args.dry_run:
-        _print_dry_run(dry_run(args.input, args.output, rules, args.pseudonymise, args.force, args.retry_failed,
+        _print_dry_run(dry_run(source, args.output, rules, args.pseudonymise, args.force, args.retry_failed,
                                args.series, _channels(args.model)))
         return 0
     if not args.model:
         raise ConfigError("give the model folder with -m MODEL (or use --dry-run to only list the cases)")
-    result = run_session(args.input, lambda: make_engine(args), options, rules, args.pseudonymise, args.mapping,
-                         args.series)
+    result = run_session(source, lambda: make_engine(args), options, rules, args.pseudonymise, args.mapping,
+                         args.series, archive_options(args))
     s = result.summary
+    out = sys.stderr if getattr(args, "quiet", False) else sys.stdout
     print(
         f"batch: {s.done} done, {s.failed} failed in this run; {s.skipped_done} done before, "
         f"{s.kept_failed} failed before, {s.not_selected} series not selected. Report: {result.report_html}",
-        file=sys.stderr if getattr(args, "quiet", False) else sys.stdout,
+        file=out,
     )
-    return s.exit_code
+    if result.pushes is not None:
+        print(result.pushes.line(), file=out)
+    return result.exit_code

@@ -4,9 +4,15 @@
 * a DICOM SEG or RTSTRUCT file -> label NIfTI/NRRD/MHA on the grid of the image series it
   refers to (``--reference`` folder, else found by SeriesInstanceUID beside INPUT);
 * a NIfTI/NRRD/MHA file -> another of these formats;
-* a label NIfTI/NRRD/MHA file -> DICOM SEG (OUTPUT ``.dcm``) referencing ``--reference``.
+* a label NIfTI/NRRD/MHA file -> DICOM SEG (OUTPUT ``.dcm``) referencing ``--reference``;
+* a label file, SEG or RTSTRUCT -> 3D Slicer segmentation (OUTPUT ``.seg.nrrd``; overlapping
+  segments/ROIs go to further layers, nothing lost).
 
-The output format follows OUTPUT's suffix; every output is written atomically.
+A SEG or RTSTRUCT becomes one label map (where structures overlap, the later ROI or the higher
+segment number wins, and a warning names them) or, with ``--masks``, a 4D file with one mask per
+structure (channel ``n - 1`` is structure ``n`` of the ``.json`` sidecar). Label maps get Slicer
+and ITK-SNAP colour tables beside them. The output format follows OUTPUT's suffix; every output
+is written atomically.
 """
 
 from __future__ import annotations
@@ -17,15 +23,16 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from medseg.cli.options import add_dicom_reader_options
+
 if TYPE_CHECKING:
     from medseg.io.dicom import DicomSeries
+    from medseg.io.masks import StructureMasks
     from medseg.volume import Volume
 
 log = logging.getLogger("medseg.convert")
 
 SEG_SUFFIX = ".dcm"
-#: the --values choices (medseg.io.dicom.load.VALUES, repeated so --help needs no heavy import)
-VALUES = ("rescaled", "real-world")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,21 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--series", metavar="SEL",
                         help="which DICOM series: index from 'medseg series', SeriesInstanceUID or description "
                              "pattern (needed when a folder holds several image series)")
-    parser.add_argument("--resample", action="store_true",
-                        help="resample tilted or irregularly spaced DICOM series onto a regular grid instead of refusing")
-    parser.add_argument("--allow-missing-slices", action="store_true",
-                        help="DICOM series input: load the readable files of a series some of whose files cannot be "
-                             "read (truncated, unreadable, malformed), reporting them, instead of refusing it; a gap "
-                             "they leave is then refused unless --resample")
-    parser.add_argument("--values", choices=VALUES, default="rescaled",
-                        help="DICOM series input: 'rescaled' (default) keeps stored values through RescaleSlope/"
-                             "Intercept; 'real-world' applies Philips scale slopes / RealWorldValueMapping as dcm2niix "
-                             "does (see docs/dicom.md)")
+    add_dicom_reader_options(parser)
     parser.add_argument("--reference", type=Path, metavar="DICOM_FOLDER",
                         help="folder holding the image series a SEG/RTSTRUCT refers to (default: search the "
                              "folder INPUT is in), or the series to write a DICOM SEG for")
     parser.add_argument("--roi", dest="rois", action="append", metavar="NAME",
                         help="RTSTRUCT only: convert this ROI (repeat for several; default all, in file order)")
+    parser.add_argument("--masks", action="store_true",
+                        help="SEG/RTSTRUCT only: write one mask per structure (4D, channel n-1 = structure n) so "
+                             "overlapping ROIs/segments lose nothing")
     parser.set_defaults(func=run)
 
 
@@ -67,16 +68,24 @@ def run(args: argparse.Namespace) -> int:
     from medseg.io.files import write_volume_file
 
     source, target = Path(args.input), Path(args.output)
-    writes_seg = _output_kind(target) == "seg"
+    output_kind = _output_kind(target)
     if not source.exists():
         raise InputError(f"{source} does not exist; check the path")
     kind = input_kind(source)
+    _check_masks_option(args, kind)
     ensure_writable_dir(target.parent)
-    if writes_seg:
+    if output_kind == "seg":
         _write_seg(source, kind, target, args)
+        return 0
+    if output_kind == "segnrrd":
+        _write_seg_nrrd(source, kind, target, args)
         return 0
     volume = _read(source, kind, args)
     write_volume_file(volume, target)
+    if volume.kind == "label" and volume.array.ndim == 3 and volume.meta.label_names:
+        from medseg.io.colour_tables import write_colour_tables
+
+        write_colour_tables(volume.meta.label_names, target)
     on_series = f" on image series {volume.meta.series_uid}" if kind in ("seg", "rtstruct") else ""
     log.info("wrote %s: %s %s, spacing %s mm, %s%s", target, volume.kind, "x".join(map(str, volume.shape)),
              " x ".join(f"{s:.4g}" for s in volume.spacing), volume.orientation, on_series)
@@ -89,15 +98,27 @@ def _output_kind(target: Path) -> str:
     from medseg.io.atomic import full_suffix
     from medseg.io.files import VOLUME_SUFFIXES
 
+    from medseg.io.segnrrd import SEG_NRRD_SUFFIX
+
     suffix = full_suffix(target).lower()
     if suffix in VOLUME_SUFFIXES:
         return "volume"
     if suffix == SEG_SUFFIX:
         return "seg"
+    if suffix == SEG_NRRD_SUFFIX:
+        return "segnrrd"
     raise ConfigError(
         f"cannot tell the output format of {target.name!r}; end OUTPUT with one of "
-        f"{', '.join(VOLUME_SUFFIXES)} (or .dcm for a DICOM SEG)"
+        f"{', '.join(VOLUME_SUFFIXES)} (or .dcm for a DICOM SEG, .seg.nrrd for a Slicer segmentation)"
     )
+
+
+def _check_masks_option(args: argparse.Namespace, kind: str) -> None:
+    """``--masks`` needs a SEG or RTSTRUCT input."""
+    from medseg.errors import ConfigError
+
+    if getattr(args, "masks", False) and kind not in ("seg", "rtstruct"):
+        raise ConfigError("--masks needs a DICOM SEG or RTSTRUCT file as INPUT (one mask per segment or ROI)")
 
 
 def input_kind(path: Path) -> str:
@@ -148,7 +169,9 @@ def _read(source: Path, kind: str, args: argparse.Namespace) -> "Volume":
 
 
 def _read_labels(source: Path, kind: str, args: argparse.Namespace) -> "Volume":
-    """A SEG or RTSTRUCT rasterised onto the image series it refers to."""
+    """A SEG or RTSTRUCT rasterised onto the image series it refers to (4D masks with ``--masks``)."""
+    if getattr(args, "masks", False):
+        return _read_masks(source, kind, args).masks
     from medseg.io.rtstruct import open_rtstruct, read_rtstruct, referenced_series_uids
     from medseg.io.seg import read_seg, seg_referenced_series_uids
 
@@ -157,6 +180,40 @@ def _read_labels(source: Path, kind: str, args: argparse.Namespace) -> "Volume":
         return read_seg(source, series)
     series = reference_series(source, referenced_series_uids(open_rtstruct(source)), args)
     return read_rtstruct(source, series, args.rois)
+
+
+def _read_masks(source: Path, kind: str, args: argparse.Namespace) -> "StructureMasks":
+    """One mask per SEG segment or RTSTRUCT ROI; says which structures overlap."""
+    from medseg.io.rtstruct import open_rtstruct, read_rtstruct_masks, referenced_series_uids
+    from medseg.io.seg import read_seg_masks, seg_referenced_series_uids
+
+    if kind == "seg":
+        structures = read_seg_masks(source, reference_series(source, seg_referenced_series_uids(source), args))
+    else:
+        series = reference_series(source, referenced_series_uids(open_rtstruct(source)), args)
+        structures = read_rtstruct_masks(source, series, args.rois)
+    what = "segments" if kind == "seg" else "ROIs"
+    message = structures.overlap_message(what)
+    log.info("%s: %d %s, one mask each%s", source, len(structures.names), what,
+             f"; {message} (kept in every mask)" if message else "; none overlap")
+    return structures
+
+
+def _write_seg_nrrd(source: Path, kind: str, target: Path, args: argparse.Namespace) -> None:
+    """A label file, SEG or RTSTRUCT as a 3D Slicer segmentation (overlaps in further layers)."""
+    from medseg.io.files import read_volume_file
+    from medseg.io.segnrrd import write_labels_seg_nrrd, write_masks_seg_nrrd
+
+    if kind in ("seg", "rtstruct"):
+        write_masks_seg_nrrd(_read_masks(source, kind, args), target)
+    elif kind == "volume":
+        labels = read_volume_file(source, kind="label").require_3d()
+        write_labels_seg_nrrd(labels, target, read_label_names(source) or None)
+    else:
+        from medseg.errors import ConfigError
+
+        raise ConfigError("a .seg.nrrd OUTPUT needs a label NIfTI/NRRD/MHA file, a DICOM SEG or an RTSTRUCT as INPUT")
+    log.info("wrote Slicer segmentation %s", target)
 
 
 def reference_series(source: Path, uids: Sequence[str], args: argparse.Namespace) -> "DicomSeries":

@@ -19,7 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run folder (default: runs/<recipe name>[-fold<K>])")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--fold", type=int, metavar="K", help="cross-validation fold (recipe split = \"kfold\")")
-    parser.add_argument("--minutes", type=float, metavar="M", help="wall-clock budget in minutes (overrides the recipe)")
+    parser.add_argument("--minutes", type=float, metavar="M",
+                        help="total wall-clock budget in minutes, earlier sessions of a resumed run included "
+                        "(overrides the recipe; kept by later --resume runs until given again)")
+    parser.add_argument("--epochs", type=int, metavar="N",
+                        help="total epoch budget (overrides the recipe; kept by later --resume runs until given again)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device (overrides the recipe)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if args.fold is not None and recipe.dataset.split != "kfold":
         raise ConfigError(f"--fold needs a k-fold recipe; {args.recipe} uses split = \"{recipe.dataset.split}\"")
     run_dir = args.output or default_run_dir(recipe, args.fold)
-    options = TrainOptions(run_dir, args.resume, args.fold, args.minutes, args.device, not args.no_progress)
+    options = TrainOptions(run_dir, resume=args.resume, fold=args.fold, minutes=args.minutes, device=args.device,
+                           progress_bar=not args.no_progress, epochs=args.epochs)
     folder = train(recipe, options)
     print(f"model folder: {folder}")
     return 0

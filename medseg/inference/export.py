@@ -51,12 +51,27 @@ class _Logits(torch.nn.Module):
         return out[0] if isinstance(out, (list, tuple)) else out
 
 
+def require_exporter(dynamic_spatial: bool = False) -> None:
+    """Raise a ConfigError naming the install command when a package the ONNX export needs is
+    missing: ``onnx`` always (torch's exporters write through it), ``onnxscript`` for dynamic
+    spatial axes. Both come with the ``fast`` extra."""
+    needed = ("onnx", "onnxscript") if dynamic_spatial else ("onnx",)
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        what = " and ".join(missing)
+        raise ConfigError(
+            f"ONNX export needs the {what} package{'s' if len(missing) > 1 else ''}; "
+            "install the fast extra: pip install 'medseg[fast]'"
+        )
+
+
 def _export_graph(network: torch.nn.Module, example: torch.Tensor, path: Path, dynamic_spatial: bool) -> None:
     """torch.onnx.export with a dynamic batch axis (and dynamic spatial axes when asked).
 
     Fixed spatial axes use the TorchScript exporter (fast, needs only ``onnx``; shapes computed
     in Python are constants there, which is right at a fixed patch size). Dynamic spatial axes
-    need the dynamo exporter (``pip install onnxscript``), which keeps such shapes symbolic.
+    need the dynamo exporter (``onnxscript`` too), which keeps such shapes symbolic. The packages
+    are checked first (:func:`require_exporter`).
     """
     import warnings
 
@@ -68,13 +83,13 @@ def _export_graph(network: torch.nn.Module, example: torch.Tensor, path: Path, d
             torch.onnx.export(network, (example,), str(path), dynamo=False, input_names=["image"],
                               output_names=["logits"], dynamic_axes=axes, opset_version=17)
             return
-        if importlib.util.find_spec("onnxscript") is None:
-            raise ConfigError("--dynamic-spatial needs the onnxscript package; pip install onnxscript")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         dims = {0: torch.export.Dim("batch", min=1, max=1024), **{a: torch.export.Dim.AUTO for a in spatial}}
         program = torch.onnx.export(network, (example,), dynamo=True, input_names=["image"],
                                     output_names=["logits"], dynamic_shapes=(dims,), opset_version=OPSET,
                                     verbose=False)
+        if program is None:  # the dynamo exporter returns the program it wrote
+            raise RuntimeError("torch.onnx.export returned no ONNX program")
         program.save(str(path), external_data=False)
 
 
@@ -86,6 +101,7 @@ def export_onnx(network: torch.nn.Module, plan: Plan, spec: ModelSpec, out_dir: 
     model whose output matches the PyTorch network (the max abs difference on a random batch
     is checked with ONNX Runtime when installed and recorded). Returns the ONNX path.
     """
+    require_exporter(dynamic_spatial)
     out_dir = Path(out_dir)
     ensure_writable_dir(out_dir)
     network = _Logits(network.float().cpu().eval())
@@ -169,6 +185,7 @@ def export_model_folder(model_folder: str | Path, out_dir: str | Path, dynamic_s
     model_folder = Path(model_folder)
     if folder_kind(model_folder) != "model":
         raise InputError(f"{model_folder} is already an export; pass the trained model folder")
+    require_exporter(dynamic_spatial)  # before the model is loaded and the output folder made
     trained = load_model_folder(model_folder, device="cpu")
     return export_onnx(trained.network, trained.plan, trained.spec, out_dir, dynamic_spatial)
 

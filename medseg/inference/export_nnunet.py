@@ -85,7 +85,7 @@ def nnunet_state_dict(network: torch.nn.Module) -> dict[str, torch.Tensor]:
 
     Needs a network built by ``build_model("unet", 3, ...)``. Promises every key nnU-Net's
     ``PlainConvUNet`` loads, as fp32 CPU tensors with the spatial kernel axes reversed."""
-    net = getattr(network, "net", network)
+    net: Any = getattr(network, "net", network)  # the DynUNet inside PadToStride (dynamic module attributes)
     encoder_blocks = [net.input_block, *net.downsamples, net.bottleneck]
     state: dict[str, torch.Tensor] = {}
     for s, block in enumerate(encoder_blocks):

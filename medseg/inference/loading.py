@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medseg.errors import ConfigError, InputError
+from medseg.errors import ConfigError, InputError, MedsegError
 from medseg.inference.backends import Backend, OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, require_backend_package
 from medseg.inference.sliding import WindowConfig
 from medseg.model.folder import ModelSpec
@@ -27,12 +27,14 @@ EXPORT_JSON = "medseg_export.json"
 
 @dataclass
 class LoadedModel:
-    """A model ready to run: its name (the folder), its spec, its plan and the backend that runs it."""
+    """A model ready to run: its name (the folder), its spec, its plan, the backend that runs it and
+    why that backend (``backend_reason``, e.g. ``"auto: fastest installed on this CPU"``)."""
 
     name: str
     spec: ModelSpec
     plan: Plan
     backend: Backend
+    backend_reason: str = ""
 
     @property
     def patch_size(self) -> tuple[int, ...]:
@@ -75,16 +77,25 @@ def read_spec(path: str | Path) -> ModelSpec:
 def resolve_backend(name: str, runtime: Runtime, kind: str = "model") -> str:
     """The backend ``auto`` stands for: OpenVINO on the CPU when installed (measured fastest on
     CPU, see docs/benchmarks.md), else PyTorch (ONNX Runtime for an export folder)."""
+    return choose_backend(name, runtime, kind)[0]
+
+
+def choose_backend(name: str, runtime: Runtime, kind: str = "model") -> tuple[str, str]:
+    """``(backend, why)``: the backend :func:`resolve_backend` picks and a few words saying why.
+    ConfigError when an asked-for backend's package, or any ONNX runtime for an export, is missing."""
     if name != "auto":
         require_backend_package(name)
-        return name
-    if runtime.device.type == "cpu" and importlib.util.find_spec("openvino") is not None:
-        return "openvino"
+        return name, "asked for"
+    on_cpu = runtime.device.type == "cpu"
+    if on_cpu and importlib.util.find_spec("openvino") is not None:
+        return "openvino", "auto: fastest installed on this CPU"
     if kind == "export":
         if importlib.util.find_spec("onnxruntime") is not None:
-            return "onnxruntime"
+            return "onnxruntime", "auto: an ONNX export " + ("without OpenVINO" if on_cpu else "on the GPU")
         raise ConfigError("an ONNX export needs openvino or onnxruntime; pip install 'medseg[fast]'")
-    return "torch"
+    if on_cpu:
+        return "torch", "auto: OpenVINO is not installed (pip install 'medseg[fast]' for the fastest CPU backend)"
+    return "torch", "auto: the GPU runs torch"
 
 
 def load_model(path: str | Path, backend: str, runtime: Runtime, store: ExportStore) -> LoadedModel:
@@ -96,11 +107,11 @@ def load_model(path: str | Path, backend: str, runtime: Runtime, store: ExportSt
     """
     path = Path(path)
     kind = folder_kind(path)
-    chosen = resolve_backend(backend, runtime, kind)
+    chosen, why = choose_backend(backend, runtime, kind)
     if kind == "model" and chosen != "torch" and read_spec(path).family == "maskrcnn":
         if backend != "auto":
             raise ConfigError(f"{path} is a Mask R-CNN model, which runs with PyTorch only; use --backend torch")
-        chosen = "torch"  # detection models are not exported to ONNX
+        chosen, why = "torch", "Mask R-CNN models run with PyTorch only"  # detection models are not exported to ONNX
     if kind == "export":
         if chosen == "torch":
             raise ConfigError(
@@ -108,8 +119,8 @@ def load_model(path: str | Path, backend: str, runtime: Runtime, store: ExportSt
             )
         from medseg.inference.export import load_export
 
-        plan, spec, onnx_path = load_export(path)
-        return LoadedModel(str(path), spec, plan, _onnx_backend(chosen, onnx_path, runtime))
+        plan, spec, exported = load_export(path)
+        return LoadedModel(str(path), spec, plan, _onnx_backend(chosen, exported, runtime), why)
     from medseg.model.folder import load_model_folder, read_model_description
 
     spec, plan = read_model_description(path)
@@ -120,13 +131,16 @@ def load_model(path: str | Path, backend: str, runtime: Runtime, store: ExportSt
             if onnx_path is None:
                 trained = load_model_folder(path, device="cpu")
                 onnx_path = store.onnx_for(path, trained)
-            return LoadedModel(str(path), spec, plan, _onnx_backend(chosen, onnx_path, runtime))
+            return LoadedModel(str(path), spec, plan, _onnx_backend(chosen, onnx_path, runtime), why)
+        except MedsegError:  # the model folder itself is unusable (damaged weights...): torch cannot help
+            raise
         except Exception as exc:  # only 'auto' falls back; an explicit backend reports its failure
             if backend != "auto":
                 raise
             log.warning("%s: the %s backend could not be prepared (%s); using torch", path, chosen, exc)
+            why = f"auto: {chosen} could not be prepared (see the warning)"
     trained = trained or load_model_folder(path, device="cpu")
-    return LoadedModel(str(path), spec, plan, TorchBackend(trained.network, runtime))
+    return LoadedModel(str(path), spec, plan, TorchBackend(trained.network, runtime), why)
 
 
 def _onnx_backend(name: str, onnx_path: Path, runtime: Runtime) -> Backend:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medseg.choices import BACKENDS, DEVICES, PRECISIONS, TTA_MODES
+from medseg.choices import BACKENDS, DEVICES, DICOM_VALUES, PRECISIONS, TTA_MODES
 from medseg.errors import ConfigError, check_choice
 from medseg.inference.postprocess import PostprocessOptions
 
@@ -25,6 +25,8 @@ class PredictOptions:
     ``fast``: argmax on the preprocessed grid, then nearest-neighbour back to the source grid
     (instead of resampling probabilities linearly). ``threads``: CPU threads (None = all
     available). ``precision``: auto = bf16 on CPUs with native bf16, fp16 AMP on CUDA, else fp32.
+    ``strict``: refuse a case whose input does not suit the model's training data
+    (:mod:`medseg.inference.suitability`) instead of predicting it with warnings.
     """
 
     device: str = "auto"
@@ -36,6 +38,7 @@ class PredictOptions:
     fast: bool = False
     threads: int | None = None
     cache_dir: str | None = None
+    strict: bool = False
 
     def __post_init__(self) -> None:
         _choice("device", self.device, DEVICES)
@@ -53,9 +56,16 @@ class OutputOptions:
     """What :func:`~medseg.inference.predictor.predict_case` writes besides the label file.
 
     ``dicom_seg``: a DICOM SEG when the input was DICOM. ``probabilities``: the 4D class
-    probabilities. ``qc``: the QC PNG. ``postprocess``: label post-processing. ``resample``: a
-    DICOM series with gantry tilt, gaps or uneven slice spacing is resampled onto a regular grid
-    (labels then lie on that grid and no SEG is written) instead of being refused.
+    probabilities. ``qc``: the QC PNG. ``postprocess``: label post-processing. How DICOM series are
+    read (:func:`medseg.io.dicom.load_series`): ``resample``: a series with gantry tilt, gaps or
+    uneven slice spacing is resampled onto a regular grid (labels then lie on that grid and no SEG
+    is written) instead of being refused; ``allow_missing_slices``: a series some of whose files
+    cannot be read is loaded from the readable ones (reported; a gap they leave is refused unless
+    ``resample``) instead of being refused; ``values``: ``rescaled`` (default) or ``real-world``.
+    ``rtstruct``: a DICOM RTSTRUCT when the input was DICOM (needs rt-utils). ``seg_nrrd``: a 3D
+    Slicer segmentation. ``viewer``: the case's NiiVue viewer page (skipped, with one warning, when
+    the NiiVue bundle is not installed); ``viewer_assets``: the folder whose ``viewer_assets/``
+    the pages share (default: the case's output folder). Slicer/ITK-SNAP colour tables are always written.
     """
 
     dicom_seg: bool = True
@@ -63,3 +73,12 @@ class OutputOptions:
     qc: bool = True
     postprocess: PostprocessOptions = field(default_factory=PostprocessOptions)
     resample: bool = False
+    rtstruct: bool = False
+    seg_nrrd: bool = False
+    viewer: bool = True
+    viewer_assets: str | None = None
+    allow_missing_slices: bool = False
+    values: str = "rescaled"
+
+    def __post_init__(self) -> None:
+        _choice("values", self.values, DICOM_VALUES)

@@ -247,6 +247,6 @@ def instance_map(
             world = affine @ np.append(centre, 1.0)
             bb = tuple((int(s.start + o), int(s.stop + o)) for s, o in zip(comp_boxes[comp - 1], offset))
             instances.append(Instance(iid, value, names.get(value, f"label_{value}"), int(counts[comp]),
-                                      float(counts[comp]) * voxel_ml, tuple(float(v) for v in world[:3]), bb))
+                                      float(counts[comp]) * voxel_ml, (float(world[0]), float(world[1]), float(world[2])), bb))
     dtype = np.uint16 if len(instances) < 65536 else np.int32
     return out.astype(dtype), instances

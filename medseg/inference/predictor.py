@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from medseg.inference.loading import LoadedModel, check_compatible, load_model
 from medseg.inference.options import OutputOptions, PredictOptions
 from medseg.model.runtime import Runtime, configure_runtime
 from medseg.inference.sliding import predict_volume
+from medseg.inference.suitability import Finding, check_input, check_labels, refuse
 from medseg.model.folder import ModelSpec
 from medseg.model.plan import Plan
 from medseg.model.preprocess import (argmax_labels, preprocess_case, restore_argmax, restore_labels,
@@ -44,6 +45,7 @@ from medseg.volume import Volume, VolumeMeta
 if TYPE_CHECKING:
     from medseg.cases import InputCase
     from medseg.io.dicom import DicomSeries, SeriesInfo
+    from medseg.io.seg import SegmentCoding
 
 #: What :func:`predict_case` reads: a discovered case, a path holding one case, a series, or channel Volumes.
 CaseInput = Union["InputCase", str, Path, "SeriesInfo", Sequence[Volume]]
@@ -56,13 +58,15 @@ GPU_RESERVE_BYTES = 2 * 1024**3
 
 @dataclass(frozen=True)
 class Prediction:
-    """Labels on the source grid; class probabilities (K, I, J, K) float16 when asked; seconds per stage.
-    Instance models (:mod:`medseg.inference.instance_predict`) also give ``instances`` (ids on the
-    source grid; ``labels`` is then the object mask) and, for Mask R-CNN, a ``scores`` per id."""
+    """Labels on the source grid; class probabilities (K, I, J, K) float16 when asked; seconds per
+    stage; why the input may not suit the model (:mod:`medseg.inference.suitability`). Instance
+    models (:mod:`medseg.inference.instance_predict`) also give ``instances`` (ids on the source
+    grid; ``labels`` is then the object mask) and, for Mask R-CNN, a ``scores`` per id."""
 
     labels: Volume
     probabilities: np.ndarray | None
     timings: dict[str, float]
+    warnings: tuple[Finding, ...] = ()
     instances: Volume | None = None
     scores: dict[int, float] | None = None
 
@@ -111,7 +115,9 @@ class Predictor:
         except BaseException:
             store.close()
             raise
-        return cls(models, options, runtime, [store])
+        predictor = cls(models, options, runtime, [store])
+        log.info("%s", predictor.choice_line())
+        return predictor
 
     @classmethod
     def from_network(cls, network: torch.nn.Module, plan: Plan, spec: ModelSpec,
@@ -129,7 +135,8 @@ class Predictor:
         if options.backend not in ("torch", "auto"):
             raise ConfigError("from_network runs PyTorch networks only; export first for other backends")
         runtime = runtime or configure_runtime(options.device, options.precision, options.threads)
-        return cls([LoadedModel("in-memory network", spec, plan, TorchBackend(network, runtime))], options, runtime)
+        backend = TorchBackend(network, runtime)
+        return cls([LoadedModel("in-memory network", spec, plan, backend, "an in-memory PyTorch network")], options, runtime)
 
     def close(self) -> None:
         """Release temporary exports."""
@@ -160,13 +167,48 @@ class Predictor:
         return self.models[0].spec.in_channels
 
     @property
+    def label_metadata(self) -> dict[int, SegmentCoding]:
+        """Label value -> DICOM SEG coding from the first model's ``model.json`` (labels without one absent)."""
+        return dict(self.models[0].spec.label_metadata)
+
+    @property
+    def model_name(self) -> str:
+        """The models' folder names joined by ``+`` (an ensemble), as written into DICOM SEGs."""
+        names = [Path(m.name).name or m.name for m in self.models]
+        return "+".join(dict.fromkeys(names))
+
+    @property
     def postprocessing(self) -> dict:
         """The first model's validated post-processing choices (``model.json``)."""
         return dict(self.models[0].spec.postprocessing)
 
+    def choices(self) -> list[dict[str, str]]:
+        """The backend and precision each model runs with and why, one entry per distinct choice:
+        ``{"backend", "backend_reason", "precision", "precision_reason"}``. The precision is the
+        backend's own (ONNX Runtime runs fp32, OpenVINO bf16 or fp32)."""
+        out: list[dict[str, str]] = []
+        for model in self.models:
+            precision = str(model.backend.describe().get("precision", self.runtime.precision))
+            if precision == self.runtime.precision:
+                precision_reason = self.runtime.precision_reason or "asked for"
+            else:
+                precision_reason = f"the {model.backend.name} backend runs {precision} here"
+            choice = {"backend": model.backend.name, "backend_reason": model.backend_reason or "asked for",
+                      "precision": precision, "precision_reason": precision_reason}
+            if choice not in out:
+                out.append(choice)
+        return out
+
+    def choice_line(self) -> str:
+        """One line for the log, e.g. ``backend openvino (auto: fastest installed on this CPU),
+        precision bf16 (auto: native bf16 on this CPU)`` (several choices joined by ``; ``)."""
+        return "; ".join(f"backend {c['backend']} ({c['backend_reason']}), precision {c['precision']} "
+                         f"({c['precision_reason']})" for c in self.choices())
+
     def describe(self) -> dict[str, Any]:
-        """Models, backend, device and options, for the run manifest."""
+        """Models, backend (and why: ``choices``), device and options, for the run manifest."""
         return {
+            "choices": self.choices(),
             "models": [{"name": m.name, "family": m.spec.family, "spatial_dims": m.spec.spatial_dims, "in_channels": m.spec.in_channels, "out_channels": m.spec.out_channels, "labels": {str(k): v for k, v in m.spec.labels.items()}, "postprocessing": m.spec.postprocessing, "patch_size": list(m.patch_size),
                         "backend": m.backend.describe()} for m in self.models],
             "runtime": self.runtime.describe(),
@@ -179,7 +221,9 @@ class Predictor:
         """Labels (and optionally probabilities) for one case on the exact grid of ``images[0]``.
 
         Needs one 3D Volume per model input channel, all on one grid. Promises a label Volume
-        with the source shape and affine, label names in its meta, uint8 (uint16 beyond 255).
+        with the source shape and affine, label names in its meta, uint8 (uint16 beyond 255), and
+        the suitability findings of input and prediction (their seconds count as preprocessing);
+        with ``options.strict`` a finding raises UnsuitableInputError instead.
         """
         if self.instance_method is not None:  # objects, not classes
             from medseg.inference.instance_predict import predict_instances
@@ -190,6 +234,10 @@ class Predictor:
                 f"the model takes {self.in_channels} input channel(s) but {len(images)} image(s) were given"
             )
         timings: dict[str, float] = defaultdict(float)
+        start = time.perf_counter()
+        findings = self._checked(check_input(images, plan, models[0].spec.spatial_dims)
+                                 for plan, models in self._groups)
+        timings["preprocess"] += time.perf_counter() - start
         results = []
         for plan, models in self._groups:
             start = time.perf_counter()
@@ -203,8 +251,18 @@ class Predictor:
         labels, probs_out = self._restore(results, probabilities)
         timings["inverse"] += time.perf_counter() - start
         meta = VolumeMeta(source=images[0].meta.source, series_uid=images[0].meta.series_uid,
-                          label_names=self.labels)
-        return Prediction(Volume(labels, images[0].affine, "label", meta), probs_out, dict(timings))
+                          label_names=self.labels, spacing_known=images[0].meta.spacing_known)
+        label_volume = Volume(labels, images[0].affine, "label", meta)
+        if images[0].meta.spacing_known:  # volumes in mL need millimetres
+            findings += self._checked([check_labels(label_volume, self._groups[0][0])])
+        return Prediction(label_volume, probs_out, dict(timings), tuple(findings))
+
+    def _checked(self, groups: Iterable[list[Finding]]) -> list[Finding]:
+        """The findings of every plan group, each message once; raises UnsuitableInputError under ``strict``."""
+        unique = list({f.message: f for group in groups for f in group}.values())
+        if unique and self.options.strict:
+            raise refuse(unique)
+        return unique
 
     def predict_preprocessed(self, array: np.ndarray, plan: Plan | None = None) -> np.ndarray:
         """Mean softmax probabilities (K, X, Y, Z) float32 on the grid of an already preprocessed image.
@@ -240,12 +298,13 @@ class Predictor:
         values = (num_classes + 1 + array.shape[0]) * int(np.prod(_padded(array.shape[1:], models)))
         where = accumulator_device(device, values)
         image = torch.from_numpy(array).to(where)
-        total = None
+        total: torch.Tensor | None = None
         for model in models:
             window = model.window(self.options.overlap, self.tiles_per_batch, self.options.tta == "all")
             logits = predict_volume(model.backend, image, num_classes, window, plan.slice_axis, where)
             probs = softmax_(logits)
             total = probs if total is None else total.add_(probs)
+        assert total is not None  # a predictor holds at least one model
         if len(models) > 1:
             total.div_(len(models))
         return total.cpu().numpy()
@@ -254,12 +313,13 @@ class Predictor:
         """Labels on the source grid (and float16 probabilities when asked) from per-plan results."""
         if len(results) == 1:
             record, probs, _ = results[0]
-            labels = None
+            labels: np.ndarray | None = None
             if self.options.fast or not record.resampled:  # nearest back is exact without resampling
                 labels = np.asarray(restore_labels(argmax_labels(probs), record).array)
             elif not want_probs:  # the argmax of linearly restored probabilities, computed lean
                 labels = restore_argmax(probs, record)
             if not want_probs:
+                assert labels is not None  # set by one of the two branches above
                 return labels, None
             full = restore_probabilities(probs, record, dtype=_restore_dtype(probs, record, want_probs))
             labels = argmax_labels(full) if labels is None else labels
@@ -267,11 +327,13 @@ class Predictor:
         if self.options.fast:
             log.info("--fast with models of different plans: averaging probabilities on the source grid")
         weights = sum(n for _, _, n in results)
-        full = None
+        mean: np.ndarray | None = None
         for record, probs, n in results:
             restored = restore_probabilities(probs, record, dtype=np.float32)
             restored *= n / weights
-            full = restored if full is None else np.add(full, restored, out=full)
+            mean = restored if mean is None else np.add(mean, restored, out=mean)
+        assert mean is not None  # several plan groups here
+        full = mean
         return argmax_labels(full), full.astype(np.float16) if want_probs else None
 
 
@@ -334,7 +396,8 @@ def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, o
     ``source`` is an :class:`~medseg.cases.InputCase` (from :func:`~medseg.cases.discover_cases`),
     a path holding exactly one case, a DICOM series (``SeriesInfo``), or a list of channel
     Volumes. Promises the label file on the exact source grid, statistics, and the optional
-    outputs asked for in ``options``, named ``case_id`` (default: the case's id);
+    outputs asked for in ``options``, named ``case_id`` (default: the case's id), with the
+    suitability findings in ``stats["warnings"]`` (each logged as a warning);
     ``timings`` break the case down into read / preprocess / network / inverse / postprocess / write.
     """
     from medseg.inference.writer import write_case_outputs
@@ -343,9 +406,11 @@ def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, o
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    case_id, images, dicom, described = _read_case(source, predictor.in_channels, case_id, options.resample)
+    case_id, images, dicom, described = _read_case(source, predictor.in_channels, case_id, options, out_dir)
     timings["read"] = time.perf_counter() - start
     prediction = predictor.predict(images, probabilities=options.probabilities)
+    for finding in prediction.warnings:  # one line per problem; the stats and the manifest keep them
+        log.warning("%s: %s", case_id, finding.message)
     timings.update(prediction.timings)
     if prediction.instances is not None:  # instance models: instance map, object table, QC picture
         from medseg.inference.instance_predict import write_instance_case
@@ -361,19 +426,25 @@ def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, o
 
 
 def _read_case(
-    source: CaseInput, channels: int, case_id: str | None, resample: bool = False
+    source: CaseInput, channels: int, case_id: str | None, options: OutputOptions, out_dir: Path
 ) -> tuple[str, list[Volume], DicomSeries | None, str]:
-    """(case id, channel volumes, DicomSeries or None, description) for any accepted source."""
-    from medseg.cases import InputCase, read_case
+    """(case id, channel volumes, DicomSeries or None, description) for any accepted source, read
+    with the DICOM reader options of ``options``; ConfigError, before reading, when an output in
+    ``out_dir`` would overwrite one of the case's input files."""
+    from medseg.cases import InputCase, check_planned_outputs, read_case
     from medseg.cases.privacy import redact
+    from medseg.inference.outputs import planned_outputs
 
     if isinstance(source, (list, tuple)) and source and all(isinstance(v, Volume) for v in source):
         volumes = list(source)
         name = Path(volumes[0].meta.source).name.split(".")[0] if volumes[0].meta.source else "case"
         return case_id or name, volumes, None, volumes[0].meta.source or "in-memory volumes"
     case = source if isinstance(source, InputCase) else _as_case(source, channels)
-    images, dicom = read_case(case, resample=resample)
-    return case_id or case.case_id, images, dicom, redact(case.describe(), case.redact)
+    case_id = case_id or case.case_id
+    check_planned_outputs([case], lambda _: planned_outputs(out_dir, case_id))
+    images, dicom = read_case(case, options.resample, allow_missing_slices=options.allow_missing_slices,
+                              values=options.values)
+    return case_id, images, dicom, redact(case.describe(), case.redact)
 
 
 def _as_case(source: object, channels: int) -> InputCase:

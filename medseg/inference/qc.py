@@ -1,6 +1,17 @@
 """A quality-control picture per case: three orthogonal slices through the segmentation's centre
-of mass, with a coloured label overlay and a legend. Rendered with matplotlib's Agg canvas (no
-display, no pyplot global state) and written atomically."""
+of mass, with a label overlay in the palette colours (:mod:`medseg.io.palette`) and a legend. Rendered with matplotlib's Agg canvas (no
+display, no pyplot global state) and written atomically.
+
+Orientation convention (every view carries its letters at the four edges): the volume is first
+permuted/flipped to the closest RAS axes (no interpolation), then each view shows
+
+* axial: patient right on the image's left, anterior at the top (radiological);
+* coronal: patient right on the image's left, superior at the top (radiological);
+* sagittal: anterior on the image's left, superior at the top (as most viewers show it).
+
+That is one rule: the column axis runs from its positive RAS end (R, A) on the left, the row axis
+from its positive end (A, S) at the top.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +21,7 @@ from typing import Mapping
 import numpy as np
 
 from medseg.io.atomic import atomic_path
+from medseg.io.palette import colour_float, label_colours
 from medseg.volume import Volume
 
 
@@ -27,7 +39,7 @@ def _centre(labels: np.ndarray) -> tuple[int, int, int]:
     """Centre of mass of the foreground (rounded), or the array centre when there is none."""
     idx = np.nonzero(labels)
     if not idx[0].size:
-        return tuple(s // 2 for s in labels.shape)  # type: ignore[return-value]
+        return tuple(s // 2 for s in labels.shape)
     return tuple(int(round(float(np.mean(a)))) for a in idx)  # type: ignore[return-value]
 
 
@@ -40,21 +52,32 @@ def _window(image: np.ndarray) -> tuple[float, float]:
 
 
 def _colours(values: list[int]):
-    from matplotlib import colormaps
+    """Each label value's palette colour (the same in the viewer, SEG and colour tables)."""
     from matplotlib.colors import ListedColormap
 
-    base = colormaps["tab20"] if len(values) > 10 else colormaps["tab10"]
-    return {v: base(i % base.N) for i, v in enumerate(values)}, ListedColormap
+    return {v: colour_float(c) for v, c in label_colours(values).items()}, ListedColormap
 
 
-_VIEWS = (("sagittal", 0, (1, 2), False), ("coronal", 1, (0, 2), True), ("axial", 2, (0, 1), True))
+#: (name, the RAS axis held fixed, the (column, row) RAS axes shown)
+_VIEWS = (("sagittal", 0, (1, 2)), ("coronal", 1, (0, 2)), ("axial", 2, (0, 1)))
+#: the letter of each RAS axis at its positive and negative end
+_POSITIVE, _NEGATIVE = "RAS", "LPI"
+
+
+def edge_letters(axes: tuple[int, int]) -> dict[str, str]:
+    """The orientation letter at each edge (left, right, top, bottom) of a view whose columns run
+    along RAS axis ``axes[0]`` (positive end on the left) and rows along ``axes[1]`` (positive end up)."""
+    column, row = axes
+    return {"left": _POSITIVE[column], "right": _NEGATIVE[column], "top": _POSITIVE[row], "bottom": _NEGATIVE[row]}
 
 
 def render_qc(image: Volume, labels: Volume, names: Mapping[int, str], path: Path, title: str = "") -> Path:
     """Write a PNG with sagittal, coronal and axial slices through the labels' centre of mass.
 
     Needs ``image`` and ``labels`` on the same grid (the first channel of a 4D image is shown).
-    The image is windowed by percentiles; slices are shown in radiological convention.
+    The image is windowed by percentiles; views follow the module's orientation convention
+    (radiological axial and coronal, anterior on the left in the sagittal view) and carry
+    orientation letters at their edges.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -90,7 +113,7 @@ def _draw_view(ax, img: np.ndarray, colour_index: np.ndarray | None, lab: np.nda
     """One orthogonal slice through ``centre`` with the overlay (colour indices into the cmap)."""
     from matplotlib.colors import NoNorm
 
-    name, axis, axes, flip_x = view
+    name, axis, axes = view
     index = tuple(centre[a] if a == axis else slice(None) for a in range(3))
     aspect = spacing[axes[1]] / spacing[axes[0]]
     low, high = style["window"]
@@ -99,7 +122,23 @@ def _draw_view(ax, img: np.ndarray, colour_index: np.ndarray | None, lab: np.nda
         overlay = np.ma.masked_where(lab[index].T == 0, colour_index[index].T)
         ax.imshow(overlay, cmap=style["cmap"], norm=NoNorm(), alpha=0.45, origin="lower", aspect=aspect,
                   interpolation="nearest")
-    if flip_x:
-        ax.invert_xaxis()
+    ax.invert_xaxis()  # the column axis's positive end (R or A) on the left
+    _draw_letters(ax, edge_letters(axes))
     ax.set_title(name, fontsize=10)
     ax.set_axis_off()
+
+
+#: where each edge letter sits, in axes fractions, and how it is aligned
+_LETTER_PLACES = {"left": (0.015, 0.5, "left", "center"), "right": (0.985, 0.5, "right", "center"),
+                  "top": (0.5, 0.985, "center", "top"), "bottom": (0.5, 0.015, "center", "bottom")}
+
+
+def _draw_letters(ax, letters: Mapping[str, str]) -> None:
+    """Orientation letters inside the image at the middle of each edge, white with a dark outline."""
+    from matplotlib import patheffects
+
+    outline = [patheffects.withStroke(linewidth=2, foreground="black")]
+    for edge, letter in letters.items():
+        x, y, ha, va = _LETTER_PLACES[edge]
+        ax.text(x, y, letter, transform=ax.transAxes, ha=ha, va=va, color="white", fontsize=10,
+                fontweight="bold", path_effects=outline)

@@ -150,6 +150,11 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
+def _tile_index(n: int, window: Window) -> tuple[int | slice, ...]:
+    """The index of tile ``window`` of image ``n`` in a (N, C, *spatial) array, all channels."""
+    return (n, slice(None), *window)
+
+
 def sliding_window(
     forward: Forward,
     image: torch.Tensor,
@@ -177,7 +182,7 @@ def sliding_window(
     tasks = [(n, w) for n in range(padded.shape[0]) for w in windows]
     with torch.inference_mode():
         for batch in _batches(tasks, config.tiles_per_batch):
-            tiles = torch.stack([padded[(n, slice(None), *w)] for n, w in batch])
+            tiles = torch.stack([padded[_tile_index(n, w)] for n, w in batch])
             logits = run(tiles).to(device=device, dtype=torch.float32)
             if logits.shape[1] != num_classes or tuple(logits.shape[2:]) != patch:
                 raise ValueError(
@@ -185,7 +190,7 @@ def sliding_window(
                     f"expected {num_classes} classes at the patch size {patch}"
                 )
             for (n, w), tile in zip(batch, logits):
-                acc[(n, slice(None), *w)].addcmul_(tile, gauss)  # weighted add in place, no temporary
+                acc[_tile_index(n, w)].addcmul_(tile, gauss)  # weighted add in place, no temporary
         acc /= weight_map(shape, patch, config.overlap, config.sigma_scale, device)
     return acc[crop]
 

@@ -16,7 +16,8 @@ __all__ = ["read_volume", "write_volume", "is_volume_file"]
 
 
 def read_volume(
-    path: str | Path, kind: Kind = "image", series: str | None = None, resample: bool = False
+    path: str | Path, kind: Kind = "image", series: str | None = None, resample: bool = False, *,
+    allow_missing_slices: bool = False, values: str = "rescaled",
 ) -> Volume:
     """Read one volume from a NIfTI/NRRD/MHA file, a PNG/TIFF 2D image, or a DICOM file/folder.
 
@@ -26,7 +27,10 @@ def read_volume(
     ``series`` selects a DICOM series (UID, index from ``medseg series`` or a description
     pattern); it is required when a folder holds several image series. ``resample`` lets a
     DICOM series with gantry tilt or uneven slice spacing be resampled onto a regular grid
-    instead of being refused.
+    instead of being refused; ``allow_missing_slices`` loads the readable files of a series some
+    of whose files cannot be read (reported) instead of refusing it; ``values`` is ``"rescaled"``
+    (default) or ``"real-world"`` (see :func:`medseg.io.dicom.load_series`). Volume files and 2D
+    DICOM images ignore these three.
     """
     from medseg.errors import InputError
 
@@ -40,7 +44,8 @@ def read_volume(
 
     if is_dicom_image2d(path):
         return read_dicom_image2d(path, kind=kind)
-    volume = load_volume(path, select=series, resample=resample)
+    volume = load_volume(path, select=series, resample=resample, allow_missing_slices=allow_missing_slices,
+                         values=values)
     return volume.as_label() if kind == "label" else volume
 
 

@@ -10,30 +10,35 @@ refused instead of being placed wrongly.
 
 Writing (:func:`write_seg`) builds a BINARY SEG with highdicom from a label volume on the source
 series grid: one segment per label value, frames tied to their source instances with the source
-slice positions in ``PlanePositionSequence``.
+slice positions in ``PlanePositionSequence``, segments named and coded (:class:`SegmentCoding`,
+SNOMED CT) from the model's label metadata or the label names. Anonymised sources whose patient
+or study type-2 attributes are absent or invalid get them empty in the SEG (from a patched copy of
+the first header; the source datasets are never changed).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 import warnings
 from collections.abc import MutableSequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from medseg.errors import DicomError, GeometryError, InputError
+from medseg.errors import ConfigError, DicomError, GeometryError, InputError
 from medseg.io.atomic import atomic_path
-from medseg.volume import LPS_TO_RAS, Volume, VolumeMeta
+from medseg.io.masks import StructureMasks, structure_masks
+from medseg.io.palette import dicom_display_colour, label_colour
+from medseg.volume import LPS_TO_RAS, Volume
 
 if TYPE_CHECKING:
     import highdicom as hd
     import pydicom
+    from pydicom.sr.coding import Code
 
     from medseg.io.dicom import DicomSeries
 
@@ -150,30 +155,45 @@ def read_seg(path: str | Path, reference: "DicomSeries | Volume") -> Volume:
     Needs a SEG file (BINARY, FRACTIONAL or LABELMAP) whose frames lie on slices of
     ``reference`` (a loaded DICOM series, or a Volume for placement by position only).
     Promises a ``kind="label"`` Volume with the reference's shape and affine; voxel values are
-    segment numbers (overlaps: the highest number wins, logged; FRACTIONAL thresholded at 0.5),
-    names in ``meta.label_names``. Raises :class:`DicomError` / :class:`GeometryError` with the
-    reason when the file is no SEG or a frame cannot be placed exactly.
+    segment numbers (FRACTIONAL thresholded at 0.5), names in ``meta.label_names``. Where
+    segments overlap the highest number wins and a warning names them (:func:`read_seg_masks`
+    keeps them all). Raises :class:`DicomError` / :class:`GeometryError` with the reason when the
+    file is no SEG or a frame cannot be placed exactly.
+    """
+    structures = read_seg_masks(path, reference)
+    message = structures.overlap_message("segments")
+    if message:
+        log.warning("%s: %s; in the label map the highest segment number wins those voxels "
+                    "(medseg convert --masks keeps one mask per segment)", path, message)
+    numbers = structures.masks.meta.extra["segment_numbers"]
+    masks = structures.masks.array
+    labels = np.zeros(masks.shape[:3], dtype=np.uint8 if max(numbers + [1]) < 256 else np.uint16, order="F")
+    for channel, number in sorted(enumerate(numbers), key=lambda item: item[1]):
+        labels[masks[..., channel] > 0] = number
+    meta = replace(structures.masks.meta, label_names=dict(zip(numbers, structures.names)))
+    return Volume(labels, structures.masks.affine, "label", meta)
+
+
+def read_seg_masks(path: str | Path, reference: "DicomSeries | Volume") -> StructureMasks:
+    """Read every segment of a DICOM SEG into a mask of its own, so overlapping segments lose nothing.
+
+    Needs what :func:`read_seg` needs. Promises :class:`~medseg.io.masks.StructureMasks` with
+    one channel per segment in SegmentSequence order (``meta.extra["segment_numbers"]`` holds
+    their segment numbers) and the overlapping segment pairs.
     """
     path = Path(path)
     seg = _open_seg(path)
     grid = ReferenceGrid.of(reference)
     _check_frame_of_reference(seg, grid, path)
     frames = _place_frames(seg, grid, path)
-    labels = _paint_frames(seg, frames, grid.shape)
-    names = {
-        int(item.SegmentNumber): str(item.get("SegmentLabel", f"segment {item.SegmentNumber}"))
-        for item in seg.SegmentSequence
-        if int(item.SegmentNumber) > 0
-    }
-    meta = VolumeMeta(
-        modality="SEG",
-        series_uid=grid.series_uid,
-        description=str(seg.get("SeriesDescription", "")) or None,
-        source=str(path),
-        label_names=names,
-        extra={"seg_series_uid": str(seg.SeriesInstanceUID)},
-    )
-    return Volume(labels, grid.volume.affine, "label", meta)
+    segments = [item for item in seg.SegmentSequence if int(item.SegmentNumber) > 0]
+    numbers = [int(item.SegmentNumber) for item in segments]
+    masks = _paint_masks(seg, frames, grid.shape, numbers)
+    meta = {"modality": "SEG", "series_uid": grid.series_uid, "source": str(path),
+            "description": str(seg.get("SeriesDescription", "")) or None,
+            "extra": {"seg_series_uid": str(seg.SeriesInstanceUID), "segment_numbers": numbers}}
+    names = [str(item.get("SegmentLabel", f"segment {item.SegmentNumber}")) for item in segments]
+    return structure_masks(masks, names, grid.volume, meta)
 
 
 def seg_referenced_series_uids(path: str | Path) -> list[str]:
@@ -372,27 +392,21 @@ def _check_frame_fits(
         )
 
 
-def _paint_frames(seg: "hd.seg.Segmentation", frames: list[_Frame], shape: tuple[int, int, int]) -> np.ndarray:
-    """Decode frames and paint their segment numbers; the highest segment number wins overlaps."""
-    numbers = [int(i.SegmentNumber) for i in seg.SegmentSequence]
-    # Fortran order makes a slice labels[:, :, k] contiguous, like a transposed frame
-    labels = np.zeros(shape, dtype=np.uint8 if max(numbers + [1]) < 256 else np.uint16, order="F")
-    valid = [n for n in numbers if n > 0]
+def _paint_masks(seg: "hd.seg.Segmentation", frames: list[_Frame], shape: tuple[int, int, int],
+                 numbers: list[int]) -> np.ndarray:
+    """Decode frames into one mask per segment: ``(I, J, K, len(numbers))`` uint8, 1 = in the segment."""
+    channel = {number: n for n, number in enumerate(numbers)}
+    # Fortran order makes a slice masks[:, :, k, n] contiguous, like a transposed frame
+    masks = np.zeros((*shape, len(numbers)), dtype=np.uint8, order="F")
     threshold = _foreground_threshold(seg)
-    overlap = 0
-    for frame in sorted(frames, key=lambda f: f.segment):
+    for frame in frames:
         stored = seg.get_stored_frame(frame.number).T  # (columns, rows) like the view
-        view = _frame_view(labels, frame, stored.shape)
         if frame.segment == 0:  # LABELMAP: pixel values are segment numbers
-            keep = np.isin(stored, valid)
-            view[keep] = stored[keep]
-            continue
-        mask = stored >= threshold
-        overlap += int(np.count_nonzero(mask & (view > 0) & (view != frame.segment)))
-        view[mask] = frame.segment
-    if overlap:
-        log.info("%d voxel(s) belong to several segments; the highest segment number was kept", overlap)
-    return labels
+            for number, n in channel.items():
+                _frame_view(masks[..., n], frame, stored.shape)[stored == number] = 1
+        elif frame.segment in channel:
+            _frame_view(masks[..., channel[frame.segment]], frame, stored.shape)[stored >= threshold] = 1
+    return masks
 
 
 def _foreground_threshold(seg: "pydicom.Dataset") -> float:
@@ -422,69 +436,307 @@ def _span(start: int, sign: int, length: int) -> slice:
 
 
 # ---------------------------------------------------------------------------- writing
+@dataclass(frozen=True)
+class CodedTerm:
+    """One coded concept in DICOM's vocabulary: code value, coding scheme (``SCT`` = SNOMED CT) and meaning."""
+
+    code: str
+    scheme: str
+    meaning: str
+
+    def __post_init__(self) -> None:
+        for name, value, limit in (("code", self.code, 16), ("scheme", self.scheme, 16), ("meaning", self.meaning, 64)):
+            if not isinstance(value, str) or not value.strip() or len(value) > limit:
+                raise ConfigError(f"a code's {name} must be a non-empty text of at most {limit} characters, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> CodedTerm:
+        """A term from ``{"code": ..., "scheme": ..., "meaning": ...}``; ConfigError naming ``where``."""
+        if not isinstance(data, Mapping) or set(data) != {"code", "scheme", "meaning"}:
+            raise ConfigError(f"{where} must be an object with exactly the keys code, scheme and meaning, got {data!r}")
+        try:
+            return cls(data["code"], data["scheme"], data["meaning"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    @classmethod
+    def of(cls, code: Code) -> CodedTerm:
+        """The term of a pydicom code (``pydicom.sr.codedict.codes``)."""
+        return cls(str(code.value), str(code.scheme_designator), str(code.meaning))
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "scheme": self.scheme, "meaning": self.meaning}
+
+    def concept(self) -> hd.sr.CodedConcept:
+        import highdicom as hd
+
+        return hd.sr.CodedConcept(self.code, self.scheme, self.meaning)
+
+
+@dataclass(frozen=True)
+class SegmentCoding:
+    """What a segment is, in a SEG's own terms: segmented property category and type (DICOM CID 7150 /
+    7151, SNOMED CT), and an optional type modifier (e.g. laterality or "Anterior")."""
+
+    category: CodedTerm
+    type: CodedTerm
+    modifier: CodedTerm | None = None
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> SegmentCoding:
+        """Coding from ``{"category": TERM, "type": TERM[, "modifier": TERM]}`` (TERM as in
+        :meth:`CodedTerm.from_dict`); ConfigError naming ``where`` and what is wrong."""
+        if not isinstance(data, Mapping) or not {"category", "type"} <= set(data) <= {"category", "type", "modifier"}:
+            raise ConfigError(f"{where} must be an object with the keys category, type and optionally modifier, got {data!r}")
+        modifier = data.get("modifier")
+        return cls(
+            CodedTerm.from_dict(data["category"], f"{where}.category"),
+            CodedTerm.from_dict(data["type"], f"{where}.type"),
+            None if modifier is None else CodedTerm.from_dict(modifier, f"{where}.modifier"),
+        )
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        data = {"category": self.category.to_dict(), "type": self.type.to_dict()}
+        if self.modifier is not None:
+            data["modifier"] = self.modifier.to_dict()
+        return data
+
+
 def write_seg(
     labels: Volume,
-    source: "DicomSeries",
+    source: DicomSeries,
     path: str | Path,
     label_names: Mapping[int, str] | None = None,
-    algorithm: str = "medseg",
+    model_name: str | None = None,
+    codes: Mapping[int, SegmentCoding] | None = None,
 ) -> Path:
     """Write ``labels`` as a BINARY DICOM SEG that references the ``source`` series.
 
     Needs a label Volume on exactly the grid of ``source.volume`` (else :class:`GeometryError`)
     with at least one voxel > 0, and a source loaded without resampling (its slices must be the
-    source instances). Promises one segment per label value 1..max (DICOM numbers segments
-    without gaps, so a value absent from the volume becomes an empty segment and every segment
-    number equals its label value), named from ``label_names`` (else ``labels.meta.label_names``),
-    frames tied to their source instances with the source slice positions; written atomically.
+    source instances) whose first header has a StudyInstanceUID. Promises one segment per label
+    value 1..max (DICOM numbers segments without gaps, so a value absent from the volume becomes
+    an empty segment and every segment number equals its label value), named from ``label_names``
+    (else ``labels.meta.label_names``), coded from ``codes`` (else :func:`segment_codes` of the
+    name), frames tied to their source instances with the source slice positions; algorithm
+    "medseg <model_name>" with medseg's version, a series description naming the model. Patient
+    and study attributes are copied from the source; type-2 ones that are absent or invalid
+    (anonymised exports) are written empty, a lost FrameOfReferenceUID is derived from the series
+    UID; text is written in UTF-8. The source datasets are not changed. Written atomically.
     """
-    import highdicom as hd
-
     from medseg.version import __version__
 
     path = Path(path)
     labels = _checked_labels(labels, source)
     names = dict(label_names or labels.meta.label_names or {})
     top = int(labels.array.max())
-    descriptions = [_segment_description(n, names.get(n, f"label {n}"), algorithm, __version__) for n in range(1, top + 1)]
+    algorithm = algorithm_name(model_name)
+    descriptions = [
+        _segment_description(n, names.get(n, f"label {n}"), (codes or {}).get(n), algorithm, __version__)
+        for n in range(1, top + 1)
+    ]
     absent = sorted(set(range(1, top + 1)) - set(np.unique(labels.array).tolist()))
     if absent:
         log.info("label value(s) %s are absent; written as empty segments to keep numbering", absent)
     images, frames = _source_images_and_frames(labels, source)
-    datasets = _writable_sources(images)
-    first = datasets[0]
-    with _quiet_highdicom():
-        seg = hd.seg.Segmentation(
-            source_images=datasets,
-            pixel_array=frames,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions,
-            series_instance_uid=hd.UID(),
-            series_number=min(int(first.get("SeriesNumber", 0) or 0) + 1000, 2**31 - 1),
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="medseg",
-            manufacturer_model_name=algorithm,
-            software_versions=__version__,
-            device_serial_number="none",
-            series_description=f"{algorithm} segmentation"[:64],
-        )
+    datasets = _writable_sources(images, float(labels.spacing[2]))
+    seg = _segmentation(datasets, frames, descriptions, model_name, source.info.uid)
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
     return path
 
 
-def _writable_sources(datasets: Sequence["pydicom.Dataset"]) -> list["pydicom.Dataset"]:
-    """The source headers, the first without an empty SpecificCharacterSet (seen in GE exports).
+def algorithm_name(model_name: str | None) -> str:
+    """The SEG's algorithm name: ``"medseg MODEL"``, or ``"medseg"`` without a model name."""
+    return f"medseg {model_name}" if model_name else "medseg"
 
-    highdicom takes the character set from the first source and refuses an empty one; an absent
-    one means the default repertoire, which is what an empty value means too. Only that one
-    header is copied.
+
+def _segmentation(
+    datasets: list[pydicom.Dataset],
+    frames: np.ndarray,
+    descriptions: list[hd.seg.SegmentDescription],
+    model_name: str | None,
+    series_uid: str,
+) -> hd.seg.Segmentation:
+    """The highdicom Segmentation of ``frames`` on the (writable) source ``datasets``; a header
+    highdicom still cannot take is a :class:`DicomError` naming the series and highdicom's reason."""
+    import highdicom as hd
+
+    from medseg.version import __version__
+
+    algorithm = algorithm_name(model_name)
+    try:
+        with _quiet_highdicom():
+            return hd.seg.Segmentation(
+                source_images=datasets,
+                pixel_array=frames,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions,
+                series_instance_uid=hd.UID(),
+                series_number=min(int(datasets[0].get("SeriesNumber", 0) or 0) + 1000, 2**31 - 1),
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                manufacturer="medseg",
+                manufacturer_model_name=(model_name or "medseg")[:64],
+                software_versions=__version__,
+                device_serial_number="none",
+                series_description=f"{algorithm} segmentation"[:64],
+                specific_character_set=SEG_CHARACTER_SET,
+            )
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # highdicom's checks of the source headers
+        raise DicomError(
+            f"series {series_uid}: a DICOM SEG cannot be built from its headers ({type(exc).__name__}: {exc}); "
+            "write the labels without a SEG (--no-seg)"
+        ) from None
+
+
+#: Type-2 patient and study attributes highdicom reads from the first source image: they must be
+#: present there, but may be empty (anonymised exports drop them), and a present value must be valid.
+TYPE2_SOURCE_ATTRIBUTES = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+)
+#: The SEG's character set: UTF-8 holds every text the source headers decode to, whatever theirs was.
+SEG_CHARACTER_SET = "ISO_IR 192"
+
+
+def _writable_sources(datasets: Sequence[pydicom.Dataset], slice_spacing: float) -> list[pydicom.Dataset]:
+    """The source headers, each replaced by a patched copy where highdicom could not take it.
+
+    The first gets the type-2 attributes of :data:`TYPE2_SOURCE_ATTRIBUTES` that are absent or
+    invalid as empty values; a single-frame image without a valid SliceThickness gets
+    ``slice_spacing`` (mm) as its thickness (the SEG's pixel measures need one); for an enhanced multi-frame
+    image that keeps pixel measures and orientation per frame, a shared functional group holding
+    them. Headers without a FrameOfReferenceUID (anonymisers remove it) get the series' own one
+    where some header has it, else one derived from the SeriesInstanceUID
+    (:func:`derived_frame_of_reference`). Elements are shared, never modified: the caller's
+    datasets (and the user's files) stay as they were. Raises :class:`DicomError` when the first
+    header has no StudyInstanceUID (the SEG's study).
     """
-    out = list(datasets)
-    if "SpecificCharacterSet" in out[0] and not out[0].SpecificCharacterSet:
-        out[0] = copy.deepcopy(out[0])
-        del out[0].SpecificCharacterSet
+    if not _text(datasets[0], "StudyInstanceUID"):
+        raise DicomError(
+            "the source series has no StudyInstanceUID, so a DICOM SEG cannot join its study; "
+            "write the labels without a SEG (--no-seg) or restore the UID in the export"
+        )
+    frame_of_reference = _missing_frame_of_reference(datasets)
+    out = []
+    for index, ds in enumerate(datasets):
+        fixes: dict[str, Any] = {}
+        if index == 0:  # highdicom reads these from the first source only
+            fixes = {**_header_fixes(ds), **_thickness_fix(ds, slice_spacing), **_shared_group_fixes(ds)}
+        if frame_of_reference and not _text(ds, "FrameOfReferenceUID"):
+            fixes["FrameOfReferenceUID"] = frame_of_reference
+        out.append(_patched_copy(ds, fixes) if fixes else ds)
+    return out
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    """The value of ``keyword`` as stripped text ("" when absent or empty)."""
+    return str(ds.get(keyword, "") or "").strip()
+
+
+def derived_frame_of_reference(series_uid: str) -> str:
+    """A FrameOfReferenceUID for a series whose headers lost theirs: derived from its
+    SeriesInstanceUID, so every SEG written on that series shares one."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=["medseg frame of reference", series_uid]))
+
+
+def _missing_frame_of_reference(datasets: Sequence[pydicom.Dataset]) -> str | None:
+    """The FrameOfReferenceUID to give headers that lack one (None when none lacks it)."""
+    present = [_text(ds, "FrameOfReferenceUID") for ds in datasets]
+    if all(present):
+        return None
+    found = next((uid for uid in present if uid), None)
+    if found:
+        return found
+    series_uid = _text(datasets[0], "SeriesInstanceUID")
+    log.info("the source series has no FrameOfReferenceUID (removed by anonymisation?); the SEG uses one "
+             "derived from its SeriesInstanceUID")
+    return derived_frame_of_reference(series_uid)
+
+
+def _header_fixes(ds: pydicom.Dataset) -> dict[str, Any]:
+    """``keyword -> None`` (write empty) for each attribute of :data:`TYPE2_SOURCE_ATTRIBUTES`
+    that is absent from ``ds`` or holds an invalid value."""
+    from pydicom.valuerep import DA, TM
+
+    fixes: dict[str, Any] = {}
+    for keyword in TYPE2_SOURCE_ATTRIBUTES:
+        if keyword not in ds:
+            fixes[keyword] = None
+            continue
+        value = ds[keyword].value
+        if value in (None, ""):
+            continue
+        try:
+            if keyword == "PatientSex" and str(value) not in ("M", "F", "O"):
+                raise ValueError(value)
+            if keyword in ("PatientBirthDate", "StudyDate"):
+                DA(value)
+            elif keyword == "StudyTime":
+                TM(value)
+        except (ValueError, TypeError):
+            fixes[keyword] = None
+    if fixes:
+        log.debug("the source header lacks valid %s; written empty in the SEG", ", ".join(sorted(fixes)))
+    return fixes
+
+
+def _thickness_fix(ds: pydicom.Dataset, slice_spacing: float) -> dict[str, Any]:
+    """``{"SliceThickness": spacing}`` for a single-frame image without a positive SliceThickness
+    (highdicom copies it into the SEG's pixel measures, where it is required)."""
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        return {}
+    try:
+        if float(ds.get("SliceThickness") or 0) > 0:
+            return {}
+    except (TypeError, ValueError):
+        pass
+    log.debug("the source has no valid SliceThickness; the SEG's pixel measures use the slice spacing")
+    return {"SliceThickness": f"{slice_spacing:.6g}"}
+
+
+#: functional groups highdicom reads from the shared group of an enhanced multi-frame source
+_SHARED_GROUPS = ("PixelMeasuresSequence", "PlaneOrientationSequence")
+
+
+def _shared_group_fixes(ds: pydicom.Dataset) -> dict[str, Any]:
+    """A SharedFunctionalGroupsSequence for an enhanced image that keeps pixel measures or the
+    orientation per frame (Philips, Siemens XA): the shared item plus the first frame's groups
+    (the loader checked that all frames lie on one regular grid). Empty when nothing is missing."""
+    import pydicom
+
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame:
+        return {}
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [pydicom.Dataset()])[0]
+    missing = [k for k in _SHARED_GROUPS if k not in shared and k in per_frame[0]]
+    if not missing:
+        return {}
+    item = pydicom.Dataset()
+    for element in shared:
+        item.add(element)
+    for keyword in missing:
+        item[keyword] = per_frame[0][keyword]
+    return {"SharedFunctionalGroupsSequence": pydicom.Sequence([item])}
+
+
+def _patched_copy(ds: pydicom.Dataset, fixes: Mapping[str, Any]) -> pydicom.Dataset:
+    """A new dataset holding the elements of ``ds`` (shared, not copied) with ``fixes`` set as new
+    elements (None: an empty value)."""
+    import pydicom
+    from pydicom.datadict import dictionary_VR
+    from pydicom.dataelem import DataElement
+
+    out = pydicom.Dataset()
+    for element in ds:
+        out.add(element)
+    if getattr(ds, "file_meta", None) is not None:
+        out.file_meta = ds.file_meta
+    for keyword, value in fixes.items():
+        out[keyword] = DataElement(keyword, dictionary_VR(keyword), value)
     return out
 
 
@@ -578,26 +830,35 @@ def _source_images_and_frames(labels: Volume, source: "DicomSeries") -> tuple[li
     return [dataset], out
 
 
-def _segment_description(number: int, name: str, algorithm: str, version: str) -> "hd.seg.SegmentDescription":
-    """A SegmentDescription with a coded category/type chosen from the label name."""
+def _segment_description(
+    number: int, name: str, coding: SegmentCoding | None, algorithm: str, version: str
+) -> hd.seg.SegmentDescription:
+    """A SegmentDescription coded by ``coding`` (else chosen from the label name by :func:`segment_codes`),
+    with the label's palette colour as its recommended display colour."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    category, prop = segment_codes(name)
-    return hd.seg.SegmentDescription(
+    coding = coding or segment_codes(name)
+    description = hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=name[:64],
-        segmented_property_category=category,
-        segmented_property_type=prop,
+        segmented_property_category=coding.category.concept(),
+        segmented_property_type=coding.type.concept(),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=algorithm, version=version, family=codes.cid7162.ArtificialIntelligence
+            name=algorithm[:64], version=version, family=codes.cid7162.ArtificialIntelligence
         ),
+        display_color=dicom_display_colour(label_colour(number)),
     )
+    if coding.modifier is not None:  # highdicom has no argument for it; it sits inside the type item
+        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            coding.modifier.concept()
+        ]
+    return description
 
 
-def segment_codes(name: str) -> tuple[Any, Any]:
-    """SNOMED CT ``(category, property type)`` codes for a label name.
+def segment_codes(name: str) -> SegmentCoding:
+    """The default SNOMED CT coding of a segment from its label name (no codes given by the model).
 
     A name whose CamelCase keyword is an anatomic region of DICOM CID 4 (``"liver"`` -> ``Liver``,
     ``"adrenal gland"`` -> ``AdrenalGland``) gets category "Anatomical Structure" and that code;
@@ -607,7 +868,7 @@ def segment_codes(name: str) -> tuple[Any, Any]:
 
     keyword = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part)
     if keyword and keyword in codes.cid4.dir():
-        return codes.cid7150.AnatomicalStructure, getattr(codes.cid4, keyword)
+        return SegmentCoding(CodedTerm.of(codes.cid7150.AnatomicalStructure), CodedTerm.of(getattr(codes.cid4, keyword)))
     if keyword and keyword in codes.cid7166.dir():
-        return codes.cid7150.Tissue, getattr(codes.cid7166, keyword)
-    return codes.cid7150.Tissue, codes.cid7150.Tissue
+        return SegmentCoding(CodedTerm.of(codes.cid7150.Tissue), CodedTerm.of(getattr(codes.cid7166, keyword)))
+    return SegmentCoding(CodedTerm.of(codes.cid7150.Tissue), CodedTerm.of(codes.cid7150.Tissue))

@@ -6,7 +6,8 @@ it, inference, export and the batch runner read it.
 Layout::
 
     model.json            ModelSpec: format version, family, spatial dims, channels, network config,
-                          label names, post-processing decision, recipe, validation metrics, versions
+                          label names (+ optional SNOMED CT codes per label), post-processing
+                          decision, recipe, validation metrics, versions
     plan.json             the Plan (preprocessing + network shapes), readable and editable
     weights.safetensors   the inference network's weights (no deep-supervision heads)
     training_log.csv      per-epoch log of the run
@@ -19,15 +20,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from medseg.errors import ConfigError, InputError
+from medseg.errors import ConfigError, InputError, did_you_mean
 from medseg.io.atomic import atomic_path, atomic_write_text, ensure_writable_dir, follow_umask
+from medseg.io.seg import SegmentCoding
 from medseg.model.plan import NetworkConfig, Plan
 
 FORMAT_VERSION = 1
@@ -41,9 +43,12 @@ class ModelSpec:
     features, kernel_sizes, strides; for the ``maskrcnn`` family the DetectionConfig of
     :mod:`medseg.networks.maskrcnn`); ``postprocessing`` e.g. ``{"keep_largest_component": [1, 2]}``;
     ``metrics`` the validation results; ``versions`` the package versions that trained it.
-    ``instances``: empty for semantic models; for instance models how objects are made
-    (``{"method": "watershed", ...}``: U-Net heads + seeded watershed, ``{"method": "maskrcnn", ...}``:
-    detections), read by :mod:`medseg.inference.instance_predict`."""
+    ``label_metadata``: optional per foreground label, what it is in DICOM SEG terms
+    (:class:`~medseg.io.seg.SegmentCoding`: SNOMED CT category, type, optional modifier); in JSON
+    ``{"1": {"category": {"code", "scheme", "meaning"}, "type": {...}, "modifier": {...}}}``,
+    written only when set. ``instances``: empty for semantic models; for instance models how
+    objects are made (``{"method": "watershed", ...}``: U-Net heads + seeded watershed,
+    ``{"method": "maskrcnn", ...}``: detections), read by :mod:`medseg.inference.instance_predict`."""
 
     family: str
     spatial_dims: int
@@ -55,6 +60,7 @@ class ModelSpec:
     recipe: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    label_metadata: dict[int, SegmentCoding] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     instances: dict[str, Any] = field(default_factory=dict)
 
@@ -66,6 +72,7 @@ class ModelSpec:
             raise ConfigError(
                 f"model.json: {self.out_channels} network outputs cannot hold the labels {sorted(self.labels)}"
             )
+        object.__setattr__(self, "label_metadata", _label_metadata(self.label_metadata, self.foreground))
 
     @property
     def instance_method(self) -> str | None:
@@ -80,26 +87,115 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["labels"] = {str(k): v for k, v in self.labels.items()}
+        data["label_metadata"] = {str(k): v.to_dict() for k, v in self.label_metadata.items()}
+        if not data["label_metadata"]:
+            del data["label_metadata"]
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
-        """Validated spec from JSON data; ConfigError naming what is wrong."""
+        """Validated spec from JSON data, field by field: a missing or unknown key, or a value of the
+        wrong type (``"spatial_dims": "3"``, labels as a list), is a ConfigError naming the field,
+        what it must be, and what it holds."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"model.json must hold a JSON object, not {_json_type(data)}; {_FIX}")
         if data.get("format_version") != FORMAT_VERSION:
             raise ConfigError(
                 f"model format version {data.get('format_version')!r} is not supported; this medseg "
                 f"reads version {FORMAT_VERSION} (retrain or use a matching medseg)"
             )
-        try:
-            fields_ = dict(data)
-            fields_["labels"] = {int(k): str(v) for k, v in fields_["labels"].items()}
-            return cls(**fields_)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"model.json is malformed ({type(exc).__name__}: {exc})") from None
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"model.json: unknown key {unknown[0]!r}; {did_you_mean(unknown[0], names)}{_FIX}")
+        values = {key: _field(key, data) for key in names if key in data or key in _REQUIRED}
+        spec = cls(**values)
+        spec.network_config()  # a malformed network is refused here, not when the network is built
+        return spec
 
     def network_config(self) -> NetworkConfig:
-        """The NetworkConfig the network was built with."""
-        return NetworkConfig(**self.network)
+        """The NetworkConfig the network was built with (ConfigError when ``network`` is malformed)."""
+        try:
+            return NetworkConfig(**self.network)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model.json: network is malformed ({exc}); {_FIX}") from None
+
+
+_FIX = "fix model.json or copy the model folder again"
+_REQUIRED = ("family", "spatial_dims", "in_channels", "out_channels", "labels", "network")
+_COUNTS = ("spatial_dims", "in_channels", "out_channels", "format_version")
+_OBJECTS = ("network", "postprocessing", "recipe", "versions", "metrics")
+
+
+def _json_type(value: Any) -> str:
+    """``a string ("3")``, ``a list``...: what a JSON value is, for a message."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, str):
+        return f"a string ({json.dumps(value)[:40]})"
+    kinds = {int: "a whole number", float: "a number", list: "a list", dict: "an object"}
+    return next((kinds[t] for t in kinds if isinstance(value, t)), type(value).__name__)
+
+
+def _field(key: str, data: Mapping[str, Any]) -> Any:
+    """The value of ``key`` in model.json data, checked for its JSON type (ConfigError otherwise)."""
+    if key not in data:
+        raise ConfigError(f"model.json: {key!r} is missing; {_FIX}")
+    value = data[key]
+    if key in _COUNTS and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(f"model.json: {key} must be a positive whole number, got {_json_type(value)}; {_FIX}")
+    if key == "family" and not isinstance(value, str):
+        raise ConfigError(f"model.json: family must be a string (e.g. \"unet\"), got {_json_type(value)}; {_FIX}")
+    if key in _OBJECTS and not isinstance(value, dict):
+        raise ConfigError(f"model.json: {key} must be an object, got {_json_type(value)}; {_FIX}")
+    if key == "labels":
+        return _labels(value)
+    if key == "postprocessing":
+        return _postprocessing(value)
+    return value
+
+
+def _labels(value: Any) -> dict[int, str]:
+    """``{"0": "background", "1": "liver"}`` -> ``{0: "background", 1: "liver"}`` (ConfigError otherwise)."""
+    shape = 'an object of label values and names, e.g. {"0": "background", "1": "liver"}'
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"model.json: labels must be {shape}, got {_json_type(value)}; {_FIX}")
+    labels = {}
+    for key, name in value.items():
+        if not str(key).strip().isdigit() or not isinstance(name, str):
+            raise ConfigError(f"model.json: labels must be {shape}, found {json.dumps(key)}: {_json_type(name)}; {_FIX}")
+        labels[int(key)] = name
+    return labels
+
+
+def _postprocessing(value: dict[str, Any]) -> dict[str, Any]:
+    """The post-processing decision, its ``keep_largest_component`` a list of label values."""
+    classes = value.get("keep_largest_component", [])
+    if not isinstance(classes, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        raise ConfigError(f"model.json: postprocessing.keep_largest_component must be a list of label values, "
+                          f"got {_json_type(classes)}; {_FIX}")
+    return value
+
+
+def _label_metadata(metadata: object, foreground: Mapping[int, str]) -> dict[int, SegmentCoding]:
+    """``label_metadata`` validated: keys are foreground label values, values SegmentCodings (or
+    their JSON form). ConfigError naming the label and what is wrong."""
+    if not isinstance(metadata, Mapping):
+        raise ConfigError(f"model.json: label_metadata must be an object keyed by label value, got {metadata!r}")
+    out: dict[int, SegmentCoding] = {}
+    for key, value in metadata.items():
+        try:
+            label = int(key)
+        except (TypeError, ValueError):
+            raise ConfigError(f"model.json: label_metadata key {key!r} is not a label value") from None
+        if label not in foreground:
+            raise ConfigError(
+                f"model.json: label_metadata names label {label}, which is not a foreground label "
+                f"(labels {sorted(foreground)})"
+            )
+        out[label] = value if isinstance(value, SegmentCoding) else SegmentCoding.from_dict(
+            value, f"model.json: label_metadata.{label}")
+    return dict(sorted(out.items()))
 
 
 @dataclass(frozen=True)
@@ -174,8 +270,10 @@ def read_model_description(folder: str | Path) -> tuple[ModelSpec, Plan]:
             raise InputError(f"{folder} is not a medseg model folder: {name} is missing")
     try:
         spec = ModelSpec.from_dict(json.loads((folder / SPEC_FILE).read_text(encoding="utf-8")))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{folder / SPEC_FILE} is not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{folder / SPEC_FILE} is not valid JSON ({exc}); {_FIX}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{folder}: {exc}") from None
     return spec, Plan.load(folder / PLAN_FILE)
 
 
@@ -185,6 +283,7 @@ def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") ->
     Needs ``model.json``, ``plan.json`` and ``weights.safetensors`` in ``folder``. Promises the
     network in eval mode on ``device`` with exactly the saved weights.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_model
 
     folder = Path(folder)
@@ -192,6 +291,15 @@ def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") ->
     network = build_inference_network(spec)
     try:
         load_model(network, str(folder / WEIGHTS_FILE), strict=True)
+    except SafetensorError as exc:  # damaged: truncated, not safetensors, bad header
+        raise InputError(
+            f"{folder / WEIGHTS_FILE} is damaged or incomplete ({_first_line(exc)}); copy the model folder again"
+        ) from None
     except (RuntimeError, OSError, ValueError) as exc:
-        raise InputError(f"{folder / WEIGHTS_FILE} does not match model.json ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{folder / WEIGHTS_FILE} does not match model.json ({_first_line(exc)})") from None
     return TrainedModel(network.to(device).eval(), plan, spec, folder)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

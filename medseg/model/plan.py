@@ -95,7 +95,8 @@ class Plan:
     ``target_spacing`` is in mm along the canonical (closest-RAS) i, j, k axes; ``config_2d``
     works on slices across ``slice_axis`` (its patch axes are the other two canonical axes in
     increasing order). ``labels`` includes ``0: "background"``. ``fingerprint`` holds dataset
-    statistics for information only. ``pixel_grid``: images are used on their own voxel grid,
+    statistics: training does not read them; inference compares inputs with them
+    (:mod:`medseg.inference.suitability`). ``pixel_grid``: images are used on their own voxel grid,
     never resampled (datasets whose images state no spacing, such as PNG microscopy; the model
     then works in pixels). ``bright_objects``: after normalisation, an image whose objects are
     darker than its background is negated, so every image shows bright objects on a dark

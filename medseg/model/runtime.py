@@ -72,21 +72,29 @@ def resolve_device(name: str | None = "auto") -> torch.device:
 
 def resolve_precision(requested: str, device: torch.device) -> str:
     """``auto``/``fp32``/``bf16``/``fp16`` -> the precision that runs on ``device`` (module rules)."""
+    return choose_precision(requested, device)[0]
+
+
+def choose_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """``(precision, why)``: the precision :func:`resolve_precision` picks and a few words saying
+    why (``"asked for"``, ``"auto: native bf16 on this CPU"``...). ConfigError as it says."""
     if requested not in PRECISIONS:
         raise ConfigError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
         if requested == "auto":
-            return "bf16" if cuda_supports_bf16() else "fp16"
+            return ("bf16", "auto: the GPU has bf16") if cuda_supports_bf16() else ("fp16", "auto: the GPU has no bf16")
         if requested == "bf16" and not cuda_supports_bf16():
             raise ConfigError("this GPU has no bf16 support; use precision fp16, fp32 or auto")
-        return requested
+        return requested, "asked for"
     if requested == "auto":
-        return "bf16" if cpu_supports_bf16() else "fp32"
+        if cpu_supports_bf16():
+            return "bf16", "auto: native bf16 on this CPU"
+        return "fp32", "auto: no native bf16 on this CPU"
     if requested == "fp16":
         raise ConfigError("fp16 needs a CUDA GPU; on the CPU use precision bf16, fp32 or auto")
     if requested == "bf16" and not cpu_supports_bf16():
         raise ConfigError("this CPU has no native bf16 (AVX512-BF16/AMX); use precision fp32 or auto")
-    return requested
+    return requested, "asked for"
 
 
 def available_cpus() -> int:
@@ -120,11 +128,13 @@ def default_threads() -> int:
 
 @dataclass(frozen=True)
 class Runtime:
-    """Resolved execution settings: a torch device, a precision name and the CPU thread count."""
+    """Resolved execution settings: a torch device, a precision name and the CPU thread count;
+    ``precision_reason`` says why that precision (:func:`choose_precision`)."""
 
     device: torch.device
     precision: str  # "fp32" | "bf16" | "fp16"
     threads: int
+    precision_reason: str = ""
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -163,14 +173,14 @@ class Runtime:
 def configure_runtime(device: str | None = "auto", precision: str = "auto", threads: int | None = None) -> Runtime:
     """Resolve device and precision, set torch's CPU threads, enable cuDNN autotuning on CUDA."""
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    prec, why = choose_precision(precision, dev)
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be at least 1, got {threads}")
     count = threads or default_threads()
     torch.set_num_threads(count)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch sizes make autotuning pay off
-    return Runtime(device=dev, precision=prec, threads=count)
+    return Runtime(device=dev, precision=prec, threads=count, precision_reason=why)
 
 
 def package_versions() -> dict[str, str]:

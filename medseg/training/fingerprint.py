@@ -2,8 +2,10 @@
 
 Per case (on the closest-RAS axes, as preprocessing will see them): voxel spacing and shape;
 per channel a sample of foreground intensities (voxels with label > 0); per class the voxel
-count. Pooled: intensity percentiles 0.5 / 50 / 99.5, mean, std, min, max per channel and class
-frequencies. Cases are read with :func:`medseg.training.dataset.read_case`, so the dataset checks
+count and volume (mL). Pooled: intensity percentiles 0.5 / 50 / 99.5, mean, std, min, max per
+channel, class frequencies, and per foreground class the range of its volume per case
+(``label_volume_ml``, which inference compares predictions with, see
+:mod:`medseg.inference.suitability`). Cases are read with :func:`medseg.training.dataset.read_case`, so the dataset checks
 run here too and a bad case stops planning with its name.
 """
 
@@ -11,13 +13,17 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from medseg.training.dataset import Case, DatasetSpec, read_case
 from medseg.model.preprocess import canonical_geometry
+
+if TYPE_CHECKING:
+    from medseg.model.plan import Plan
+    from medseg.training.cache import CaseCache
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,8 @@ class Fingerprint:
     """Statistics of ``n_sampled`` of a dataset's ``n_cases`` cases (all unless subsampled).
 
     ``spacings`` and ``shapes`` are (n_sampled, 3) along canonical axes; ``class_voxels`` counts
-    voxels per label value over the sampled cases.
+    voxels per label value over the sampled cases; ``class_volumes_ml`` holds per foreground
+    class its volume in each sampled case (0 where absent; empty when not measured).
     """
 
     n_cases: int
@@ -61,6 +68,7 @@ class Fingerprint:
     channels: tuple[str, ...]
     intensities: tuple[ChannelStats, ...]
     class_voxels: dict[int, int]
+    class_volumes_ml: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_sampled(self) -> int:
@@ -80,7 +88,37 @@ class Fingerprint:
                 for name, stats in zip(self.channels, self.intensities)
             ],
             "class_frequency": {str(k): round(v / total, 8) for k, v in sorted(self.class_voxels.items())},
+            **({"label_volume_ml": label_volume_summary(self.class_volumes_ml)} if self.class_volumes_ml else {}),
         }
+
+
+def label_volume_summary(volumes: Mapping[int, Sequence[float]]) -> dict[str, dict[str, float]]:
+    """``{"1": {"min", "median", "max"}, ...}`` in mL from each foreground class's volume per case.
+
+    Needs one value per case and class (0 where the class is absent). Promises rounded JSON-ready
+    numbers, classes in increasing order.
+    """
+    summary = {}
+    for value, per_case in sorted(volumes.items()):
+        v = np.asarray(per_case, dtype=np.float64)
+        if v.size:
+            summary[str(value)] = {"min": round(float(v.min()), 4), "median": round(float(np.median(v)), 4),
+                                   "max": round(float(v.max()), 4)}
+    return summary
+
+
+def cached_label_volumes(cache: CaseCache, plan: Plan) -> dict[str, dict[str, float]]:
+    """:func:`label_volume_summary` of the labels in a training cache (on the plan's grid: voxels x
+    the target voxel volume), for plans made without it (``[plan] file``, older plans)."""
+    voxel_ml = float(np.prod(plan.target_spacing)) / 1000.0
+    classes = [c for c in plan.labels if c != 0]
+    volumes: dict[int, list[float]] = {c: [] for c in classes}
+    for case_id in cache.case_ids:
+        _, label = cache.load(case_id)
+        counts = np.bincount(np.asarray(label).ravel(), minlength=max(classes) + 1)
+        for c in classes:
+            volumes[c].append(float(counts[c]) * voxel_ml)
+    return label_volume_summary(volumes)
 
 
 def _range(values: np.ndarray, kind: type) -> dict[str, list]:
@@ -125,6 +163,9 @@ def compute_fingerprint(
     for s in stats:
         for k, v in s.class_voxels.items():
             counts[k] = counts.get(k, 0) + v
+    foreground = sorted(k for k in counts if k != 0)
+    volumes = {k: np.array([s.class_voxels.get(k, 0) * float(np.prod(s.spacing)) / 1000.0 for s in stats])
+               for k in foreground}
     intensities = tuple(
         ChannelStats.of(np.concatenate([s.samples[c] for s in stats])) for c in range(len(spec.channels))
     )
@@ -135,6 +176,7 @@ def compute_fingerprint(
         channels=spec.channels,
         intensities=intensities,
         class_voxels=dict(sorted(counts.items())),
+        class_volumes_ml=volumes,
     )
 
 

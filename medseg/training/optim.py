@@ -4,7 +4,9 @@ Default (nnU-Net): SGD, momentum 0.99, Nesterov, lr 1e-2, weight decay 3e-5, pol
 ``lr * (1 - p) ** 0.9`` and gradient-norm clipping at 12. The schedule is a pure function of
 training *progress* ``p``: ``iteration / total_iterations``, or, under a wall-clock budget, the
 larger of that and ``elapsed / budget``, so a time-limited run still anneals to its end and a
-resumed run continues the same curve exactly.
+resumed run continues the same curve exactly. A resumed run with a different budget (``--minutes``,
+``[budget] epochs``) follows the curve of the new budget from the progress already made
+(:meth:`LRSchedule.set_budget`), so extending a finished run raises the lr again above 0.
 """
 
 from __future__ import annotations
@@ -78,6 +80,18 @@ class LRSchedule:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
         return self.optimizer.param_groups[0]["lr"]
+
+    def set_budget(self, total_iterations: int, budget_seconds: float | None) -> bool:
+        """Follow a new iteration total and wall-clock budget (None: no time budget) from now on.
+
+        Needs the budget of the run as it continues (a resumed run's recipe and options). Promises
+        that later :meth:`step` calls measure progress against it; returns True when it changed.
+        """
+        total = max(int(total_iterations), 1)
+        seconds = float(budget_seconds) if budget_seconds else None
+        changed = (total, seconds) != (self.total_iterations, self.budget_seconds)
+        self.total_iterations, self.budget_seconds = total, seconds
+        return changed
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "total_iterations": self.total_iterations,

@@ -109,20 +109,45 @@ class Session:
         return ckpt.save_checkpoint(path, self.network, self.step.optimizer, self.schedule, self.step.scaler, progress)
 
     def restore(self, path: Path) -> Progress:
-        """Load a checkpoint into this session's network, optimiser, schedule, scaler and RNGs."""
+        """Load a checkpoint into this session's network, optimiser, schedule, scaler and RNGs.
+
+        The schedule then follows this session's budget (the recipe with this command's options):
+        a new ``--minutes``/``--epochs`` extends or shortens the lr curve from the progress made.
+        """
         progress = ckpt.load_checkpoint(path, self.network, self.step.optimizer, self.schedule, self.step.scaler,
                                         self.device)
         log.info("resumed from %s at epoch %d, iteration %d", path, progress.epoch, progress.iteration)
+        before = _describe_budget(self.schedule.total_iterations, self.schedule.budget_seconds)
+        if self.schedule.set_budget(*schedule_budget(self.recipe)):
+            fraction = self.schedule.progress(progress.iteration, progress.elapsed_seconds)
+            log.info("the budget changed from %s to %s: the lr schedule follows the new budget from %.0f%% done",
+                     before, _describe_budget(self.schedule.total_iterations, self.schedule.budget_seconds),
+                     100 * fraction)
         return progress
+
+
+def schedule_budget(recipe) -> tuple[int, float | None]:
+    """The iteration total and wall-clock seconds (None without a time budget) the lr schedule spans."""
+    budget = recipe.budget
+    return budget.epochs * budget.iterations_per_epoch, budget.minutes * 60.0 if budget.minutes else None
+
+
+def _describe_budget(iterations: int, seconds: float | None) -> str:
+    text = f"{iterations} iterations"
+    return text + f" or {seconds / 60:g} minutes" if seconds else text
 
 
 def prepare_data(recipe, run_dir: Path, resume: bool):
     """Dataset -> plan (reused from ``run_dir/plan.json`` on resume) -> cache -> this fold's split.
 
+    A plan without label volume statistics (given as a file) gets them from the cache, so the
+    model folder's plan always carries them (inference compares predicted volumes with them).
+
     Returns ``(plan, cache, dataset, split)``.
     """
     from medseg.training.cache import build_cache
     from medseg.training.dataset import load_dataset
+    from medseg.training.fingerprint import cached_label_volumes
     from medseg.model.plan import Plan
     from medseg.training.planner import plan_for_recipe
 
@@ -134,6 +159,9 @@ def prepare_data(recipe, run_dir: Path, resume: bool):
         plan = plan_for_recipe(recipe, spec, workers=recipe.runtime.workers)
         plan.save(plan_path)
     cache = build_cache(spec, plan, recipe.runtime.cache_dir, workers=recipe.runtime.workers)
+    if "label_volume_ml" not in plan.fingerprint and not spec.instances:  # a plan from a file: measure them
+        plan = replace(plan, fingerprint={**plan.fingerprint, "label_volume_ml": cached_label_volumes(cache, plan)})
+        plan.save(plan_path)
     data = recipe.dataset
     splits = splits_for_run(run_dir / "splits.json", spec.case_ids, data.split, data.folds, data.seed)
     return plan, cache, spec, select_split(splits, data.fold if data.split == "kfold" else 0)
@@ -178,9 +206,7 @@ def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
     ckpt.seed_everything(recipe.runtime.seed)
     network = build_network(recipe, plan, runtime)
     optimizer = build_optimizer(network.parameters(), recipe.optimizer)
-    budget = recipe.budget
-    schedule = LRSchedule(optimizer, recipe.optimizer.schedule, budget.epochs * budget.iterations_per_epoch,
-                          budget.minutes * 60.0 if budget.minutes else None)
+    schedule = LRSchedule(optimizer, recipe.optimizer.schedule, *schedule_budget(recipe))
     autocast = runtime.autocast
     loss = build_loss(recipe.loss.name, plan.num_classes, recipe.loss.class_weights).to(device)
     step = TrainStep(distributed.wrap(network, dist, device), loss, optimizer, device, autocast, runtime.grad_scaler(),

@@ -11,7 +11,7 @@ validation cases (see :mod:`medseg.training.validation`).
 
 Run folder::
 
-    RUN_DIR/recipe.json  plan.json  splits.json  training_log.csv  curves.png
+    RUN_DIR/recipe.json  budget.json  plan.json  splits.json  training_log.csv  curves.png
     RUN_DIR/checkpoint_last.pt  checkpoint_best.pt  tensorboard/ (when installed)
     RUN_DIR/model/       the self-contained model folder (see model_folder.py)
 """
@@ -34,10 +34,11 @@ from medseg.training import distributed
 from medseg.training.checkpoint import Progress
 from medseg.training.logs import TensorBoard, plot_curves, write_log_csv
 from medseg.training.loop import run_epoch
+from medseg.training.progress import TrainingBar
 from medseg.model.folder import ModelSpec, save_model_folder
 from medseg.model.runtime import package_versions
 from medseg.training.instance_session import InstanceSession
-from medseg.training.session import Session, build_session, network_spec
+from medseg.training.session import Session, build_session, network_spec, schedule_budget
 from medseg.training.validation import ValidationResult, decide_postprocessing, validation_settings
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,10 @@ log = logging.getLogger(__name__)
 class TrainOptions:
     """Command-line level options; ``None`` keeps the recipe's value.
 
-    ``on_epoch_end(progress)`` is called after each epoch's checkpoint is written (an exception
-    raised there stops training as a kill would).
+    ``minutes`` and ``epochs`` set the run's total budget (counting earlier sessions of a resumed
+    run); a resumed run keeps the values an earlier session was given until new ones are
+    (``RUN_DIR/budget.json``). ``on_epoch_end(progress)`` is called after each epoch's
+    checkpoint is written (an exception raised there stops training as a kill would).
     """
 
     run_dir: Path
@@ -58,19 +61,50 @@ class TrainOptions:
     device: str | None = None
     progress_bar: bool = True
     on_epoch_end: Callable[[Progress], None] | None = field(default=None, compare=False)
+    epochs: int | None = None
 
 
-def apply_options(recipe, options: TrainOptions):
-    """The recipe with ``--fold``, ``--minutes`` and ``--device`` applied."""
+#: the --minutes/--epochs values given to a run, kept for its resumed sessions
+BUDGET_FLAGS = "budget.json"
+
+
+def apply_options(recipe, options: TrainOptions, budget: dict[str, Any] | None = None):
+    """The recipe with ``--fold``, ``--device`` and the budget applied.
+
+    ``budget`` holds ``minutes``/``epochs`` values (default: those of ``options``; see
+    :func:`budget_flags`). Raises ConfigError for a non-positive budget.
+    """
     if options.fold is not None:
         recipe = replace(recipe, dataset=replace(recipe.dataset, fold=options.fold))
-    if options.minutes is not None:
-        if options.minutes <= 0:
-            raise ConfigError(f"--minutes must be positive, got {options.minutes}")
-        recipe = replace(recipe, budget=replace(recipe.budget, minutes=options.minutes))
+    budget = _given(options) if budget is None else budget
+    if budget.get("minutes") is not None and budget["minutes"] <= 0:
+        raise ConfigError(f"--minutes must be positive, got {budget['minutes']}")
+    if budget.get("epochs") is not None and budget["epochs"] < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {budget['epochs']}")
+    if budget:
+        recipe = replace(recipe, budget=replace(recipe.budget, **budget))
     if options.device is not None:
         recipe = replace(recipe, runtime=replace(recipe.runtime, device=options.device))
     return recipe
+
+
+def _given(options: TrainOptions) -> dict[str, Any]:
+    return {k: v for k, v in (("minutes", options.minutes), ("epochs", options.epochs)) if v is not None}
+
+
+def budget_flags(run_dir: Path, options: TrainOptions) -> dict[str, Any]:
+    """The ``--minutes``/``--epochs`` values of this run: this command's, else (on ``--resume``) those
+    an earlier session was given (``RUN_DIR/budget.json``), so a plain ``--resume`` keeps the budget
+    and a new value replaces it. Keys nobody gave are absent (the recipe's values apply)."""
+    saved: dict[str, Any] = {}
+    path = run_dir / BUDGET_FLAGS
+    if options.resume and path.is_file():
+        try:
+            saved = {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items()
+                     if k in ("minutes", "epochs") and v is not None}
+        except (OSError, ValueError, AttributeError):
+            log.warning("%s is unreadable; using the recipe's budget and this command's options", path)
+    return {**saved, **_given(options)}
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -97,15 +131,21 @@ def save_recipe(run_dir: Path, recipe, resume: bool) -> None:
 
 def train(recipe, options: TrainOptions) -> Path:
     """Train ``recipe`` into ``options.run_dir``; returns the model folder ``run_dir/model``."""
-    recipe = apply_options(recipe, options)
     run_dir = Path(options.run_dir)
+    apply_options(recipe, options)  # checks the options before anything touches the folder
     check_run_dir(run_dir, options.resume)
+    flags = budget_flags(run_dir, options)
+    recipe = apply_options(recipe, options, flags)
     if distributed.context_from_env().is_main:  # under torchrun only rank 0 writes files
         save_recipe(run_dir, recipe, options.resume)
+        atomic_write_text(run_dir / BUDGET_FLAGS, json.dumps(flags, indent=2) + "\n")
     session = build_session(recipe, run_dir, options.resume)
     board = TensorBoard(run_dir / "tensorboard") if session.dist.is_main else None
     try:
         progress = session.restore(run_dir / ckpt.LAST) if options.resume else Progress()
+        if options.resume and _finished(session, progress):
+            log.warning("the budget is already spent (%s); nothing more to train, pass a larger --minutes or "
+                        "--epochs to continue", _spent(session, progress))
         progress = run_epochs(session, progress, board, options)
         return finish(session, progress, board) if session.dist.is_main else run_dir / "model"
     finally:
@@ -114,9 +154,18 @@ def train(recipe, options: TrainOptions) -> Path:
         distributed.cleanup(session.dist)
 
 
+def _spent(session: Session, progress: Progress) -> str:
+    """``"epoch 4 of 4, 2.1 of 2.0 minutes"``: where the run stands against its budget."""
+    budget = session.recipe.budget
+    text = f"epoch {progress.epoch} of {budget.epochs}"
+    if budget.minutes:
+        text += f", {progress.elapsed_seconds / 60:.1f} of {budget.minutes:g} minutes"
+    return text
+
+
 def budget_seconds(recipe) -> float | None:
     """The wall-clock budget in seconds (None without one)."""
-    return recipe.budget.minutes * 60.0 if recipe.budget.minutes else None
+    return schedule_budget(recipe)[1]
 
 
 def run_epochs(session: Session, progress: Progress, board: TensorBoard, options: TrainOptions) -> Progress:
@@ -134,6 +183,7 @@ def run_epochs(session: Session, progress: Progress, board: TensorBoard, options
                 progress.elapsed_seconds = distributed.all_reduce(progress.elapsed_seconds, session.dist, "max")
             progress.history.append(row)
             _write_epoch_outputs(session, progress, board, row)
+            bar.show(progress.iteration, progress.elapsed_seconds, force=True)
             if options.on_epoch_end is not None:
                 options.on_epoch_end(progress)
     finally:
@@ -153,18 +203,21 @@ def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
     return function(), time.perf_counter() - start
 
 
-def train_one_epoch(session: Session, progress: Progress, batches: Iterator, bar, budget: float | None) -> dict:
+def train_one_epoch(session: Session, progress: Progress, batches: Iterator, bar: TrainingBar,
+                    budget: float | None) -> dict:
     """One epoch (cut short when the time budget ends); updates ``progress``; returns its log row."""
     start, spent_before = time.perf_counter(), progress.elapsed_seconds
-    elapsed = distributed.agreed(lambda: spent_before + time.perf_counter() - start, session.dist)  # same on all ranks
+    local = lambda: spent_before + time.perf_counter() - start  # noqa: E731
+    elapsed = distributed.agreed(local, session.dist)  # same on all ranks (a collective: every rank calls it)
+    done = 0
 
     def set_lr(iteration: int) -> float:
         return session.schedule.step(iteration, elapsed())
 
     def on_iteration(loss: torch.Tensor) -> None:
-        bar.update(1)
-        if bar.n % 10 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+        nonlocal done
+        done += 1
+        bar.show(progress.iteration + done, local(), loss)
 
     stop = (lambda: elapsed() >= budget) if budget else None
     result = run_epoch(session.step, batches, session.recipe.budget.iterations_per_epoch, set_lr,
@@ -241,9 +294,8 @@ def model_spec(session: Session, progress: Progress, result: ValidationResult, p
                    versions=package_versions(), metrics=metrics)
 
 
-def _progress_bar(session: Session, progress: Progress, enabled: bool):
-    from tqdm.auto import tqdm
-
+def _progress_bar(session: Session, progress: Progress, enabled: bool) -> TrainingBar:
+    """The progress bar against whichever budget ends the run first (see :mod:`medseg.training.progress`)."""
     budget = session.recipe.budget
-    return tqdm(total=budget.epochs * budget.iterations_per_epoch, initial=progress.iteration, unit="it",
-                desc=session.recipe.name, dynamic_ncols=True, disable=None if enabled else True, leave=False)
+    return TrainingBar(session.recipe.name, budget.epochs * budget.iterations_per_epoch, budget_seconds(session.recipe),
+                       progress.iteration, progress.elapsed_seconds, enabled)

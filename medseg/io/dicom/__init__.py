@@ -14,7 +14,7 @@ or in one call ``load_volume("export/", select="t1*")``. See docs/dicom.md.
 
 from __future__ import annotations
 
-from medseg.io.dicom.discover import discover_series, format_series_table
+from medseg.io.dicom.discover import discover_series, format_series_table, series_of_datasets
 from medseg.io.dicom.load import MIN_SLICES, load_series, load_volume
 from medseg.io.dicom.select import select_series
 from medseg.io.dicom.series import DicomSeries, SeriesInfo
@@ -28,4 +28,5 @@ __all__ = [
     "load_series",
     "load_volume",
     "select_series",
+    "series_of_datasets",
 ]

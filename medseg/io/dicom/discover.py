@@ -10,11 +10,10 @@ stacks at different positions is split into parts with UIDs suffixed ``.1``, ``.
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -23,7 +22,11 @@ from medseg.io.dicom.checks import directions, orientation_groups, position_grou
 from medseg.io.dicom.frames import frames_of, mosaic_kind
 from medseg.io.dicom.headers import os_reason, read_frames, series_uid
 from medseg.io.dicom.series import FileHeader, FileProblem, Frame, SeriesInfo, UnusableFile
-from medseg.io.dicom.values import MalformedValue, int_or_none, quiet_pydicom, text
+from medseg.io.dicom.values import MalformedValue, int_or_none, pixel_format, quiet_pydicom, text
+from medseg.io.walk import walk_files
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,30 @@ def discover_series(root: str | Path) -> list[SeriesInfo]:
     return _index(infos)
 
 
+def series_of_datasets(datasets: Sequence[Dataset]) -> list[SeriesInfo]:
+    """Series of header datasets held in memory (DICOMweb metadata, C-FIND answers, one per instance).
+
+    Same grouping, splitting, indexing and non-image detection as :func:`discover_series`, so
+    selection rules and case names come out identical to those of the files. The ``files`` of the
+    returned series are placeholders named ``<SOPInstanceUID>.dcm``: use the result to choose and
+    name series, never to load them. An instance with a malformed value is left out, as an
+    unusable file is; one without Rows/Columns has no frames.
+    """
+    found: list[Found] = []
+    with quiet_pydicom():
+        for number, ds in enumerate(datasets):
+            header = FileHeader(path=Path(f"{printable(ds.get('SOPInstanceUID', '')) or f'instance-{number}'}.dcm"),
+                                dataset=ds)
+            try:
+                if "Rows" in ds and "Columns" in ds:
+                    header = replace(header, pixels=pixel_format(ds))
+                found.append((header, frames_of(header)))
+            except MalformedValue as exc:
+                log.warning("instance %s left out: %s", header.path.stem, exc)
+        infos = _series_of(found, [])
+    return _index(infos) if infos else []
+
+
 def _exists(root: Path) -> bool:
     try:
         return root.exists()
@@ -80,41 +107,13 @@ def _exists(root: Path) -> bool:
 
 
 def _walk(root: Path) -> tuple[list[Path], list[FileProblem]]:
-    """Regular files under ``root`` (sorted per folder, depth first; hidden files and folders and
-    symbolic links to folders skipped), and the folders that could not be listed.
-
-    Iterative, so a tree nested thousands of folders deep is walked without RecursionError; a
-    folder whose path the system refuses (too long, permission denied) is reported, not fatal.
-    """
-    files: list[Path] = []
-    problems: list[FileProblem] = []
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            subfolders, names = _list(folder)
-        except OSError as exc:
-            problem = FileProblem(folder, f"folder cannot be listed: {os_reason(exc)}")
-            log.warning("skipping %s", problem.describe())
-            problems.append(problem)
-            continue
-        files.extend(folder / name for name in names)
-        stack.extend(folder / name for name in reversed(subfolders))
-    return files, problems
-
-
-def _list(folder: Path) -> tuple[list[str], list[str]]:
-    """(sub-folder names, regular file names) of one folder, sorted, without hidden entries."""
-    subfolders, names = [], []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                subfolders.append(entry.name)
-            elif entry.is_file():
-                names.append(entry.name)
-    return sorted(subfolders), sorted(names)
+    """Regular files under ``root`` (:func:`medseg.io.walk.walk_files`: any depth, hidden entries and
+    symbolic links to folders skipped), and the folders that could not be listed, each logged."""
+    found = walk_files(root)
+    problems = [FileProblem(folder, f"folder cannot be listed: {reason}") for folder, reason in found.unlisted]
+    for problem in problems:
+        log.warning("skipping %s", problem.describe())
+    return found.files, problems
 
 
 def _read_files(paths: Sequence[Path], single: bool) -> tuple[list[Found], list[FileProblem]]:

@@ -19,6 +19,7 @@ from medseg.errors import printable
 from medseg.io.dicom.frames import frames_of
 from medseg.io.dicom.series import FileHeader, FileProblem, Frame, UnusableFile
 from medseg.io.dicom.values import MalformedValue, PixelFormat, pixel_format, quiet_pydicom
+from medseg.io.walk import os_reason
 
 #: Media Storage Directory (DICOMDIR): an index of files, not a data object
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -85,11 +86,6 @@ def read_header(path: Path) -> FileHeader | None:
     except OSError as exc:
         raise UnusableFile(FileProblem(path, os_reason(exc))) from None
     return None if parsed is None else _checked(path, *parsed)
-
-
-def os_reason(exc: OSError) -> str:
-    """``permission denied``, ``file name too long``...: what the system said, in a few words."""
-    return printable((exc.strerror or type(exc).__name__).lower())
 
 
 def _parse(fp: BinaryIO, path: Path) -> tuple[Any, bool, int, bytes, int, bytes] | None:

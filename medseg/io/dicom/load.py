@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from medseg.choices import DICOM_VALUES
 from medseg.errors import DicomError, GeometryError, check_choice
 from medseg.io.dicom.checks import (
     Stack,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 #: a volume needs at least this many slice positions unless the caller lowers it
 MIN_SLICES = 3
 #: what the volume's values are: the rescaled (modality) values, or the real-world values
-VALUES = ("rescaled", "real-world")
+VALUES = DICOM_VALUES  # "rescaled" | "real-world" (medseg.choices: the CLI's choices, import-light)
 #: the fix named when files of a series cannot be read
 MISSING_HINT = "re-export the series, or pass --allow-missing-slices (allow_missing_slices=True) to load the readable files"
 #: how many unreadable files a message names before "and N more"

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medseg.errors import DicomError, printable
+from medseg.errors import DicomError
+from medseg.io.walk import short_path
 from medseg.volume import Volume
 
 if TYPE_CHECKING:
@@ -57,16 +58,6 @@ class FileProblem:
     def describe(self) -> str:
         """``FILE (reason)``, cleaned for a terminal; a very long path keeps its last characters."""
         return f"{short_path(self.path)} ({self.reason})"
-
-
-#: paths longer than this are shortened in messages (deeply nested exports)
-PATH_LIMIT = 160
-
-
-def short_path(path: Path | str) -> str:
-    """``path`` cleaned for a terminal (:func:`printable`), ``...`` + its end when very long."""
-    text = printable(path)
-    return text if len(text) <= PATH_LIMIT else "..." + text[-(PATH_LIMIT - 3):]
 
 
 class UnusableFile(DicomError):
