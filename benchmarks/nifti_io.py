@@ -62,7 +62,8 @@ def measure(path: Path, repeats: int, work: Path) -> dict:
     for kind, img in (("image", image), ("labels", labels)):
         targets = {tool: work / f"{kind}-{tool}.nii.gz" for tool in ("nibabel", "medseg")}
         row[f"write_{kind}_nibabel"], row[f"write_{kind}_medseg"] = best_of_interleaved(
-            lambda: nib.save(img, targets["nibabel"]), lambda: save_nifti(img, targets["medseg"]), repeats)
+            lambda img=img, targets=targets: nib.save(img, targets["nibabel"]),
+            lambda img=img, targets=targets: save_nifti(img, targets["medseg"]), repeats)
         for tool, target in targets.items():
             row[f"size_{kind}_{tool}"] = target.stat().st_size / 1e6
     return row

@@ -386,7 +386,7 @@ def epochs_trainer(bin_dir: Path | None, epochs: int) -> str:
 def nnunet_speed(bin_dir: Path, iterations: int, workers: int, timeout: float) -> dict[str, Any]:
     """Two short nnU-Net epochs on CPU with ``workers`` augmentation processes; iterations/s of the
     second epoch (from its training log)."""
-    results = os.environ.get("nnUNet_results")
+    results = os.environ.get("nnUNet_results")  # noqa: SIM112 (nnU-Net's own spelling)
     if not results:
         raise SystemExit("speed: set nnUNet_raw, nnUNet_preprocessed and nnUNet_results "
                          "(a preprocessed Dataset004_Hippocampus) before running")

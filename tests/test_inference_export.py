@@ -32,7 +32,7 @@ def hippo(shared_data):
 
 
 def test_export_folder_holds_model_plan_and_spec(exported):
-    model, folder = exported
+    _model, folder = exported
     spec = json.loads((folder / "medseg_export.json").read_text())
     assert spec["format"] == "medseg-onnx" and spec["patch_size"] == [16, 24, 16]
     assert spec["input"]["shape"] == ["batch", 1, 16, 24, 16]

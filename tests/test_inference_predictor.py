@@ -33,7 +33,7 @@ def oblique_volume(shape=(23, 31, 11)) -> Volume:
     affine = np.eye(4)
     affine[:3, :3] = np.diag([-1, -1, 1]) @ rot @ np.diag([0.9, 1.1, 3.0])
     affine[:3, 3] = [40.0, -12.0, 7.5]
-    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+    i, j, _k = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
     array = 0.01 * i + 0.02 * j  # a smooth background gradient
     array[5:15, 8:14, 3:6] += 3.0
     array[5:8, 8:25, 3:9] += 1.5

@@ -194,6 +194,23 @@ def test_3d_instance_path_end_to_end(tmp_path: Path) -> None:
     table = json.loads((out / "blob_000_objects.json").read_text())
     assert table["dims"] == 3 and table["count"] == len(np.unique(np.asarray(written.dataobj))) - 1
 
+    # the same volume as a DICOM series: a DICOM SEG with one segment per object, on the source grid
+    from medseg.io.dicom import discover_series, load_series
+    from medseg.io.seg import read_seg
+    from tests.dicom_factory import write_mr_series
+
+    write_mr_series(source, tmp_path / "dicom", patient_name="Doe^Jane", patient_id="P1", description="blobs")
+    dicom_out = tmp_path / "dicom_out"
+    assert main(["--quiet", "predict", "-m", str(folder), "-i", str(tmp_path / "dicom"), "-o", str(dicom_out),
+                 "--backend", "torch"]) == 0
+    segs = list(dicom_out.glob("*_seg.dcm"))
+    assert len(segs) == 1, sorted(p.name for p in dicom_out.iterdir())
+    ids = np.asarray(nib.load(segs[0].with_name(segs[0].name.replace("_seg.dcm", ".nii.gz"))).dataobj)
+    seg = read_seg(segs[0], load_series(discover_series(tmp_path / "dicom")[0]))
+    assert np.array_equal(np.asarray(seg.array), ids)  # segment number = instance id, voxel for voxel
+    names = seg.meta.label_names or {}
+    assert len(names) == int(ids.max()) and sorted(names.values()) == [f"blob {i}" for i in sorted(names)]
+
 
 @pytest.mark.slow
 def test_3d_unet_instances_separate_touching_balls(tmp_path: Path) -> None:
@@ -225,6 +242,20 @@ def medseg_read(path: Path):
     from medseg.io import read_volume
 
     return read_volume(path)
+
+
+def test_predict_never_writes_an_instance_map_over_its_input_png(trained, tmp_path: Path, capsys) -> None:
+    """`-i d -o d` or `-i d/img0.png -o d`: `<case>.png` would be the input itself; refused, input intact."""
+    data, folder = trained
+    work = tmp_path / "d"
+    work.mkdir()
+    image = work / "img0.png"
+    image.write_bytes((data / "images" / "img0.png").read_bytes())
+    before = image.read_bytes()
+    for source in (work, image):  # the folder, and the one file with its own folder as output
+        assert main(["--quiet", "predict", "-m", str(folder), "-i", str(source), "-o", str(work), "--backend", "torch"]) == 2
+        assert image.read_bytes() == before and sorted(p.name for p in work.iterdir()) == ["img0.png"]
+    assert "img0.png" in capsys.readouterr().err
 
 
 def test_python_api_segments_a_colour_png_into_objects(trained) -> None:

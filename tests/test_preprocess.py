@@ -31,8 +31,8 @@ CFG3 = NetworkConfig((16, 16, 16), 2, (32, 64), ((3, 3, 3), (3, 3, 3)), ((1, 1, 
 CFG2 = NetworkConfig((16, 16), 2, (32, 64), ((3, 3), (3, 3)), ((1, 1), (2, 2)))
 
 
-def make_plan(spacing, norm=Normalization("zscore"), interpolation="linear", labels=None) -> Plan:
-    return Plan("t", ("MRI",), labels or {0: "background", 1: "a", 2: "b"}, spacing, (norm,), CFG3, CFG2, 0,
+def make_plan(spacing, norm=None, interpolation="linear", labels=None) -> Plan:
+    return Plan("t", ("MRI",), labels or {0: "background", 1: "a", 2: "b"}, spacing, (norm or Normalization("zscore"),), CFG3, CFG2, 0,
                 image_interpolation=interpolation)
 
 
@@ -239,7 +239,7 @@ def test_cache_builds_once_and_is_keyed_by_the_plan(hippocampus, tmp_path: Path)
     cache = build_cache(spec, plan, tmp_path, workers=0, case_ids=ids)
     assert cache.case_ids == tuple(ids) and cache.root.name == f"Hippocampus-{cache_key(plan)}"
     image, label = cache.load(ids[0])
-    images, source = read_case(spec.case(ids[0]), spec)
+    _images, source = read_case(spec.case(ids[0]), spec)
     assert image.shape == (1, *source.shape) and image.dtype == np.float32 and label.dtype == np.uint8
     assert np.array_equal(restore_labels(np.asarray(label), cache.record(ids[0])).array, source.array)
     for value, coords in cache.foreground(ids[0]).items():

@@ -7,7 +7,7 @@ workers are free, submits one case to each, and polls for :data:`Event` objects.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 from medseg.batch.engine import CaseOutcome
 from medseg.cases import InputCase
@@ -49,7 +49,7 @@ class StartFailed:
     user_error: bool
 
 
-Event = Union[Loaded, Finished, Lost, StartFailed]
+Event = Loaded | Finished | Lost | StartFailed
 
 
 class Executor(Protocol):

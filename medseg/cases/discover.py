@@ -21,6 +21,7 @@ made while discovering (:mod:`medseg.cases.privacy`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -256,10 +257,8 @@ def series_case(info: SeriesInfo, root: Path | None = None, namer: Namer | None 
     folder = Path(os.path.commonpath([str(f.parent) for f in info.files])) if info.files else root or Path(".")
     source = str(folder)
     if root is not None:
-        try:
+        with contextlib.suppress(ValueError):  # a series outside root keeps its full path
             source = folder.relative_to(root).as_posix() or "."
-        except ValueError:
-            pass
     name_parts = patient_name_parts(info)
     case_id = (namer or Namer()).series_id(info.patient_id or "", info.study_uid or "", info.series_number,
                                          info.description or "", name_parts)

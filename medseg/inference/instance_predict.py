@@ -32,6 +32,7 @@ from medseg.volume import Volume
 if TYPE_CHECKING:
     from medseg.inference.options import OutputOptions
     from medseg.inference.predictor import Prediction, Predictor
+    from medseg.io.dicom import DicomSeries
 
 METHODS = ("watershed", "maskrcnn")
 
@@ -131,9 +132,14 @@ def colour_image(images: Sequence[Volume]) -> Volume:
 
 
 def write_instance_case(case_id: str, images: Sequence[Volume], prediction: Prediction, out_dir: Path,
-                        options: OutputOptions) -> tuple[dict[str, Path], dict[str, Any], dict[str, float]]:
+                        options: OutputOptions, predictor: Predictor | None = None,
+                        dicom: DicomSeries | None = None) -> tuple[dict[str, Path], dict[str, Any], dict[str, float]]:
     """Write one case's detection outputs: ``<case>.png`` (2D) / ``<case>.nii.gz`` (3D) instance map,
-    ``<case>_objects.csv`` + ``.json``, and (unless ``options.qc`` is off) the QC picture ``qc``.
+    ``<case>_objects.csv`` + ``.json``, (unless ``options.qc`` is off) the QC picture ``qc``, and
+    for DICOM input (``dicom``, the loaded series) the DICOM SEG ``<case>_seg.dcm`` with one
+    segment per object (segment number = instance id, named ``<class> <id>``, coded as the model's
+    object class) and RTSTRUCT when asked, as :func:`medseg.inference.writer.write_case_outputs`
+    writes them for class labels.
 
     Returns (outputs by kind, statistics with the object count, seconds spent writing).
     """
@@ -149,4 +155,30 @@ def write_instance_case(case_id: str, images: Sequence[Volume], prediction: Pred
     count = int(np.count_nonzero(np.bincount(np.asarray(instances.array).ravel())[1:]))
     stats = {"objects": count, "shape": list(instances.spatial_shape),
              "spacing_mm": [round(s, 6) for s in instances.spacing] if instances.meta.spacing_known else None}
+    if dicom is not None and count:
+        outputs.update(_dicom_object_outputs(case_id, instances, prediction, dicom, out_dir, options, predictor, stats))
     return outputs, stats, {"write": time.perf_counter() - start}
+
+
+def _dicom_object_outputs(case_id: str, instances: Volume, prediction: Prediction, dicom: DicomSeries,
+                          out_dir: Path, options: OutputOptions, predictor: Predictor | None,
+                          stats: dict[str, Any]) -> dict[str, Path]:
+    """DICOM SEG / RTSTRUCT of the objects: one segment (ROI) per instance id, named by its class."""
+    from medseg.inference.outputs import case_paths
+    from medseg.inference.writer import write_dicom_outputs
+
+    ids = np.asarray(instances.array)
+    classes = np.asarray(prediction.labels.array)
+    class_names = dict(prediction.labels.meta.label_names or {})
+    codes_by_class = predictor.label_metadata if predictor is not None else {}
+    names: dict[int, str] = {}
+    codes: dict[int, Any] = {}
+    for object_id in (int(i) for i in np.unique(ids) if i):
+        values = classes[ids == object_id]
+        label = int(np.bincount(values[values > 0]).argmax()) if values.any() else 1
+        names[object_id] = f"{class_names.get(label, 'object')} {object_id}"
+        if label in codes_by_class:
+            codes[object_id] = codes_by_class[label]
+    labels = instances.with_array(ids, kind="label", label_names=names)
+    model_name = predictor.model_name if predictor is not None else None
+    return write_dicom_outputs(case_id, labels, names, dicom, case_paths(out_dir, case_id), options, stats, model_name, codes)

@@ -59,11 +59,17 @@ def case_paths(out_dir: Path, case_id: str) -> dict[str, Path]:
 
 
 def planned_outputs(out_dir: Path, case_id: str) -> list[Path]:
-    """Every file a case may write into ``out_dir``: :func:`case_paths` and the label-name sidecar."""
+    """Every file a case may write into ``out_dir``: :func:`case_paths`, the label-name sidecar and
+    the outputs of instance models (:mod:`medseg.inference.objects`: ``<case>.png`` / ``.tif``
+    instance maps of 2D images, object tables and QC picture)."""
+    from medseg.inference.objects import OBJECTS_CSV_SUFFIX, OBJECTS_QC_SUFFIX
+    from medseg.evaluation.objects import OBJECTS_JSON_SUFFIX
     from medseg.io.files import sidecar_path
 
     paths = case_paths(out_dir, case_id)
-    return [*paths.values(), sidecar_path(paths["labels"])]
+    objects = [Path(out_dir) / f"{case_id}{suffix}"
+               for suffix in (".png", ".tif", OBJECTS_CSV_SUFFIX, OBJECTS_JSON_SUFFIX, OBJECTS_QC_SUFFIX)]
+    return [*paths.values(), sidecar_path(paths["labels"]), *objects]
 
 
 def value_counts(array: np.ndarray) -> np.ndarray:

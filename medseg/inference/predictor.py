@@ -415,7 +415,7 @@ def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, o
     if prediction.instances is not None:  # instance models: instance map, object table, QC picture
         from medseg.inference.instance_predict import write_instance_case
 
-        outputs, stats, post_timings = write_instance_case(case_id, images, prediction, out_dir, options)
+        outputs, stats, post_timings = write_instance_case(case_id, images, prediction, out_dir, options, predictor, dicom)
     else:
         outputs, stats, post_timings = write_case_outputs(predictor, case_id, images[0], prediction, dicom,
                                                           out_dir, options)

@@ -119,7 +119,7 @@ def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, predic
     if options.probabilities and prediction.probabilities is not None:
         outputs["probabilities"] = write_probabilities(prediction.probabilities, labels, paths["probabilities"])
     codes = remapped_metadata(predictor.label_metadata, post.remap)
-    outputs.update(_dicom_outputs(case_id, labels, names, dicom, paths, options, stats, predictor.model_name, codes))
+    outputs.update(write_dicom_outputs(case_id, labels, names, dicom, paths, options, stats, predictor.model_name, codes))
     if post.instances:
         outputs.update(_instance_outputs(array, labels, image, post.instances, names, paths, stats))
     write_stats(stats, paths["stats_json"], paths["stats_csv"])
@@ -147,7 +147,7 @@ def _colour_outputs(labels: Volume, table: Mapping[int, str], paths: Mapping[str
     return outputs
 
 
-def _dicom_outputs(case_id: str, labels: Volume, names: Mapping[int, str], dicom: DicomSeries | None,
+def write_dicom_outputs(case_id: str, labels: Volume, names: Mapping[int, str], dicom: DicomSeries | None,
                    paths: Mapping[str, Path], options: OutputOptions, stats: dict[str, Any],
                    model_name: str | None = None, codes: Mapping[int, Any] | None = None) -> dict[str, Path]:
     """DICOM SEG (segments named ``names``, coded ``codes``, made by ``model_name``) and RTSTRUCT for

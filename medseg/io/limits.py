@@ -88,7 +88,7 @@ def format_bytes(count: int) -> str:
     if count < 1024:
         return f"{count} bytes"
     value = float(count)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
+    for unit in ("KiB", "MiB", "GiB", "TiB"):  # noqa: B007 (the unit reached is printed below)
         value /= 1024
         if value < 1024:
             break
