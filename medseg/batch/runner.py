@@ -171,7 +171,8 @@ def sync_ledger(ledger: Ledger, discovery: Discovery) -> None:
 
 
 def _sync_items(ledger: Ledger, discovery: Discovery, rows: dict[str, CaseRow]) -> None:
-    for item in (*discovery.cases, *discovery.skipped):
+    items: tuple[InputCase | Skipped, ...] = (*discovery.cases, *discovery.skipped)
+    for item in items:
         kind = getattr(item, "kind", "dicom")
         ledger.upsert_case(
             item.case_id, kind, redact(item.source, item.redact), item.series_uid, item.modality,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -112,6 +112,7 @@ class PatchAugmenter:
             grow = max(self.aug.scaling[1], 1.0) * (math.sqrt(self.dims) if self.max_angle else 1.0) * 1.25
             extent = (np.asarray(self.patch, dtype=np.float64) - 1) * grow + 3
         else:
+            assert params.matrix is not None  # neither identity nor elastic
             extent = np.abs(params.matrix) @ (np.asarray(self.patch, dtype=np.float64) - 1) + 3
         sizes = []
         for e, p in zip(extent, self.patch):
@@ -133,6 +134,7 @@ class PatchAugmenter:
     def _spatial(self, image: "torch.Tensor", label: "torch.Tensor", params: SpatialParams):
         if params.elastic:
             elastic = self._elastic
+            assert elastic is not None  # sample() draws elastic only when the augmenter has the transform
             elastic.randomize(self.patch)
             return (
                 elastic(image, self.patch, mode="bilinear", padding_mode="zeros", randomize=False),
@@ -177,10 +179,11 @@ def _elastic_transform(aug: "AugmentationConfig", dims: int, patch: tuple[int, .
 
     angles = ((-max_angle, max_angle),) * (3 if dims == 3 else 1) if max_angle else None
     scales = ((aug.scaling[0] - 1.0, aug.scaling[1] - 1.0),) * dims
-    common = dict(prob=1.0, rotate_range=angles, scale_range=scales, spatial_size=patch, padding_mode="zeros")
+    common: dict[str, Any] = dict(prob=1.0, rotate_range=angles, scale_range=scales, spatial_size=patch,
+                                  padding_mode="zeros")
     if dims == 3:
         return Rand3DElastic(sigma_range=(5, 8), magnitude_range=(50, 150), **common)
-    spacing = tuple(max(8, p // 4) for p in patch)
+    spacing = (max(8, patch[0] // 4), max(8, patch[1] // 4))
     return Rand2DElastic(spacing=spacing, magnitude_range=(0, 2), **common)
 
 
@@ -194,9 +197,10 @@ def _intensity_transforms(aug: "AugmentationConfig", dims: int):
         RandScaleIntensity,
         RandScaleIntensityFixedMean,
         RandSimulateLowResolution,
+        Transform,
     )
 
-    steps = []
+    steps: list[Transform] = []
     if aug.noise:
         steps.append(RandGaussianNoise(prob=0.1, mean=0.0, std=0.1))
     if aug.blur:

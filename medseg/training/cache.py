@@ -144,7 +144,8 @@ def cache_case(case: Case, spec: DatasetSpec, plan: Plan, root: Path, image_dtyp
     objects = (label_array > 0).astype(np.uint8) if plan.instances is not None else label_array
     coords = foreground_coordinates(objects, seed=_seed(case.id))
     with atomic_path(root / f"{stem}.fg.npz") as tmp:
-        np.savez(tmp, **{str(k): v for k, v in coords.items()})
+        # allow_pickle named (its default) so the ** keys, class values, can only be arrays
+        np.savez(tmp, allow_pickle=True, **{str(k): v for k, v in coords.items()})
     meta = {"record": pre.record.to_dict(), "sources": _stamp(case)}
     atomic_write_text(root / f"{stem}.json", json.dumps(meta) + "\n")
 

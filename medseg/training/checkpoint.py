@@ -37,7 +37,8 @@ class Progress:
 
 def rng_state() -> dict[str, Any]:
     """All global RNG states as tensors and plain values (weights_only-loadable)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # the global generator is MT19937: ("MT19937", keys, pos, has_gauss, gauss)
     state: dict[str, Any] = {
         "python": _plain_python_state(random.getstate()),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),

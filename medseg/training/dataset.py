@@ -246,9 +246,10 @@ def _manifest_rows(path: Path) -> tuple[list[dict[str, str]], list[str]]:
             rows = [{(k or "").strip(): (v or "") for k, v in row.items()} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path} cannot be read as CSV ({exc})") from None
-    channels = {c: _IMAGE_COLUMN.match(c) for c in columns}
-    image_columns = sorted((c for c, m in channels.items() if m), key=lambda c: int(channels[c]["channel"] or 0))
-    unknown = [c for c in columns if c not in ("case", "label") and not channels[c]]
+    matches = {c: _IMAGE_COLUMN.match(c) for c in columns}
+    channels = {c: m for c, m in matches.items() if m is not None}
+    image_columns = sorted(channels, key=lambda c: int(channels[c]["channel"] or 0))
+    unknown = [c for c in columns if c not in ("case", "label") and c not in channels]
     if not image_columns or unknown or ("image" in image_columns and len(image_columns) > 1):
         raise InputError(
             f"{path}: columns must be case, image (or image_0000, image_0001, ...), label; got {', '.join(columns)}"

@@ -92,7 +92,7 @@ class Fingerprint:
         }
 
 
-def label_volume_summary(volumes: Mapping[int, Sequence[float]]) -> dict[str, dict[str, float]]:
+def label_volume_summary(volumes: Mapping[int, Sequence[float] | np.ndarray]) -> dict[str, dict[str, float]]:
     """``{"1": {"min", "median", "max"}, ...}`` in mL from each foreground class's volume per case.
 
     Needs one value per case and class (0 where the class is absent). Promises rounded JSON-ready

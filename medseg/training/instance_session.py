@@ -158,7 +158,8 @@ def build_instance_network(recipe: Recipe, plan: Plan, spec: ModelSpec, runtime:
 
     network = build_model(recipe.model.family, dims, spec.in_channels, spec.out_channels, plan.config(dims),
                           deep_supervision=recipe.model.deep_supervision)
-    return network.to(device=runtime.device, memory_format=runtime.memory_format(dims))
+    # torch's stubs omit Module.to's documented memory_format keyword
+    return network.to(device=runtime.device, memory_format=runtime.memory_format(dims))  # type: ignore[call-overload]
 
 
 def build_instance_session(recipe: Recipe, run_dir: Path, runtime: Runtime, dist: distributed.DistContext,

@@ -8,7 +8,7 @@ cross-entropy over all classes, 1:1.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss, FocalLoss
@@ -48,7 +48,7 @@ class SumOfLosses(nn.Module):
         self.parts = nn.ModuleList(losses)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum(part(logits, target) for part in self.parts)  # type: ignore[return-value]
+        return sum(part(logits, target) for part in self.parts)
 
 
 class NnUNetDeepSupervisionLoss(DeepSupervisionLoss):
@@ -60,8 +60,11 @@ class NnUNetDeepSupervisionLoss(DeepSupervisionLoss):
     def get_weights(self, levels: int = 1) -> list[float]:
         return deep_supervision_weights(levels)
 
-    def forward(self, input: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...] | None,
+                target: torch.Tensor) -> torch.Tensor:
         target = target.float()  # interpolation (label downsampling) needs a float tensor
+        if input is None:  # allowed by MONAI's signature, refused as it does
+            raise ValueError("input shouldn't be None.")
         if not isinstance(input, (list, tuple)):
             return self.loss(input.float(), target)
         total = input[0].new_zeros((), dtype=torch.float32)
@@ -86,8 +89,8 @@ def class_weight_tensor(class_weights: Sequence[float], num_classes: int) -> tor
 def base_loss(name: str, num_classes: int, class_weights: Sequence[float] = ()) -> nn.Module:
     """One loss by name: ``dice_ce`` | ``dice`` | ``ce`` | ``focal`` | ``dice_focal``."""
     weight = class_weight_tensor(class_weights, num_classes)
-    dice_args = dict(include_background=False, to_onehot_y=True, softmax=True, smooth_nr=SMOOTH,
-                     smooth_dr=SMOOTH, batch=True)
+    dice_args: dict[str, Any] = dict(include_background=False, to_onehot_y=True, softmax=True, smooth_nr=SMOOTH,
+                                     smooth_dr=SMOOTH, batch=True)
     if name == "dice_ce":
         return DiceCELoss(**dice_args, weight=weight, lambda_dice=1.0, lambda_ce=1.0)
     if name == "dice":
@@ -109,4 +112,5 @@ def build_loss(name: str, num_classes: int, class_weights: Sequence[float] = ())
     Needs ``num_classes`` including background. Promises a module ``loss(outputs, labels) -> scalar``
     accepting one logits tensor or a list (full resolution first) and labels ``(B, 1, *spatial)``.
     """
-    return NnUNetDeepSupervisionLoss(base_loss(name, num_classes, class_weights))
+    # MONAI annotates ``loss`` as torch's _Loss but only calls it: any (input, target) -> Tensor module works
+    return NnUNetDeepSupervisionLoss(base_loss(name, num_classes, class_weights))  # type: ignore[arg-type]

@@ -236,7 +236,8 @@ def apply_overrides(plan: Plan, overrides: "PlanOverrides", spatial_dims: int = 
     main lever for training speed on CPUs.
     """
     if overrides.target_spacing is not None:
-        plan = replace(plan, target_spacing=tuple(overrides.target_spacing))
+        x, y, z = overrides.target_spacing  # the recipe checks there are three
+        plan = replace(plan, target_spacing=(x, y, z))
     if overrides.patch_size is None and overrides.batch_size is None and overrides.base_features is None:
         return plan
     config = plan.config(spatial_dims)

@@ -115,7 +115,7 @@ def _bar_class(base: type) -> type:
     """``base`` (a tqdm class) with a ``{status}`` field for its ``bar_format`` (tqdm's documented way
     to add fields: override ``format_dict``)."""
 
-    class Bar(base):  # type: ignore[misc, valid-type]
+    class Bar(base):
         status = ""
 
         @property

@@ -243,12 +243,15 @@ def parse_recipe(data: Mapping[str, Any], base_dir: Path) -> Recipe:
 def _toml_module() -> Any:
     try:
         import tomllib
+
+        return tomllib
     except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ConfigError("reading TOML recipes on Python 3.10 needs 'pip install tomli'") from None
-    return tomllib
+        pass
+    try:
+        import tomli
+    except ModuleNotFoundError:
+        raise ConfigError("reading TOML recipes on Python 3.10 needs 'pip install tomli'") from None
+    return tomli
 
 
 def _with_source(recipe: Recipe, source: Path) -> Recipe:
@@ -275,7 +278,7 @@ def _build(cls: type, section: str, values: Mapping[str, Any], base_dir: Path) -
             kwargs[name] = _convert(values[name], hints[name], spec.metadata, f"[{section}] {name}", base_dir)
         elif spec.default is MISSING and spec.default_factory is MISSING:
             raise ConfigError(f"[{section}] needs {name} = ...")
-        elif hints[name] is Path:
+        elif hints[name] is Path and spec.default is not MISSING:
             kwargs[name] = _path(spec.default, base_dir)
     return cls(**kwargs)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,6 +30,11 @@ from medseg.training.splits import Split, select_split, splits_for_run
 from medseg.training.validation import (ValidationResult, validate_preprocessed, validate_source,
                                         validation_predictor)
 
+if TYPE_CHECKING:
+    from medseg.model.plan import Plan
+    from medseg.training.cache import CaseCache
+    from medseg.training.recipe import Recipe
+
 log = logging.getLogger(__name__)
 
 
@@ -36,10 +42,10 @@ log = logging.getLogger(__name__)
 class Session:
     """The built pieces of a run (see :func:`build_session`)."""
 
-    recipe: object
+    recipe: Recipe
     run_dir: Path
-    plan: object
-    cache: object
+    plan: Plan
+    cache: CaseCache
     dataset: DatasetSpec
     split: Split
     runtime: Runtime
@@ -79,7 +85,7 @@ class Session:
             log.info("resuming at batch %d of the seeded stream", start_iteration)
         return iter(make_train_loader(self.cache, self.split.train, plan, recipe, self.spatial_dims, start_iteration))
 
-    def val_cases(self) -> Iterator[tuple[str, object, object]]:
+    def val_cases(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         """``(case_id, image (C,X,Y,Z), label (X,Y,Z))`` for every validation case."""
         from medseg.training.data import make_val_cases
 
@@ -174,7 +180,8 @@ def build_network(recipe, plan, runtime: Runtime) -> nn.Module:
     dims = recipe.model.spatial_dims
     network = build_model(recipe.model.family, dims, len(plan.channels), plan.num_classes, plan.config(dims),
                           deep_supervision=recipe.model.deep_supervision)
-    return network.to(device=runtime.device, memory_format=runtime.memory_format(dims))
+    # torch's stubs omit Module.to's documented memory_format keyword
+    return network.to(device=runtime.device, memory_format=runtime.memory_format(dims))  # type: ignore[call-overload]
 
 
 def network_spec(recipe, plan) -> ModelSpec:

@@ -168,7 +168,7 @@ def budget_seconds(recipe) -> float | None:
     return schedule_budget(recipe)[1]
 
 
-def run_epochs(session: Session, progress: Progress, board: TensorBoard, options: TrainOptions) -> Progress:
+def run_epochs(session: Session, progress: Progress, board: TensorBoard | None, options: TrainOptions) -> Progress:
     """Epoch loop from ``progress`` until the epoch or time budget ends; checkpoints every epoch.
 
     Validates every ``validation.every`` epochs except after the last one (``finish`` does that).
@@ -241,18 +241,19 @@ def validation_columns(session: Session, progress: Progress, result: ValidationR
     return row
 
 
-def _write_epoch_outputs(session: Session, progress: Progress, board: TensorBoard, row: dict,
+def _write_epoch_outputs(session: Session, progress: Progress, board: TensorBoard | None, row: dict,
                          what: str = "epoch") -> None:
     if not session.dist.is_main:
         return
     write_log_csv(session.run_dir / "training_log.csv", progress.history)
+    assert board is not None  # rank 0 always has one (``train``)
     board.log(row, progress.iteration)
     session.save_checkpoint(session.run_dir / ckpt.LAST, progress)
     message = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "iteration"))
     log.info("%s %d (iteration %d): %s", what, progress.epoch, progress.iteration, message)
 
 
-def finish(session: Session, progress: Progress, board: TensorBoard) -> Path:
+def finish(session: Session, progress: Progress, board: TensorBoard | None) -> Path:
     """Final validation on the source files, logged (before post-processing) on the last
     epoch's row; the post-processing decision; curves; the model folder, whose metrics are the
     validation scores with that post-processing applied."""
