@@ -48,8 +48,26 @@ def run_batch(inputs: Path, model: Path, out: Path, workers: int, executor: str,
     """Run ``medseg batch`` as its own process; returns wall seconds and ledger figures."""
     shutil.rmtree(out, ignore_errors=True)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    command = [sys.executable, "-m", "medseg", "-q", "batch", str(inputs), "-m", str(model), "-o", str(out),
-               "--workers", str(workers), "--executor", executor, "--device", device, "--threads", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "medseg",
+        "-q",
+        "batch",
+        str(inputs),
+        "-m",
+        str(model),
+        "-o",
+        str(out),
+        "--workers",
+        str(workers),
+        "--executor",
+        executor,
+        "--device",
+        device,
+        "--threads",
+        str(threads),
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -66,8 +84,13 @@ def ledger_figures(out: Path) -> dict:
         rows = [r for r in ledger.rows() if r.status == "done"]
         loads = ledger.model_loads()
     stages = {s: statistics.mean(r.timings.get(s, 0.0) for r in rows) for s in STAGES} if rows else {}
-    return {"done": len(rows), "loads": len(loads), "load_seconds": statistics.mean(l["seconds"] for l in loads),
-            "case_seconds": statistics.mean(r.seconds or 0.0 for r in rows), "stages": stages}
+    return {
+        "done": len(rows),
+        "loads": len(loads),
+        "load_seconds": statistics.mean(l["seconds"] for l in loads),
+        "case_seconds": statistics.mean(r.seconds or 0.0 for r in rows),
+        "stages": stages,
+    }
 
 
 def run_predict_loop(images: list[Path], model: Path, out: Path, device: str) -> dict:
@@ -75,8 +98,21 @@ def run_predict_loop(images: list[Path], model: Path, out: Path, device: str) ->
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     for image in images:
-        command = [sys.executable, "-m", "medseg", "-q", "predict", "-m", str(model), "-i", str(image),
-                   "-o", str(out), "--device", device]
+        command = [
+            sys.executable,
+            "-m",
+            "medseg",
+            "-q",
+            "predict",
+            "-m",
+            str(model),
+            "-i",
+            str(image),
+            "-o",
+            str(out),
+            "--device",
+            device,
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise SystemExit(f"medseg predict failed on {image.name}: {result.stderr.strip()[-2000:]}")
@@ -108,13 +144,21 @@ def markdown(results: dict[str, dict], n: int, model: Path, machine: str) -> str
     one = next((v for k, v in rate.items() if k.startswith("medseg batch, 1 worker")), None)
     loop = next((v for k, v in rate.items() if k.startswith("loop of")), None)
     if one and loop:
-        lines += ["", f"Batch with 1 worker vs the per-case loop: **{one / loop:.1f}x** the cases per hour "
-                  "(target 1.5x); the loop pays Python start-up and model loading once per case."]
+        lines += [
+            "",
+            f"Batch with 1 worker vs the per-case loop: **{one / loop:.1f}x** the cases per hour "
+            "(target 1.5x); the loop pays Python start-up and model loading once per case.",
+        ]
     breakdown = next((r for r in results.values() if r.get("stages")), None)
     if breakdown:
         total = sum(breakdown["stages"].values()) or 1.0
-        lines += ["", "Where a case's time goes (mean per case, 1 worker, from the inference timings):", "",
-                  "| stage | seconds | share |", "|---|---:|---:|"]
+        lines += [
+            "",
+            "Where a case's time goes (mean per case, 1 worker, from the inference timings):",
+            "",
+            "| stage | seconds | share |",
+            "|---|---:|---:|",
+        ]
         lines += [f"| {s} | {v:.3f} | {100 * v / total:.0f}% |" for s, v in breakdown["stages"].items()]
     return "\n".join(lines)
 
@@ -124,8 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="trained hippocampus model folder")
     parser.add_argument("--cases", type=int, default=40, help="number of hippocampus cases (default 40)")
-    parser.add_argument("--data", type=Path, default=shared_data("msd_hippocampus"),
-                        help="MSD hippocampus folder (default ../shared/data/msd_hippocampus)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=shared_data("msd_hippocampus"),
+        help="MSD hippocampus folder (default ../shared/data/msd_hippocampus)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     parser.add_argument("--out", type=Path, help="work folder (default: a temporary folder, removed after)")
     add_no_doc_option(parser)
@@ -137,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         results["medseg batch, 1 worker"] = run_batch(work / "input", args.model, work / "b1", 1, "local", args.device)
         results["medseg batch, 2 workers"] = run_batch(work / "input", args.model, work / "b2", 2, "local", args.device)
         if ray_available():
-            results["medseg batch --executor ray, 2 actors"] = run_batch(work / "input", args.model, work / "ray", 2, "ray", args.device)
+            results["medseg batch --executor ray, 2 actors"] = run_batch(
+                work / "input", args.model, work / "ray", 2, "ray", args.device
+            )
         results["loop of `medseg predict` per case"] = run_predict_loop(images, args.model, work / "loop", args.device)
     finally:
         if args.out is None:

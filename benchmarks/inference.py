@@ -26,9 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,14 +91,20 @@ def hippocampus_cases(n: int) -> list[Path]:
 
 def random_model(folder: Path, plan: Any, labels: dict[int, str]) -> Path:
     """A randomly initialised nnU-Net-style U-Net model folder for ``plan`` (speed figures only)."""
-    from medseg.networks import build_model
     from medseg.model.folder import ModelSpec, save_model_folder
+    from medseg.networks import build_model
 
     torch.manual_seed(0)
     out = max(labels) + 1
     network = build_model("unet", 3, len(plan.channels), out, plan.config_3d)
-    spec = ModelSpec(family="unet", spatial_dims=3, in_channels=len(plan.channels), out_channels=out,
-                     labels=labels, network=asdict(plan.config_3d))
+    spec = ModelSpec(
+        family="unet",
+        spatial_dims=3,
+        in_channels=len(plan.channels),
+        out_channels=out,
+        labels=labels,
+        network=asdict(plan.config_3d),
+    )
     return save_model_folder(folder, network, spec, plan)
 
 
@@ -112,20 +119,29 @@ def hippocampus_model(folder: Path) -> Path:
 
 def ct_model(folder: Path) -> Path:
     """A CT-style plan at 3 mm (TotalSegmentator --fast-like) with a 5-stage nnU-Net U-Net."""
-    from medseg.model.plan import Normalization, NetworkConfig, Plan
+    from medseg.model.plan import NetworkConfig, Normalization, Plan
 
-    config_3d = NetworkConfig((96, 96, 96), 2, (32, 64, 128, 256, 320), ((3, 3, 3),) * 5,
-                              ((1, 1, 1),) + ((2, 2, 2),) * 4)
+    config_3d = NetworkConfig(
+        (96, 96, 96), 2, (32, 64, 128, 256, 320), ((3, 3, 3),) * 5, ((1, 1, 1),) + ((2, 2, 2),) * 4
+    )
     config_2d = NetworkConfig((128, 128), 12, (32, 64, 128, 256), ((3, 3),) * 4, ((1, 1),) + ((2, 2),) * 3)
-    plan = Plan(name="ct-synthetic", channels=("CT",), labels={0: "background", 1: "organ", 2: "lesion"},
-                target_spacing=CT_PLAN_SPACING, normalization=(Normalization("ct", -200.0, 300.0, 50.0, 120.0),),
-                config_3d=config_3d, config_2d=config_2d, slice_axis=2)
+    plan = Plan(
+        name="ct-synthetic",
+        channels=("CT",),
+        labels={0: "background", 1: "organ", 2: "lesion"},
+        target_spacing=CT_PLAN_SPACING,
+        normalization=(Normalization("ct", -200.0, 300.0, 50.0, 120.0),),
+        config_3d=config_3d,
+        config_2d=config_2d,
+        slice_axis=2,
+    )
     return random_model(folder, plan, dict(plan.labels))
 
 
 # ----------------------------------------------------------------------------- 1+3: network only
-def monai_window(forward: Callable, image: torch.Tensor, patch: tuple[int, ...], tta: bool, matched: bool,
-                 tiles: int) -> torch.Tensor:
+def monai_window(
+    forward: Callable, image: torch.Tensor, patch: tuple[int, ...], tta: bool, matched: bool, tiles: int
+) -> torch.Tensor:
     """MONAI sliding_window_inference (defaults, or medseg's settings when ``matched``), manual flip TTA."""
     from monai.inferers import sliding_window_inference
 
@@ -173,12 +189,17 @@ def network_only(predictor: Any, arrays: list[np.ndarray], tta_values: tuple[boo
     for tta in tta_values:
         window = model.window(0.5, predictor.tiles_per_batch, tta)
         variants = {
-            "medseg": lambda a, w=window: predict_volume(model.backend, torch.from_numpy(a), classes, w,
-                                                         model.plan.slice_axis).argmax(0).numpy(),
-            "monai_defaults": lambda a, t=tta: monai_window(model.backend, torch.from_numpy(a), model.patch_size, t,
-                                                            False, 1).argmax(0).numpy(),
-            "monai_matched": lambda a, t=tta: monai_window(model.backend, torch.from_numpy(a), model.patch_size, t,
-                                                           True, predictor.tiles_per_batch).argmax(0).numpy(),
+            "medseg": lambda a, w=window: (
+                predict_volume(model.backend, torch.from_numpy(a), classes, w, model.plan.slice_axis).argmax(0).numpy()
+            ),
+            "monai_defaults": lambda a, t=tta: (
+                monai_window(model.backend, torch.from_numpy(a), model.patch_size, t, False, 1).argmax(0).numpy()
+            ),
+            "monai_matched": lambda a, t=tta: (
+                monai_window(model.backend, torch.from_numpy(a), model.patch_size, t, True, predictor.tiles_per_batch)
+                .argmax(0)
+                .numpy()
+            ),
         }
         variants["medseg"](arrays[0])  # warm-up
         seconds, labels = interleaved(variants, arrays, repeats)
@@ -207,8 +228,14 @@ def end_to_end(model: Path, cases: list[Path], out: Path, tta: str, threads: int
     total = time.perf_counter() - start
     stages = ("read", "preprocess", "network", "inverse", "postprocess", "write")
     mean = {s: float(np.mean([r.timings.get(s, 0.0) for r in results])) for s in stages}
-    return {"total": total, "load": load, "per_case": (total - load) / len(cases), "stages": mean,
-            "precision": predictor.runtime.precision, "backend": predictor.models[0].backend.name}
+    return {
+        "total": total,
+        "load": load,
+        "per_case": (total - load) / len(cases),
+        "stages": mean,
+        "precision": predictor.runtime.precision,
+        "backend": predictor.models[0].backend.name,
+    }
 
 
 # ----------------------------------------------------------------------------- 4: backends
@@ -233,8 +260,9 @@ def backends(model: Path, volumes: list[Any], threads: int, workdir: Path, repea
     predictors = {}
     for backend, precision, folder in variants:
         start = time.perf_counter()
-        predictor = Predictor.from_folders([folder], PredictOptions(device="cpu", backend=backend,
-                                                                    precision=precision, threads=threads))
+        predictor = Predictor.from_folders(
+            [folder], PredictOptions(device="cpu", backend=backend, precision=precision, threads=threads)
+        )
         predictor.predict(volumes[:1])  # warm-up: kernel selection, graph compilation
         predictors[(backend, precision)] = (predictor, time.perf_counter() - start)
     calls = {key: (lambda v, p=p: p.predict([v]).labels.array) for key, (p, _) in predictors.items()}
@@ -245,8 +273,17 @@ def backends(model: Path, volumes: list[Any], threads: int, workdir: Path, repea
         predictor.close()
         agree = float(np.mean([(a == b).mean() for a, b in zip(labels[key], reference)]))
         dice = float(np.mean([dice_fg(a, b) for a, b in zip(labels[key], reference)]))
-        rows.append({"backend": key[0], "precision": key[1], "seconds": seconds[key], "startup": startup,
-                     "per_case": seconds[key] / len(volumes), "voxel_agreement": agree, "dice_vs_torch_fp32": dice})
+        rows.append(
+            {
+                "backend": key[0],
+                "precision": key[1],
+                "seconds": seconds[key],
+                "startup": startup,
+                "per_case": seconds[key] / len(volumes),
+                "voxel_agreement": agree,
+                "dice_vs_torch_fp32": dice,
+            }
+        )
     return rows
 
 
@@ -298,8 +335,15 @@ def ct_worker(kind: str, model: Path, shape: tuple[int, int, int], threads: int,
         labels, stages = monai_ct(volume, model)
     seconds = time.perf_counter() - start
     peak = peak_rss_mb()
-    return {"kind": kind, "seconds": seconds, "stages": stages, "peak_rss_mb": peak, "base_rss_mb": base_rss,
-            "shape": list(labels.shape), "foreground_fraction": float((np.asarray(labels) > 0).mean())}
+    return {
+        "kind": kind,
+        "seconds": seconds,
+        "stages": stages,
+        "peak_rss_mb": peak,
+        "base_rss_mb": base_rss,
+        "shape": list(labels.shape),
+        "foreground_fraction": float((np.asarray(labels) > 0).mean()),
+    }
 
 
 def monai_ct(volume: Any, model: Path) -> tuple[np.ndarray, dict[str, float]]:
@@ -313,8 +357,13 @@ def monai_ct(volume: Any, model: Path) -> tuple[np.ndarray, dict[str, float]]:
     trained = load_model_folder(model)
     norm = trained.plan.normalization[0]
     low, high = (norm.clip_low - norm.mean) / norm.std, (norm.clip_high - norm.mean) / norm.std
-    pre = Compose([Orientationd("image", "RAS"), Spacingd("image", pixdim=trained.plan.target_spacing, mode="bilinear"),
-                   ScaleIntensityRanged("image", norm.clip_low, norm.clip_high, low, high, clip=True)])
+    pre = Compose(
+        [
+            Orientationd("image", "RAS"),
+            Spacingd("image", pixdim=trained.plan.target_spacing, mode="bilinear"),
+            ScaleIntensityRanged("image", norm.clip_low, norm.clip_high, low, high, clip=True),
+        ]
+    )
     stages = {}
     start = time.perf_counter()
     data = pre({"image": volume.to_monai().float()})
@@ -325,17 +374,35 @@ def monai_ct(volume: Any, model: Path) -> tuple[np.ndarray, dict[str, float]]:
     pred = torch.softmax(pred, 1)[0]
     stages["network"] = time.perf_counter() - start
     start = time.perf_counter()
-    post = Compose([Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False),
-                    AsDiscreted(keys="pred", argmax=True)])
+    post = Compose(
+        [
+            Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False),
+            AsDiscreted(keys="pred", argmax=True),
+        ]
+    )
     out = post({"pred": pred, "image": data["image"]})["pred"]
     stages["inverse"] = time.perf_counter() - start
     return np.asarray(out[0]).astype(np.uint8), stages
 
 
-def run_ct(kind: str, model: Path, shape: tuple[int, int, int], threads: int, timeout: float,
-           cache: Path) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.inference", "--ct-worker", kind, "--ct-model", str(model),
-           "--ct-shape", *map(str, shape), "--threads", str(threads), "--ct-cache", str(cache)]
+def run_ct(
+    kind: str, model: Path, shape: tuple[int, int, int], threads: int, timeout: float, cache: Path
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.inference",
+        "--ct-worker",
+        kind,
+        "--ct-model",
+        str(model),
+        "--ct-shape",
+        *map(str, shape),
+        "--threads",
+        str(threads),
+        "--ct-cache",
+        str(cache),
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -346,9 +413,11 @@ def run_ct(kind: str, model: Path, shape: tuple[int, int, int], threads: int, ti
 
 
 # ----------------------------------------------------------------------------- report
-WINDOW_NAMES = {"medseg": "medseg (overlap 0.5, Gaussian, {tiles} tiles/call)",
-                "monai_defaults": "MONAI defaults (overlap 0.25, constant, 1 tile/call)",
-                "monai_matched": "MONAI with medseg's settings (overlap 0.5, Gaussian, {tiles} tiles/call)"}
+WINDOW_NAMES = {
+    "medseg": "medseg (overlap 0.5, Gaussian, {tiles} tiles/call)",
+    "monai_defaults": "MONAI defaults (overlap 0.25, constant, 1 tile/call)",
+    "monai_matched": "MONAI with medseg's settings (overlap 0.5, Gaussian, {tiles} tiles/call)",
+}
 STAGES = ("read", "preprocess", "network", "inverse", "postprocess", "write")
 
 
@@ -357,77 +426,118 @@ def markdown(r: dict[str, Any]) -> str:
     lines = ["## Inference", "", machine_line() + f" Threads: {r['threads']}.", "", f"Model: {r['model_note']}", ""]
     for section in (_md_ceiling, _md_end_to_end, _md_windowing, _md_backends, _md_ct):
         lines += section(r) + [""]
-    lines += ["All figures from one run of `python -m benchmarks.inference`; the machine is shared, so "
-              "compare rows of one table rather than across runs."]
+    lines += [
+        "All figures from one run of `python -m benchmarks.inference`; the machine is shared, so "
+        "compare rows of one table rather than across runs."
+    ]
     return "\n".join(lines)
 
 
 def _md_ceiling(r: dict[str, Any]) -> list[str]:
     c, precision = r["ceiling"], r["precision"]
     share = r["achieved_gflops"] / c.get(precision, c["fp32"]) * 100
-    return ["### Compute ceiling and achieved throughput", "", "| measure | GFLOP/s |", "|---|---|",
-            f"| matmul 4096x4096 fp32 | {c['fp32']:.0f} |", f"| matmul 4096x4096 bf16 | {c['bf16']:.0f} |",
-            f"| torch network in medseg's sliding window ({precision}, {' x '.join(map(str, r['big_shape']))} volume) "
-            f"| {r['achieved_gflops']:.0f} ({share:.0f}% of the {precision} matmul ceiling) |", "",
-            f"One forward of a {r['patch']} tile costs {r['tile_gflop']:.1f} GFLOP (torch's flop counter). The "
-            "backend table below gives the same figure for each runtime."]
+    return [
+        "### Compute ceiling and achieved throughput",
+        "",
+        "| measure | GFLOP/s |",
+        "|---|---|",
+        f"| matmul 4096x4096 fp32 | {c['fp32']:.0f} |",
+        f"| matmul 4096x4096 bf16 | {c['bf16']:.0f} |",
+        f"| torch network in medseg's sliding window ({precision}, {' x '.join(map(str, r['big_shape']))} volume) "
+        f"| {r['achieved_gflops']:.0f} ({share:.0f}% of the {precision} matmul ceiling) |",
+        "",
+        f"One forward of a {r['patch']} tile costs {r['tile_gflop']:.1f} GFLOP (torch's flop counter). The "
+        "backend table below gives the same figure for each runtime.",
+    ]
 
 
 def _md_end_to_end(r: dict[str, Any]) -> list[str]:
-    lines = [f"### Hippocampus end to end (read -> write, one model load; TTA off: {r['cases']} cases, "
-             f"TTA all: {r['tta_cases']})", "",
-             "| TTA | backend | total s | model load s | s/case | " + " | ".join(STAGES) + " |", "|---" * 11 + "|"]
+    lines = [
+        f"### Hippocampus end to end (read -> write, one model load; TTA off: {r['cases']} cases, "
+        f"TTA all: {r['tta_cases']})",
+        "",
+        "| TTA | backend | total s | model load s | s/case | " + " | ".join(STAGES) + " |",
+        "|---" * 11 + "|",
+    ]
     for tta, row in r["e2e"].items():
         stages = " | ".join(f"{row['stages'][s]:.3f}" for s in STAGES)
-        lines.append(f"| {tta} | {row['backend']} ({row['precision']}) | {row['total']:.2f} | {row['load']:.2f} | "
-                     f"{row['per_case']:.3f} | {stages} |")
-    return lines + ["", "medseg defaults (`--backend auto`). Stage columns are mean seconds per case; write includes "
-                    "the QC PNG and statistics. The TTA-off run starts with an empty ONNX cache, so its model load "
-                    "includes the one-time export; the TTA run reuses the cache."]
+        lines.append(
+            f"| {tta} | {row['backend']} ({row['precision']}) | {row['total']:.2f} | {row['load']:.2f} | "
+            f"{row['per_case']:.3f} | {stages} |"
+        )
+    return lines + [
+        "",
+        "medseg defaults (`--backend auto`). Stage columns are mean seconds per case; write includes "
+        "the QC PNG and statistics. The TTA-off run starts with an empty ONNX cache, so its model load "
+        "includes the one-time export; the TTA run reuses the cache.",
+    ]
 
 
 def _md_windowing(r: dict[str, Any]) -> list[str]:
     names = {k: v.format(tiles=r["tiles"]) for k, v in WINDOW_NAMES.items()}
     tc = r["tile_counts"]
-    lines = [f"### Network only: medseg vs MONAI `sliding_window_inference` (same torch network call, {r['precision']})",
-             "", f"Hippocampus: {r['cases']} preprocessed cases with TTA off (best of {r['repeats']} round-robin runs), "
-             f"{r['tta_cases']} with TTA on (8 mirrored passes; medseg flips each tile, the MONAI rows flip the whole "
-             f"volume around `sliding_window_inference`). Each case fits one {r['patch']} tile.", "",
-             "| windowing | TTA | seconds | label Dice vs medseg |", "|---|---|---|---|"]
+    lines = [
+        f"### Network only: medseg vs MONAI `sliding_window_inference` (same torch network call, {r['precision']})",
+        "",
+        f"Hippocampus: {r['cases']} preprocessed cases with TTA off (best of {r['repeats']} round-robin runs), "
+        f"{r['tta_cases']} with TTA on (8 mirrored passes; medseg flips each tile, the MONAI rows flip the whole "
+        f"volume around `sliding_window_inference`). Each case fits one {r['patch']} tile.",
+        "",
+        "| windowing | TTA | seconds | label Dice vs medseg |",
+        "|---|---|---|---|",
+    ]
     for (name, tta), row in r["network"].items():
-        lines.append(f"| {names[name]} | {'all' if tta else 'off'} | {row['seconds']:.2f} | {row['dice_vs_medseg']:.4f} |")
-    lines += ["", f"A {' x '.join(map(str, r['big_shape']))} synthetic volume (many tiles: {tc['big_medseg']} at "
-              f"overlap 0.5, {tc['big_monai_defaults']} at MONAI's 0.25), TTA off, best of {r['repeats']} round-robin "
-              "runs. medseg places tiles with nnU-Net's evenly spread steps, MONAI with a fixed interval and a "
-              "clamped last tile, so tiles differ; with random weights (and per-tile instance norm) the argmax "
-              "is very sensitive to tile context, hence the low Dice here.", "",
-              "| windowing | seconds | label Dice vs medseg |", "|---|---|---|"]
+        lines.append(
+            f"| {names[name]} | {'all' if tta else 'off'} | {row['seconds']:.2f} | {row['dice_vs_medseg']:.4f} |"
+        )
+    lines += [
+        "",
+        f"A {' x '.join(map(str, r['big_shape']))} synthetic volume (many tiles: {tc['big_medseg']} at "
+        f"overlap 0.5, {tc['big_monai_defaults']} at MONAI's 0.25), TTA off, best of {r['repeats']} round-robin "
+        "runs. medseg places tiles with nnU-Net's evenly spread steps, MONAI with a fixed interval and a "
+        "clamped last tile, so tiles differ; with random weights (and per-tile instance norm) the argmax "
+        "is very sensitive to tile context, hence the low Dice here.",
+        "",
+        "| windowing | seconds | label Dice vs medseg |",
+        "|---|---|---|",
+    ]
     for (name, _), row in r["network_big"].items():
         lines.append(f"| {names[name]} | {row['seconds']:.2f} | {row['dice_vs_medseg']:.4f} |")
     return lines
 
 
 def _md_backends(r: dict[str, Any]) -> list[str]:
-    lines = ["### Backends (hippocampus, preprocess + network + inverse per case; GFLOP/s counts the network's "
-             "FLOPs over that whole time)", "",
-             "| backend | precision | s/case | network GFLOP/s | start-up s (load + first case) | "
-             "voxel agreement with torch fp32 | Dice vs torch fp32 |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "### Backends (hippocampus, preprocess + network + inverse per case; GFLOP/s counts the network's "
+        "FLOPs over that whole time)",
+        "",
+        "| backend | precision | s/case | network GFLOP/s | start-up s (load + first case) | "
+        "voxel agreement with torch fp32 | Dice vs torch fp32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in r["backends"]:
         gflops = r["tile_gflop"] * r["hippo_tiles"] / row["seconds"]
-        lines.append(f"| {row['backend']} | {row['precision']} | {row['per_case']:.4f} | {gflops:.0f} | "
-                     f"{row['startup']:.2f} | {row['voxel_agreement']:.5f} | {row['dice_vs_torch_fp32']:.4f} |")
+        lines.append(
+            f"| {row['backend']} | {row['precision']} | {row['per_case']:.4f} | {gflops:.0f} | "
+            f"{row['startup']:.2f} | {row['voxel_agreement']:.5f} | {row['dice_vs_torch_fp32']:.4f} |"
+        )
     return lines
 
 
 def _md_ct(r: dict[str, Any]) -> list[str]:
-    labels = {"medseg": f"medseg defaults ({r.get('ct_backend', '?')}; its ONNX export, {r.get('ct_export', 0):.0f} s "
-                        "once, was cached beforehand)",
-              "medseg-fast": "medseg `--fast` (argmax on the 3 mm grid, nearest back)",
-              "monai": "MONAI defaults (transforms + Invertd, fp32 torch)"}
-    lines = [f"### CT-sized volume ({' x '.join(map(str, r['ct_shape']))} int16 at {CT_SPACING_IN} mm, plan "
-             f"{CT_PLAN_SPACING} mm, patch 96^3, 5-stage U-Net, random weights)", "",
-             "| pipeline | seconds | preprocess | network | inverse | peak RSS MB | RSS before MB |",
-             "|---|---|---|---|---|---|---|"]
+    labels = {
+        "medseg": f"medseg defaults ({r.get('ct_backend', '?')}; its ONNX export, {r.get('ct_export', 0):.0f} s "
+        "once, was cached beforehand)",
+        "medseg-fast": "medseg `--fast` (argmax on the 3 mm grid, nearest back)",
+        "monai": "MONAI defaults (transforms + Invertd, fp32 torch)",
+    }
+    lines = [
+        f"### CT-sized volume ({' x '.join(map(str, r['ct_shape']))} int16 at {CT_SPACING_IN} mm, plan "
+        f"{CT_PLAN_SPACING} mm, patch 96^3, 5-stage U-Net, random weights)",
+        "",
+        "| pipeline | seconds | preprocess | network | inverse | peak RSS MB | RSS before MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     if not r["ct"]:
         return lines + ["| not run (--skip-ct) | | | | | | |"]
     for row in r["ct"]:
@@ -435,12 +545,17 @@ def _md_ct(r: dict[str, Any]) -> list[str]:
             lines.append(f"| {labels[row['kind']]} | not measured: {row['error']} | | | | | |")
             continue
         st = row["stages"]
-        lines.append(f"| {labels[row['kind']]} | {row['seconds']:.1f} | {st.get('preprocess', 0):.1f} | "
-                     f"{st.get('network', 0):.1f} | {st.get('inverse', 0):.1f} | {row['peak_rss_mb']:.0f} | "
-                     f"{row['base_rss_mb']:.0f} |")
-    return lines + ["", "Each CT pipeline ran in a fresh process; peak RSS is the process's high-water mark "
-                    "(`VmHWM`, which unlike `ru_maxrss` is not inherited from the parent); 'RSS before' is after "
-                    "imports and creating the input volume. Seconds include loading the model."]
+        lines.append(
+            f"| {labels[row['kind']]} | {row['seconds']:.1f} | {st.get('preprocess', 0):.1f} | "
+            f"{st.get('network', 0):.1f} | {st.get('inverse', 0):.1f} | {row['peak_rss_mb']:.0f} | "
+            f"{row['base_rss_mb']:.0f} |"
+        )
+    return lines + [
+        "",
+        "Each CT pipeline ran in a fresh process; peak RSS is the process's high-water mark "
+        "(`VmHWM`, which unlike `ru_maxrss` is not inherited from the parent); 'RSS before' is after "
+        "imports and creating the input volume. Seconds include loading the model.",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,10 +565,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--ct-shape", type=int, nargs=3, default=(512, 512, 300))
     parser.add_argument("--tta-cases", type=int, default=4, help="cases for the TTA runs (8 passes each)")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="best-of repeats for the round-robin timings (hippocampus TTA off, large volume)")
-    parser.add_argument("--big-shape", type=int, nargs=3, default=(96, 96, 96),
-                        help="synthetic volume for the many-tile network-only comparison")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="best-of repeats for the round-robin timings (hippocampus TTA off, large volume)",
+    )
+    parser.add_argument(
+        "--big-shape",
+        type=int,
+        nargs=3,
+        default=(96, 96, 96),
+        help="synthetic volume for the many-tile network-only comparison",
+    )
     parser.add_argument("--skip-ct", action="store_true")
     parser.add_argument("--ct-timeout", type=float, default=300.0)
     add_no_doc_option(parser)
@@ -483,17 +607,22 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
 
     work = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
     model = args.model or hippocampus_model(work / "hippo")
-    note = (f"`{args.model}`" if args.model else
-            "randomly initialised nnU-Net-style U-Net on the planner's hippocampus plan (no trained model was "
-            "available): speed figures only; agreement figures compare random networks")
+    note = (
+        f"`{args.model}`"
+        if args.model
+        else "randomly initialised nnU-Net-style U-Net on the planner's hippocampus plan (no trained model was "
+        "available): speed figures only; agreement figures compare random networks"
+    )
     cases = hippocampus_cases(args.cases)
     r: dict[str, Any] = {"threads": args.threads, "cases": len(cases), "model_note": note, "repeats": args.repeats}
     print("ceiling...", flush=True)
     r["ceiling"] = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
     print("end to end...", flush=True)
     cache = work / "onnx-cache"
-    r["e2e"] = {"off": end_to_end(model, cases, work / "out-off", "off", args.threads, cache),
-                "all": end_to_end(model, cases[: args.tta_cases], work / "out-all", "all", args.threads, cache)}
+    r["e2e"] = {
+        "off": end_to_end(model, cases, work / "out-off", "off", args.threads, cache),
+        "all": end_to_end(model, cases[: args.tta_cases], work / "out-all", "all", args.threads, cache),
+    }
     r["tta_cases"] = min(args.tta_cases, len(cases))
     predictor = Predictor.from_folders([model], PredictOptions(threads=args.threads, backend="torch"))
     volumes = [read_volume_file(c) for c in cases]
@@ -505,12 +634,18 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     r["big_shape"] = list(args.big_shape)
     r["network_big"] = network_only(predictor, [big], (False,), args.repeats)
     m = predictor.models[0]
-    r["precision"], r["tiles"], r["patch"] = predictor.runtime.precision, predictor.tiles_per_batch, "x".join(map(str, m.patch_size))
+    r["precision"], r["tiles"], r["patch"] = (
+        predictor.runtime.precision,
+        predictor.tiles_per_batch,
+        "x".join(map(str, m.patch_size)),
+    )
     flops = network_flops(load_network(model), (1, m.spec.in_channels, *m.patch_size))
     r["tile_gflop"] = flops / 1e9
     r["hippo_tiles"] = sum(tile_count(a.shape[1:], m.patch_size, 0.5) for a in arrays)
-    r["tile_counts"] = {"big_medseg": tile_count(tuple(args.big_shape), m.patch_size, 0.5),
-                        "big_monai_defaults": tile_count(tuple(args.big_shape), m.patch_size, 0.25)}
+    r["tile_counts"] = {
+        "big_medseg": tile_count(tuple(args.big_shape), m.patch_size, 0.5),
+        "big_monai_defaults": tile_count(tuple(args.big_shape), m.patch_size, 0.25),
+    }
     r["achieved_gflops"] = flops * r["tile_counts"]["big_medseg"] / r["network_big"][("medseg", False)]["seconds"] / 1e9
     print("backends...", flush=True)
     start = time.perf_counter()
@@ -523,8 +658,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         with Predictor.from_folders([ct], PredictOptions(threads=args.threads, cache_dir=str(cache))) as warm:
             r["ct_backend"] = warm.models[0].backend.name  # exports once into the cache
         r["ct_export"] = time.perf_counter() - start
-        r["ct"] = [run_ct(kind, ct, tuple(args.ct_shape), args.threads, args.ct_timeout, cache)
-                   for kind in ("medseg", "medseg-fast", "monai")]
+        r["ct"] = [
+            run_ct(kind, ct, tuple(args.ct_shape), args.threads, args.ct_timeout, cache)
+            for kind in ("medseg", "medseg-fast", "monai")
+        ]
     return r
 
 

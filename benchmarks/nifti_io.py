@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -56,14 +56,21 @@ def measure(path: Path, repeats: int, work: Path) -> dict:
     image = nib.load(path)
     array = np.asanyarray(image.dataobj)
     labels = nib.Nifti1Image((array > array.mean()).astype(np.uint8), image.affine)
-    row = {"name": path.name, "shape": array.shape, "dtype": str(array.dtype), "identical": same,
-           "file_mb": path.stat().st_size / 1e6}
+    row = {
+        "name": path.name,
+        "shape": array.shape,
+        "dtype": str(array.dtype),
+        "identical": same,
+        "file_mb": path.stat().st_size / 1e6,
+    }
     row["read_nibabel"], row["read_medseg"] = best_of_interleaved(read_nibabel, read_medseg, repeats)
     for kind, img in (("image", image), ("labels", labels)):
         targets = {tool: work / f"{kind}-{tool}.nii.gz" for tool in ("nibabel", "medseg")}
         row[f"write_{kind}_nibabel"], row[f"write_{kind}_medseg"] = best_of_interleaved(
             lambda img=img, targets=targets: nib.save(img, targets["nibabel"]),
-            lambda img=img, targets=targets: save_nifti(img, targets["medseg"]), repeats)
+            lambda img=img, targets=targets: save_nifti(img, targets["medseg"]),
+            repeats,
+        )
         for tool, target in targets.items():
             row[f"size_{kind}_{tool}"] = target.stat().st_size / 1e6
     return row
@@ -71,15 +78,21 @@ def measure(path: Path, repeats: int, work: Path) -> dict:
 
 def report(rows: list[dict], repeats: int) -> str:
     """The markdown section."""
-    lines = ["## Reading and writing .nii.gz (`python -m benchmarks.nifti_io`)", "", machine_line(), "",
-             "Real dcm2niix conversions from ../shared/data. nibabel's own gzip (zlib; level 1 when writing) "
-             "against medseg's `load_nifti` / `save_nifti` (ISA-L through python-isal; level 1). The label "
-             f"map is uint8 on the same grid. Best of {repeats} interleaved repeats; ratio = nibabel time / "
-             "medseg time.", "",
-             "| volume | shape, dtype | .nii.gz MB | same voxels | read nibabel s | read medseg s | ratio "
-             "| write image nibabel s | medseg s | ratio | MB nibabel / medseg "
-             "| write labels nibabel s | medseg s | ratio | MB nibabel / medseg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Reading and writing .nii.gz (`python -m benchmarks.nifti_io`)",
+        "",
+        machine_line(),
+        "",
+        "Real dcm2niix conversions from ../shared/data. nibabel's own gzip (zlib; level 1 when writing) "
+        "against medseg's `load_nifti` / `save_nifti` (ISA-L through python-isal; level 1). The label "
+        f"map is uint8 on the same grid. Best of {repeats} interleaved repeats; ratio = nibabel time / "
+        "medseg time.",
+        "",
+        "| volume | shape, dtype | .nii.gz MB | same voxels | read nibabel s | read medseg s | ratio "
+        "| write image nibabel s | medseg s | ratio | MB nibabel / medseg "
+        "| write labels nibabel s | medseg s | ratio | MB nibabel / medseg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['name']} | {'x'.join(map(str, r['shape']))} {r['dtype']} | {r['file_mb']:.1f} | "
@@ -90,7 +103,8 @@ def report(rows: list[dict], repeats: int) -> str:
             f"{r['size_image_nibabel']:.1f} / {r['size_image_medseg']:.1f} | "
             f"{r['write_labels_nibabel']:.3f} | {r['write_labels_medseg']:.3f} | "
             f"{r['write_labels_nibabel'] / r['write_labels_medseg']:.1f}x | "
-            f"{r['size_labels_nibabel']:.2f} / {r['size_labels_medseg']:.2f} |")
+            f"{r['size_labels_nibabel']:.2f} / {r['size_labels_medseg']:.2f} |"
+        )
     return "\n".join(lines)
 
 

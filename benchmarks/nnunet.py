@@ -95,8 +95,9 @@ def _tree_rss_kb(root: int) -> int:
 def run_timed(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 900.0) -> dict[str, Any]:
     """Run ``cmd``; wall seconds and peak RSS (MB) of its process tree (sampled every 0.1 s)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
+    )
     peak = [0]
 
     def sample() -> None:
@@ -149,21 +150,55 @@ def medseg_inputs(images: list[Path], folder: Path) -> Path:
 
 
 def nnunet_cmd(bin_dir: Path, model: Path, inputs: Path, out: Path, tta: bool) -> list[str]:
-    cmd = [str(bin_dir / "nnUNetv2_predict_from_modelfolder"), "-i", str(inputs), "-o", str(out), "-m", str(model),
-           "-f", "0", "-chk", "checkpoint_final.pth", "-device", "cpu", "-npp", "1", "-nps", "1"]
+    cmd = [
+        str(bin_dir / "nnUNetv2_predict_from_modelfolder"),
+        "-i",
+        str(inputs),
+        "-o",
+        str(out),
+        "-m",
+        str(model),
+        "-f",
+        "0",
+        "-chk",
+        "checkpoint_final.pth",
+        "-device",
+        "cpu",
+        "-npp",
+        "1",
+        "-nps",
+        "1",
+    ]
     return cmd if tta else cmd + ["--disable_tta"]
 
 
 def medseg_cmd(model: Path, inputs: Path, out: Path, tta: bool, extra: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, "-m", "medseg", "predict", "-m", str(model), "-i", str(inputs), "-o", str(out),
-            "--tta", "all" if tta else "off", "--no-qc", "--largest-component", "off", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "medseg",
+        "predict",
+        "-m",
+        str(model),
+        "-i",
+        str(inputs),
+        "-o",
+        str(out),
+        "--tta",
+        "all" if tta else "off",
+        "--no-qc",
+        "--largest-component",
+        "off",
+        *extra,
+    ]
 
 
 MEDSEG_VARIANTS = {"medseg defaults": (), "medseg torch fp32": ("--backend", "torch", "--precision", "fp32")}
 
 
-def hippocampus_inference(bin_dir: Path, medseg_model: Path, nnunet_model: Path, cases: list[Path],
-                          work: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+def hippocampus_inference(
+    bin_dir: Path, medseg_model: Path, nnunet_model: Path, cases: list[Path], work: Path, env: dict[str, str]
+) -> list[dict[str, Any]]:
     """Both tools on the same cases, TTA off and on; seconds, s/case, RSS, agreement."""
     import nibabel as nib
 
@@ -203,8 +238,9 @@ def ct_volume(shape: tuple[int, int, int], path: Path) -> Path:
     return path
 
 
-def ct_inference(bin_dir: Path, work: Path, shape: tuple[int, int, int], env: dict[str, str],
-                 timeout: float) -> list[dict[str, Any]]:
+def ct_inference(
+    bin_dir: Path, work: Path, shape: tuple[int, int, int], env: dict[str, str], timeout: float
+) -> list[dict[str, Any]]:
     from benchmarks.inference import ct_model
     from medseg.inference.export_nnunet import write_nnunet_model
 
@@ -213,12 +249,25 @@ def ct_inference(bin_dir: Path, work: Path, shape: tuple[int, int, int], env: di
     image = ct_volume(shape, work / "ct-in" / "ct.nii.gz")
     nn_in = nnunet_inputs([image], work / "ct-nn-in")
     run_timed(medseg_cmd(model, image.parent, work / "ct-warm", False), env, timeout)  # compiled-runtime cache
-    rows = [{"tool": "nnU-Net v2 predictor", **run_timed(nnunet_cmd(bin_dir, nn_model, nn_in, work / "ct-nn", False),
-                                                          env, timeout)}]
-    for name, extra in {"medseg defaults": (), "medseg --fast": ("--fast",),
-                        "medseg torch fp32": MEDSEG_VARIANTS["medseg torch fp32"]}.items():
-        rows.append({"tool": name, **run_timed(medseg_cmd(model, image.parent, work / f"ct-{name.split()[-1]}",
-                                                          False, extra), env, timeout)})
+    rows = [
+        {
+            "tool": "nnU-Net v2 predictor",
+            **run_timed(nnunet_cmd(bin_dir, nn_model, nn_in, work / "ct-nn", False), env, timeout),
+        }
+    ]
+    for name, extra in {
+        "medseg defaults": (),
+        "medseg --fast": ("--fast",),
+        "medseg torch fp32": MEDSEG_VARIANTS["medseg torch fp32"],
+    }.items():
+        rows.append(
+            {
+                "tool": name,
+                **run_timed(
+                    medseg_cmd(model, image.parent, work / f"ct-{name.split()[-1]}", False, extra), env, timeout
+                ),
+            }
+        )
     return rows
 
 
@@ -237,8 +286,14 @@ def score_folder(pred_dir: Path, case_ids: list[str], labels_dir: Path) -> dict[
 
     from medseg.evaluation import class_dice
 
-    rows = [class_dice(np.asarray(nib.load(pred_dir / f"{c}.nii.gz").dataobj),
-                       np.asarray(nib.load(labels_dir / f"{c}.nii.gz").dataobj), [1, 2]) for c in case_ids]
+    rows = [
+        class_dice(
+            np.asarray(nib.load(pred_dir / f"{c}.nii.gz").dataobj),
+            np.asarray(nib.load(labels_dir / f"{c}.nii.gz").dataobj),
+            [1, 2],
+        )
+        for c in case_ids
+    ]
     mean = np.mean(rows, axis=0)
     return {"Anterior": float(mean[0]), "Posterior": float(mean[1]), "mean": float(mean.mean())}
 
@@ -261,17 +316,23 @@ def validation_cases(spec: dict[str, Any]) -> list[str]:
     from medseg.training.splits import make_splits
 
     dataset = spec["recipe"]["dataset"]
-    splits = make_splits(load_dataset(HIPPO).case_ids, dataset["split"], dataset.get("folds", 5),
-                         dataset.get("seed", 0))
+    splits = make_splits(
+        load_dataset(HIPPO).case_ids, dataset["split"], dataset.get("folds", 5), dataset.get("seed", 0)
+    )
     return list(splits[dataset.get("fold", 0)].val)
 
 
 def nnunet_run(fold: Path, val: list[str]) -> dict[str, Any]:
     """One nnU-Net training run: trainer, epoch times and its validation predictions' Dice."""
     epochs = nnunet_epochs(fold)
-    return {"trainer": fold.parent.name.split("__")[0], "epochs": len(epochs), "epoch_seconds": epochs,
-            "total_seconds": sum(epochs), "it_per_s": 250 / statistics.median(epochs) if epochs else None,
-            "dice": score_folder(fold / "validation", val, HIPPO / "labelsTr")}
+    return {
+        "trainer": fold.parent.name.split("__")[0],
+        "epochs": len(epochs),
+        "epoch_seconds": epochs,
+        "total_seconds": sum(epochs),
+        "it_per_s": 250 / statistics.median(epochs) if epochs else None,
+        "dice": score_folder(fold / "validation", val, HIPPO / "labelsTr"),
+    }
 
 
 def training_comparison(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -280,9 +341,12 @@ def training_comparison(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spec = json.loads((model / "model.json").read_text())
     val = validation_cases(spec)
     nnunet = [nnunet_run(Path(fold), val) for fold in args.nnunet_run]
-    medseg = {"metrics": spec["metrics"], "recipe": args.medseg_recipe,
-              "dice_plain": medseg_validation(model, val, work, False),
-              "dice_tta": medseg_validation(model, val, work, True)}
+    medseg = {
+        "metrics": spec["metrics"],
+        "recipe": args.medseg_recipe,
+        "dice_plain": medseg_validation(model, val, work, False),
+        "dice_tta": medseg_validation(model, val, work, True),
+    }
     return {"val_cases": len(val), "nnunet": nnunet, "medseg": medseg}
 
 
@@ -304,16 +368,28 @@ def prepare_nnunet(root: Path, recipe: Path, source: Path = HIPPO) -> tuple[Path
     for case in dataset.cases:
         if len(case.images) != 1 or case.label is None:
             raise SystemExit(f"prepare: case {case.id} needs one image and a label")
-        for link, target in ((raw / "imagesTr" / f"{case.id}_0000.nii.gz", case.images[0]),
-                             (raw / "labelsTr" / f"{case.id}.nii.gz", case.label)):
+        for link, target in (
+            (raw / "imagesTr" / f"{case.id}_0000.nii.gz", case.images[0]),
+            (raw / "labelsTr" / f"{case.id}.nii.gz", case.label),
+        ):
             if not link.is_symlink():
                 link.symlink_to(Path(target).resolve())
     labels = {name: int(value) for value, name in dataset.labels.items()}
-    (raw / "dataset.json").write_text(json.dumps(
-        {"channel_names": dict(enumerate(dataset.channels)), "labels": labels, "numTraining": len(dataset.cases),
-         "file_ending": ".nii.gz"}, indent=1))
+    (raw / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": dict(enumerate(dataset.channels)),
+                "labels": labels,
+                "numTraining": len(dataset.cases),
+                "file_ending": ".nii.gz",
+            },
+            indent=1,
+        )
+    )
     split = tomllib.loads(recipe.read_text())["dataset"]
-    fold = make_splits(dataset.case_ids, split["split"], split.get("folds", 5), split.get("seed", 0))[split.get("fold", 0)]
+    fold = make_splits(dataset.case_ids, split["split"], split.get("folds", 5), split.get("seed", 0))[
+        split.get("fold", 0)
+    ]
     splits = root / "preprocessed" / "Dataset004_Hippocampus" / "splits_final.json"
     splits.parent.mkdir(parents=True, exist_ok=True)
     splits.write_text(json.dumps([{"train": list(fold.train), "val": list(fold.val)}], indent=1))
@@ -321,7 +397,7 @@ def prepare_nnunet(root: Path, recipe: Path, source: Path = HIPPO) -> tuple[Path
 
 
 # ----------------------------------------------------------------------------- training speed
-SPEED_TRAINER = '''# Written by medseg's benchmarks/nnunet.py (not part of nnunetv2): the stock trainer with short epochs,
+SPEED_TRAINER = """# Written by medseg's benchmarks/nnunet.py (not part of nnunetv2): the stock trainer with short epochs,
 # for timing training iterations; the end-of-training validation is skipped.
 import torch
 
@@ -338,10 +414,10 @@ class nnUNetTrainer_medsegSpeed(nnUNetTrainer):
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         pass
-'''
+"""
 
 
-EPOCHS_TRAINER = '''# Written by medseg's benchmarks/nnunet.py (not part of nnunetv2): the stock trainer with {epochs} epochs
+EPOCHS_TRAINER = """# Written by medseg's benchmarks/nnunet.py (not part of nnunetv2): the stock trainer with {epochs} epochs
 # (its poly schedule spread over them), for a fixed wall-clock budget on a slow machine.
 import torch
 
@@ -353,7 +429,7 @@ class {name}(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = {epochs}
-'''
+"""
 
 
 def _install_trainer(bin_dir: Path, name: str, code: str) -> None:
@@ -388,15 +464,29 @@ def nnunet_speed(bin_dir: Path, iterations: int, workers: int, timeout: float) -
     second epoch (from its training log)."""
     results = os.environ.get("nnUNet_results")  # noqa: SIM112 (nnU-Net's own spelling)
     if not results:
-        raise SystemExit("speed: set nnUNet_raw, nnUNet_preprocessed and nnUNet_results "
-                         "(a preprocessed Dataset004_Hippocampus) before running")
+        raise SystemExit(
+            "speed: set nnUNet_raw, nnUNet_preprocessed and nnUNet_results "
+            "(a preprocessed Dataset004_Hippocampus) before running"
+        )
     install_speed_trainer(bin_dir, iterations)
     fold = Path(results) / "Dataset004_Hippocampus" / "nnUNetTrainer_medsegSpeed__nnUNetPlans__3d_fullres" / "fold_0"
     for old in fold.glob("training_log_*.txt"):
         old.unlink()
-    run = run_timed([str(bin_dir / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", "nnUNetTrainer_medsegSpeed",
-                     "-device", "cpu", "--disable_checkpointing"],
-                    env={"nnUNet_n_proc_DA": str(workers)}, timeout=timeout)
+    run = run_timed(
+        [
+            str(bin_dir / "nnUNetv2_train"),
+            "4",
+            "3d_fullres",
+            "0",
+            "-tr",
+            "nnUNetTrainer_medsegSpeed",
+            "-device",
+            "cpu",
+            "--disable_checkpointing",
+        ],
+        env={"nnUNet_n_proc_DA": str(workers)},
+        timeout=timeout,
+    )
     if "error" in run:
         raise SystemExit(f"nnU-Net training failed: {run['error']}")
     epochs = nnunet_epochs(fold)
@@ -410,9 +500,13 @@ def short_recipe(recipe: Path, iterations: int, precision: str) -> str:
 
     text = recipe.read_text()
     dataset = (recipe.parent / tomllib.loads(text)["dataset"]["path"]).resolve()
-    for pattern, value in ((r"path = .*", f'path = "{dataset}"'), (r"epochs = .*", "epochs = 2"),
-                           (r"iterations_per_epoch = .*", f"iterations_per_epoch = {iterations}"),
-                           (r"every = .*", "every = 1000"), (r"precision = .*", f'precision = "{precision}"')):
+    for pattern, value in (
+        (r"path = .*", f'path = "{dataset}"'),
+        (r"epochs = .*", "epochs = 2"),
+        (r"iterations_per_epoch = .*", f"iterations_per_epoch = {iterations}"),
+        (r"every = .*", "every = 1000"),
+        (r"precision = .*", f'precision = "{precision}"'),
+    ):
         text, count = re.subn(f"(?m)^{pattern}$", value, text, count=1)
         if count != 1:
             raise ValueError(f"{recipe} has no line matching {pattern!r}")
@@ -427,15 +521,20 @@ def medseg_speed(recipe: Path, iterations: int, work: Path, precision: str, time
     short = work / f"speed-{precision}.toml"
     short.write_text(text)
     out = work / f"speed-{precision}"
-    run = run_timed([sys.executable, "-m", "medseg", "train", str(short), "-o", str(out), "--no-progress"],
-                    timeout=timeout)
+    run = run_timed(
+        [sys.executable, "-m", "medseg", "train", str(short), "-o", str(out), "--no-progress"], timeout=timeout
+    )
     if "error" in run:
         raise SystemExit(f"medseg training failed: {run['error']}")
     with open(out / "training_log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     seconds = [float(r["epoch_seconds"]) for r in rows]
-    return {"precision": precision, "epoch_seconds": seconds, "it_per_s": iterations / seconds[-1],
-            "peak_rss_mb": run["peak_rss_mb"]}
+    return {
+        "precision": precision,
+        "epoch_seconds": seconds,
+        "it_per_s": iterations / seconds[-1],
+        "peak_rss_mb": run["peak_rss_mb"],
+    }
 
 
 # ----------------------------------------------------------------------------- report
@@ -444,31 +543,51 @@ def _fmt(row: dict[str, Any], key: str, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def md_inference(hippo: list[dict[str, Any]], ct: list[dict[str, Any]], n_cases: int, model: str,
-                 versions: str, shape: tuple[int, int, int]) -> str:
-    lines = ["## medseg vs nnU-Net v2: inference (`python -m benchmarks.nnunet inference`)", "",
-             machine_line() + f" nnU-Net side: {versions}.", "",
-             f"Same weights in both tools: `{model}` written as an nnU-Net model folder "
-             "(`medseg export --format nnunet`; the two networks' outputs agree to 3e-5 on the same input). "
-             "Each row is one command run in a fresh process, timed from start to exit, so start-up counts once; "
-             "peak RSS is the whole process tree's. nnU-Net: `nnUNetv2_predict_from_modelfolder -device cpu -npp 1 "
-             "-nps 1`; medseg: `medseg predict --no-qc --largest-component off` (label NIfTI only, like nnU-Net), "
-             "its compiled-runtime cache filled by an earlier run.", "",
-             f"### {n_cases} hippocampus cases", "",
-             "| tool | TTA | seconds | s/case | nnU-Net time / this | peak RSS MB | label Dice vs nnU-Net |",
-             "|---|---|---|---|---|---|---|"]
+def md_inference(
+    hippo: list[dict[str, Any]],
+    ct: list[dict[str, Any]],
+    n_cases: int,
+    model: str,
+    versions: str,
+    shape: tuple[int, int, int],
+) -> str:
+    lines = [
+        "## medseg vs nnU-Net v2: inference (`python -m benchmarks.nnunet inference`)",
+        "",
+        machine_line() + f" nnU-Net side: {versions}.",
+        "",
+        f"Same weights in both tools: `{model}` written as an nnU-Net model folder "
+        "(`medseg export --format nnunet`; the two networks' outputs agree to 3e-5 on the same input). "
+        "Each row is one command run in a fresh process, timed from start to exit, so start-up counts once; "
+        "peak RSS is the whole process tree's. nnU-Net: `nnUNetv2_predict_from_modelfolder -device cpu -npp 1 "
+        "-nps 1`; medseg: `medseg predict --no-qc --largest-component off` (label NIfTI only, like nnU-Net), "
+        "its compiled-runtime cache filled by an earlier run.",
+        "",
+        f"### {n_cases} hippocampus cases",
+        "",
+        "| tool | TTA | seconds | s/case | nnU-Net time / this | peak RSS MB | label Dice vs nnU-Net |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for tta in (False, True):
         rows = [r for r in hippo if r["tta"] == tta]
         base = rows[0].get("seconds")
         for r in rows:
             ratio = f"{base / r['seconds']:.2f}" if base and r.get("seconds") and "error" not in r else "-"
-            lines.append(f"| {r['tool']} | {'all axes' if tta else 'off'} | {_fmt(r, 'seconds', '.1f')} | "
-                         f"{r['seconds'] / n_cases:.3f} | {ratio} | {_fmt(r, 'peak_rss_mb', '.0f')} | "
-                         f"{_fmt(r, 'dice_vs_nnunet', '.4f')} |" if "error" not in r else
-                         f"| {r['tool']} | {'all axes' if tta else 'off'} | failed: {r['error']} | | | | |")
-    lines += ["", f"### CT-sized volume ({'x'.join(map(str, shape))} int16 at 0.8 x 0.8 x 1.5 mm, plan 3 mm, "
-              "patch 96^3, 5-stage U-Net, random weights, TTA off)", "",
-              "| tool | seconds | nnU-Net time / this | peak RSS MB |", "|---|---|---|---|"]
+            lines.append(
+                f"| {r['tool']} | {'all axes' if tta else 'off'} | {_fmt(r, 'seconds', '.1f')} | "
+                f"{r['seconds'] / n_cases:.3f} | {ratio} | {_fmt(r, 'peak_rss_mb', '.0f')} | "
+                f"{_fmt(r, 'dice_vs_nnunet', '.4f')} |"
+                if "error" not in r
+                else f"| {r['tool']} | {'all axes' if tta else 'off'} | failed: {r['error']} | | | | |"
+            )
+    lines += [
+        "",
+        f"### CT-sized volume ({'x'.join(map(str, shape))} int16 at 0.8 x 0.8 x 1.5 mm, plan 3 mm, "
+        "patch 96^3, 5-stage U-Net, random weights, TTA off)",
+        "",
+        "| tool | seconds | nnU-Net time / this | peak RSS MB |",
+        "|---|---|---|---|",
+    ]
     base = ct[0].get("seconds") if ct and "error" not in ct[0] else None
     for r in ct:
         if "error" in r:
@@ -476,9 +595,12 @@ def md_inference(hippo: list[dict[str, Any]], ct: list[dict[str, Any]], n_cases:
             continue
         ratio = f"{base / r['seconds']:.2f}" if base else "-"
         lines.append(f"| {r['tool']} | {r['seconds']:.1f} | {ratio} | {r['peak_rss_mb']:.0f} |")
-    lines += ["", "nnU-Net's CPU predictor runs fp32 torch; it resamples the image with cubic splines and the "
-              "class probabilities back to the source grid at full resolution. medseg defaults pick OpenVINO bf16 "
-              "on this CPU (see the inference section)."]
+    lines += [
+        "",
+        "nnU-Net's CPU predictor runs fp32 torch; it resamples the image with cubic splines and the "
+        "class probabilities back to the source grid at full resolution. medseg defaults pick OpenVINO bf16 "
+        "on this CPU (see the inference section).",
+    ]
     return "\n".join(lines)
 
 
@@ -490,44 +612,61 @@ def md_training(r: dict[str, Any], versions: str) -> str:
     runs, ms = r["nnunet"], r["medseg"]
     m = ms["metrics"]
     trainers = ", ".join(f"`{nn['trainer']}` ({_epochs(nn['epochs'])})" for nn in runs)
-    lines = ["## medseg vs nnU-Net v2: training (`python -m benchmarks.nnunet training`)", "",
-             machine_line() + f" nnU-Net side: {versions}.", "",
-             f"Same fixed 80/20 split (138 training, {r['val_cases']} validation cases), same machine, run one after "
-             f"the other. nnU-Net: `nnUNetv2_train 4 3d_fullres 0 -tr TRAINER -device cpu` with {trainers} "
-             "(its planned network: widths 32-256, patch 40x56x40, batch 6, fp32 on CPU; epochs of 250 iterations "
-             "with its poly schedule over them, then its own validation of the whole cases with mirroring). "
-             f"medseg: `{r['medseg']['recipe']}` ({m['iterations']} iterations in {m['training_seconds'] / 60:.1f} min, {m['precision']}). "
-             "Both scored here with medseg's Dice (mean over the validation cases).", "",
-             "| run | wall-clock | iterations | Dice Anterior | Dice Posterior | mean Dice |", "|---|---|---|---|---|---|"]
+    lines = [
+        "## medseg vs nnU-Net v2: training (`python -m benchmarks.nnunet training`)",
+        "",
+        machine_line() + f" nnU-Net side: {versions}.",
+        "",
+        f"Same fixed 80/20 split (138 training, {r['val_cases']} validation cases), same machine, run one after "
+        f"the other. nnU-Net: `nnUNetv2_train 4 3d_fullres 0 -tr TRAINER -device cpu` with {trainers} "
+        "(its planned network: widths 32-256, patch 40x56x40, batch 6, fp32 on CPU; epochs of 250 iterations "
+        "with its poly schedule over them, then its own validation of the whole cases with mirroring). "
+        f"medseg: `{r['medseg']['recipe']}` ({m['iterations']} iterations in {m['training_seconds'] / 60:.1f} min, {m['precision']}). "
+        "Both scored here with medseg's Dice (mean over the validation cases).",
+        "",
+        "| run | wall-clock | iterations | Dice Anterior | Dice Posterior | mean Dice |",
+        "|---|---|---|---|---|---|",
+    ]
     for nn in runs:
-        lines.append(f"| nnU-Net v2, {_epochs(nn['epochs'])} (mirroring TTA) | "
-                     f"{nn['total_seconds'] / 60:.1f} min | {250 * nn['epochs']} | "
-                     f"{nn['dice']['Anterior']:.4f} | {nn['dice']['Posterior']:.4f} | {nn['dice']['mean']:.4f} |")
+        lines.append(
+            f"| nnU-Net v2, {_epochs(nn['epochs'])} (mirroring TTA) | "
+            f"{nn['total_seconds'] / 60:.1f} min | {250 * nn['epochs']} | "
+            f"{nn['dice']['Anterior']:.4f} | {nn['dice']['Posterior']:.4f} | {nn['dice']['mean']:.4f} |"
+        )
     for key, label in (("dice_plain", "TTA off"), ("dice_tta", "mirroring TTA")):
         d = ms[key]
-        lines.append(f"| medseg `{r['medseg']['recipe']}` ({label}) | {m['training_seconds'] / 60:.1f} min | {m['iterations']} | "
-                     f"{d['Anterior']:.4f} | {d['Posterior']:.4f} | {d['mean']:.4f} |")
+        lines.append(
+            f"| medseg `{r['medseg']['recipe']}` ({label}) | {m['training_seconds'] / 60:.1f} min | {m['iterations']} | "
+            f"{d['Anterior']:.4f} | {d['Posterior']:.4f} | {d['mean']:.4f} |"
+        )
     return "\n".join(lines)
 
 
 def md_speed(nn: dict[str, Any], ms: list[dict[str, Any]], iterations: int, workers: int, versions: str) -> str:
-    lines = ["## medseg vs nnU-Net v2: training speed (`python -m benchmarks.nnunet speed`)", "",
-             machine_line() + f" nnU-Net side: {versions}.", "",
-             "Same network, patch and batch: nnU-Net's planned 3d_fullres configuration for the hippocampus "
-             "(U-Net widths 32-256, 4 stages, deep supervision, patch 40x56x40, batch 6); medseg trains it with "
-             "`pipelines/hippocampus_full.toml`. Each trainer runs two epochs of "
-             f"{iterations} iterations one after the other on this machine, augmentation and data loading "
-             f"included ({workers} data-loading processes each: `nnUNet_n_proc_DA={workers}`, recipe `workers = {workers}`); the second epoch is timed (start-up and warm-up left out on both sides). nnU-Net: "
-             "`nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_medsegSpeed -device cpu` (stock trainer, epoch "
-             "lengths changed; its epoch also holds one validation iteration; fp32, the only precision its CPU "
-             "path runs).", "",
-             "| trainer | precision | s per epoch (timed) | iterations/s | relative to nnU-Net | peak RSS MB |",
-             "|---|---|---|---|---|---|",
-             f"| nnU-Net v2 | fp32 | {nn['epoch_seconds'][-1]:.1f} | {nn['it_per_s']:.3f} | 1.00 | "
-             f"{nn['peak_rss_mb']:.0f} |"]
+    lines = [
+        "## medseg vs nnU-Net v2: training speed (`python -m benchmarks.nnunet speed`)",
+        "",
+        machine_line() + f" nnU-Net side: {versions}.",
+        "",
+        "Same network, patch and batch: nnU-Net's planned 3d_fullres configuration for the hippocampus "
+        "(U-Net widths 32-256, 4 stages, deep supervision, patch 40x56x40, batch 6); medseg trains it with "
+        "`pipelines/hippocampus_full.toml`. Each trainer runs two epochs of "
+        f"{iterations} iterations one after the other on this machine, augmentation and data loading "
+        f"included ({workers} data-loading processes each: `nnUNet_n_proc_DA={workers}`, recipe `workers = {workers}`); the second epoch is timed (start-up and warm-up left out on both sides). nnU-Net: "
+        "`nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_medsegSpeed -device cpu` (stock trainer, epoch "
+        "lengths changed; its epoch also holds one validation iteration; fp32, the only precision its CPU "
+        "path runs).",
+        "",
+        "| trainer | precision | s per epoch (timed) | iterations/s | relative to nnU-Net | peak RSS MB |",
+        "|---|---|---|---|---|---|",
+        f"| nnU-Net v2 | fp32 | {nn['epoch_seconds'][-1]:.1f} | {nn['it_per_s']:.3f} | 1.00 | "
+        f"{nn['peak_rss_mb']:.0f} |",
+    ]
     for m in ms:
-        lines.append(f"| medseg | {m['precision']} | {m['epoch_seconds'][-1]:.1f} | {m['it_per_s']:.3f} | "
-                     f"{m['it_per_s'] / nn['it_per_s']:.2f} | {m['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| medseg | {m['precision']} | {m['epoch_seconds'][-1]:.1f} | {m['it_per_s']:.3f} | "
+            f"{m['it_per_s'] / nn['it_per_s']:.2f} | {m['peak_rss_mb']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -542,11 +681,13 @@ def prepare_main(root: Path, recipe: Path, epochs: int = 1, bin_dir: Path | None
     that come next."""
     raw, splits = prepare_nnunet(root, recipe)
     trainer = epochs_trainer(bin_dir, epochs)
-    print(f"wrote {raw} and {splits}\nnext:\n"
-          f"  export nnUNet_raw={root / 'raw'} nnUNet_preprocessed={root / 'preprocessed'} "
-          f"nnUNet_results={root / 'results'}\n"
-          "  nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres -np 2\n"
-          f"  nnUNetv2_train 4 3d_fullres 0 -tr {trainer} -device cpu   # for the training part")
+    print(
+        f"wrote {raw} and {splits}\nnext:\n"
+        f"  export nnUNet_raw={root / 'raw'} nnUNet_preprocessed={root / 'preprocessed'} "
+        f"nnUNet_results={root / 'results'}\n"
+        "  nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres -np 2\n"
+        f"  nnUNetv2_train 4 3d_fullres 0 -tr {trainer} -device cpu   # for the training part"
+    )
     return 0
 
 
@@ -555,15 +696,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("part", choices=("prepare", "inference", "training", "speed"))
     parser.add_argument("--nnunet-bin", type=Path, help="bin folder of the venv holding nnunetv2")
     parser.add_argument("--nnunet-root", type=Path, help="prepare: folder for nnU-Net's raw/, preprocessed/, results/")
-    parser.add_argument("--epochs", type=int, default=1,
-                        help="prepare: epochs of 250 iterations that fit the training budget here (default 1)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="prepare: epochs of 250 iterations that fit the training budget here (default 1)",
+    )
     parser.add_argument("--model", default="hippocampus", help="medseg unet model folder or shipped name")
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--ct-shape", type=int, nargs=3, default=(512, 512, 300))
     parser.add_argument("--skip-ct", action="store_true")
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--nnunet-run", type=Path, action="append", default=[],
-                        help="training: an nnU-Net run's fold_0 folder (same split); repeat for several runs")
+    parser.add_argument(
+        "--nnunet-run",
+        type=Path,
+        action="append",
+        default=[],
+        help="training: an nnU-Net run's fold_0 folder (same split); repeat for several runs",
+    )
     parser.add_argument("--medseg-model", type=Path, help="training: medseg model folder, same budget")
     parser.add_argument("--medseg-recipe", default="pipelines/hippocampus.toml", help="training: the recipe it used")
     parser.add_argument("--iterations", type=int, default=30, help="speed: iterations per timed epoch")

@@ -33,8 +33,10 @@ from pathlib import Path
 from benchmarks.repo import repo_path, shared_data
 from benchmarks.report import add_no_doc_option, machine_line, update_section
 
-FAMILIES = {"unet": ("2D U-Net instance heads + seeded watershed", "nuclei.toml"),
-            "maskrcnn": ("Mask R-CNN, ResNet-18 FPN (GroupNorm), from scratch", "nuclei_maskrcnn.toml")}
+FAMILIES = {
+    "unet": ("2D U-Net instance heads + seeded watershed", "nuclei.toml"),
+    "maskrcnn": ("Mask R-CNN, ResNet-18 FPN (GroupNorm), from scratch", "nuclei_maskrcnn.toml"),
+}
 DATASET = "dsb2018_nuclei"
 
 #: published figures (their own test sets; not comparable one to one with this split)
@@ -134,8 +136,13 @@ def model_row(folder: Path, cases: list) -> dict:
         predict(cases[0][1])  # warm-up (an ONNX export or compilation is not inference)
         row = score(cases, predict)
     metrics = json.loads((folder / "model.json").read_text(encoding="utf-8"))["metrics"]
-    return {**row, "backend": backend, "training_seconds": training_seconds(folder),
-            "iterations": metrics.get("iterations"), "weights_mb": (folder / "weights.safetensors").stat().st_size / 1e6}
+    return {
+        **row,
+        "backend": backend,
+        "training_seconds": training_seconds(folder),
+        "iterations": metrics.get("iterations"),
+        "weights_mb": (folder / "weights.safetensors").stat().st_size / 1e6,
+    }
 
 
 def classical_rows(cases: list) -> dict[str, dict]:
@@ -143,9 +150,13 @@ def classical_rows(cases: list) -> dict[str, dict]:
     from medseg.inference.classical import otsu_instances, watershed_instances
     from medseg.inference.instance_predict import colour_image
 
-    return {name: score(cases, lambda images, f=f: (f(colour_image(images)), None))
-            for name, f in (("Otsu + connected components", otsu_instances),
-                            ("Otsu + distance-transform watershed", watershed_instances))}
+    return {
+        name: score(cases, lambda images, f=f: (f(colour_image(images)), None))
+        for name, f in (
+            ("Otsu + connected components", otsu_instances),
+            ("Otsu + distance-transform watershed", watershed_instances),
+        )
+    }
 
 
 def report(rows: dict[str, dict], minutes: float, n_train: int, n_val: int, load: str) -> str:
@@ -164,22 +175,31 @@ def report(rows: dict[str, dict], minutes: float, n_train: int, n_val: int, load
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
-        trained = (f"{r['iterations']} it, {r['training_seconds'] / 60:.1f} min" if r.get("iterations") else "none")
+        trained = f"{r['iterations']} it, {r['training_seconds'] / 60:.1f} min" if r.get("iterations") else "none"
         weights = f"{r['weights_mb']:.1f}" if r.get("weights_mb") else ""
-        lines.append(f"| {name} | {r['dsb_score']:.4f} | {r['ap50']:.4f} | {r['box_map']:.4f} | {r['box_ap50']:.4f} | "
-                     f"{r['predicted']} / {r['true']} | {r['images_per_second']:.2f} | {trained} | {weights} |")
+        lines.append(
+            f"| {name} | {r['dsb_score']:.4f} | {r['ap50']:.4f} | {r['box_map']:.4f} | {r['box_ap50']:.4f} | "
+            f"{r['predicted']} / {r['true']} | {r['images_per_second']:.2f} | {trained} | {weights} |"
+        )
     lines += ["", "Published figures (other test sets):", "", PUBLISHED]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget per family (default 30)")
+    parser.add_argument(
+        "--minutes", type=float, default=30.0, help="wall-clock training budget per family (default 30)"
+    )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=repo_path("runs", "benchmarks", "nuclei"))
     parser.add_argument("--families", nargs="+", choices=tuple(FAMILIES), default=list(FAMILIES))
-    parser.add_argument("--reuse", action="append", default=[], metavar="FAMILY=RUN_DIR",
-                        help="take a run already trained with that family's recipe instead of training it")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="FAMILY=RUN_DIR",
+        help="take a run already trained with that family's recipe instead of training it",
+    )
     parser.add_argument("--shipped", action="store_true", help="also score the shipped model medseg/pretrained/nuclei")
     add_no_doc_option(parser)
     args = parser.parse_args(argv)
@@ -190,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     for family in args.families:
         name, recipe_name = FAMILIES[family]
         recipe = repo_path("pipelines", recipe_name)
-        folder = (reused_folder(recipe, Path(reuse[family]), args.minutes) if family in reuse
-                  else train_family(recipe, args.minutes, args.out / family, args.device))
+        folder = (
+            reused_folder(recipe, Path(reuse[family]), args.minutes)
+            if family in reuse
+            else train_family(recipe, args.minutes, args.out / family, args.device)
+        )
         rows[name] = model_row(folder, cases)
         print(name, json.dumps(rows[name], default=str))
     if args.shipped:

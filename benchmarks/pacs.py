@@ -48,8 +48,13 @@ def write_crops(data: Path, n: int, folder: Path) -> Path:
     if len(images) < n:
         raise SystemExit(f"{data}/imagesTr has {len(images)} images, fewer than --crops {n}")
     for number, image in enumerate(images, start=1):
-        write_mr_series(image, folder / image.name.split(".")[0], patient_name="Bench^Mark",
-                        patient_id=f"B{number:03d}", description="hippocampus crop")
+        write_mr_series(
+            image,
+            folder / image.name.split(".")[0],
+            patient_name="Bench^Mark",
+            patient_id=f"B{number:03d}",
+            description="hippocampus crop",
+        )
     return folder
 
 
@@ -66,8 +71,13 @@ def run(source: object, out: Path, push: object | None) -> dict:
     engine = PredictEngine((model,), PredictOptions(device="cpu"), OutputOptions())
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    result = run_session(source, lambda: engine, BatchOptions(outdir=out, progress=False), SelectionRules(),
-                         archive=ArchiveOptions(push_to=push))  # type: ignore[arg-type]
+    result = run_session(
+        source,
+        lambda: engine,
+        BatchOptions(outdir=out, progress=False),
+        SelectionRules(),
+        archive=ArchiveOptions(push_to=push),
+    )  # type: ignore[arg-type]
     seconds = time.perf_counter() - start
     if result.exit_code != 0:
         raise SystemExit(f"the benchmark batch into {out} failed (exit {result.exit_code}); see {result.report_html}")
@@ -106,8 +116,10 @@ def measure(name: str, folder: Path, work: Path, repeats: int) -> dict[str, dict
     so every way runs beside the same idle archives); the fastest round of each way is kept."""
     from tests.orthanc import Orthanc
 
-    archives = [Orthanc(work / f"{name}-orthanc").start(),
-                Orthanc(work / f"{name}-orthanc-nodelay", env={"TCP_NODELAY": "1"}).start()]
+    archives = [
+        Orthanc(work / f"{name}-orthanc").start(),
+        Orthanc(work / f"{name}-orthanc-nodelay", env={"TCP_NODELAY": "1"}).start(),
+    ]
     try:
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         for archive in archives:
@@ -131,8 +143,11 @@ def _ways(folder: Path, orthanc: object, nodelay: object) -> dict[str, tuple[obj
     from medseg.pacs import ArchiveSource, load_settings
 
     ways: dict[str, tuple[object, object | None]] = {"folder": (folder, None)}
-    for way, url in (("DICOMweb", orthanc.dicomweb_url), ("DIMSE", orthanc.dimse_url),  # type: ignore[attr-defined]
-                     ("DIMSE, Orthanc with TCP_NODELAY=1", nodelay.dimse_url)):  # type: ignore[attr-defined]
+    for way, url in (
+        ("DICOMweb", orthanc.dicomweb_url),
+        ("DIMSE", orthanc.dimse_url),  # type: ignore[attr-defined]
+        ("DIMSE, Orthanc with TCP_NODELAY=1", nodelay.dimse_url),
+    ):  # type: ignore[attr-defined]
         settings = load_settings(url, env={})
         ways[way] = (ArchiveSource(settings), settings)
     return ways
@@ -153,30 +168,40 @@ def markdown(sets: dict[str, tuple[str, dict[str, dict]]], machine: str, repeats
     ]
     for label, results in sets.values():
         load = results["load"]
-        lines += [f"**{label}** (1-minute load average {load['before']:.1f} before, {load['after']:.1f} after, "
-                  f"on {os.cpu_count()} CPUs)", "",
-                  "| source | series | series/hour | wall s | " + " | ".join(COLUMNS) + " | archive s/series |",
-                  "|---|---:|---:|---:|" + "---:|" * (len(COLUMNS) + 1)]
+        lines += [
+            f"**{label}** (1-minute load average {load['before']:.1f} before, {load['after']:.1f} after, "
+            f"on {os.cpu_count()} CPUs)",
+            "",
+            "| source | series | series/hour | wall s | " + " | ".join(COLUMNS) + " | archive s/series |",
+            "|---|---:|---:|---:|" + "---:|" * (len(COLUMNS) + 1),
+        ]
         for way, r in results.items():
             if way == "load":
                 continue
-            per_series = {c: (r.get(c) / r["done"] if c == "query" else r.get(c)) for c in COLUMNS if r.get(c) is not None}
+            per_series = {
+                c: (r.get(c) / r["done"] if c == "query" else r.get(c)) for c in COLUMNS if r.get(c) is not None
+            }
             cells = [_cell(per_series.get(c)) for c in COLUMNS]
             cells.append(_cell(sum(per_series.get(c, 0.0) for c in ARCHIVE)) if way != "folder" else "n/a")
-            lines.append(f"| {way} | {r['done']} | {3600 * r['done'] / r['seconds']:.0f} | {r['seconds']:.1f} | "
-                         + " | ".join(cells) + " |")
+            lines.append(
+                f"| {way} | {r['done']} | {3600 * r['done'] / r['seconds']:.0f} | {r['seconds']:.1f} | "
+                + " | ".join(cells)
+                + " |"
+            )
         folder = results["folder"]
         web = results.get("DICOMweb")
         if web:
             lines += ["", f"DICOMweb vs folder: {web['seconds'] / folder['seconds']:.2f}x the wall time."]
         lines.append("")
-    lines.append("Query is per series (the discovery's time divided by the series count); \"archive s/series\" is "
-                 "query + retrieve + push, what the archive adds to each series whatever the model. Predict "
-                 "dominates the whole-brain series and follows the load of the machine (shared with other work: "
-                 "compare ways by the archive column, not by small differences in wall time). Orthanc's DICOM stack "
-                 "(DCMTK) leaves Nagle's algorithm on unless `TCP_NODELAY=1` is in its environment; every instance "
-                 "of a C-GET then waits for a delayed TCP acknowledgement (about 40-50 ms each), which the last row "
-                 "shows without.")
+    lines.append(
+        'Query is per series (the discovery\'s time divided by the series count); "archive s/series" is '
+        "query + retrieve + push, what the archive adds to each series whatever the model. Predict "
+        "dominates the whole-brain series and follows the load of the machine (shared with other work: "
+        "compare ways by the archive column, not by small differences in wall time). Orthanc's DICOM stack "
+        "(DCMTK) leaves Nagle's algorithm on unless `TCP_NODELAY=1` is in its environment; every instance "
+        "of a C-GET then waits for a delayed TCP acknowledgement (about 40-50 ms each), which the last row "
+        "shows without."
+    )
     return "\n".join(lines)
 
 
@@ -189,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crops", type=int, default=20, help="hippocampus crops written as DICOM series (default 20)")
     parser.add_argument("--no-tcia", action="store_true", help="skip the four whole-brain TCIA series")
-    parser.add_argument("--repeats", type=int, default=2, help="rounds of the three ways; the fastest is kept (default 2)")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="rounds of the three ways; the fastest is kept (default 2)"
+    )
     parser.add_argument("--out", type=Path, help="work folder (default: a temporary folder, removed after)")
     add_no_doc_option(parser)
     args = parser.parse_args(argv)
@@ -202,12 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         crops = write_crops(shared_data("msd_hippocampus"), args.crops, work / "crops")
         run(crops / sorted(p.name for p in crops.iterdir())[0], work / "warm-up", None)  # ONNX/OpenVINO export cached
-        sets = {"crops": (f"{args.crops} hippocampus crops as DICOM MR series (about 35 x 50 x 36 voxels)",
-                          measure("crops", crops, work, args.repeats))}
+        sets = {
+            "crops": (
+                f"{args.crops} hippocampus crops as DICOM MR series (about 35 x 50 x 36 voxels)",
+                measure("crops", crops, work, args.repeats),
+            )
+        }
         if not args.no_tcia:
             tcia = shared_data("dicom_tcia_brain_tumor_progression", "dicom")
-            sets["tcia"] = ("4 whole-brain MR series, TCIA Brain-Tumor-Progression PGBM-003 (22 slices of 320 x 280)",
-                            measure("tcia", tcia, work, args.repeats))
+            sets["tcia"] = (
+                "4 whole-brain MR series, TCIA Brain-Tumor-Progression PGBM-003 (22 slices of 320 x 280)",
+                measure("tcia", tcia, work, args.repeats),
+            )
     finally:
         if args.out is None:
             shutil.rmtree(work, ignore_errors=True)

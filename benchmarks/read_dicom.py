@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -64,9 +64,13 @@ def run(data: Path, repeats: int) -> str:
         readers = {"medseg": lambda f=folder: read_medseg(f), "sitk": lambda f=folder: read_sitk(f)}
         times = best_of(readers, repeats)
         ratio = times["medseg"] / times["sitk"]
-        rows.append((folder.name, "x".join(map(str, ours.shape[::-1])), times["medseg"], times["sitk"], ratio, identical))
-        print(f"{folder.name:28s} medseg {times['medseg'] * 1e3:7.1f} ms  SimpleITK {times['sitk'] * 1e3:7.1f} ms  "
-              f"ratio {ratio:.2f}  identical voxels: {identical}")
+        rows.append(
+            (folder.name, "x".join(map(str, ours.shape[::-1])), times["medseg"], times["sitk"], ratio, identical)
+        )
+        print(
+            f"{folder.name:28s} medseg {times['medseg'] * 1e3:7.1f} ms  SimpleITK {times['sitk'] * 1e3:7.1f} ms  "
+            f"ratio {ratio:.2f}  identical voxels: {identical}"
+        )
     if not rows:
         raise SystemExit(f"no benchmark series found under {data}")
     ratios = np.array([r[4] for r in rows])
@@ -84,15 +88,20 @@ def run(data: Path, repeats: int) -> str:
         f"| {n} | {s} | {m * 1e3:.1f} | {t * 1e3:.1f} | {r:.2f} | {'yes' if same else 'NO'} |"
         for n, s, m, t, r, same in rows
     ]
-    lines += ["", f"Geometric mean ratio: {float(np.exp(np.log(ratios).mean())):.2f} "
-              f"(range {ratios.min():.2f}-{ratios.max():.2f}). {machine_line()}"]
+    lines += [
+        "",
+        f"Geometric mean ratio: {float(np.exp(np.log(ratios).mean())):.2f} "
+        f"(range {ratios.min():.2f}-{ratios.max():.2f}). {machine_line()}",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="repeats per series (best is kept)")
-    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the shared data folder (default ../shared/data)")
+    parser.add_argument(
+        "--data", type=Path, default=SHARED_DATA, help="the shared data folder (default ../shared/data)"
+    )
     add_no_doc_option(parser)
     args = parser.parse_args(argv)
     markdown = run(args.data, args.repeats)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from benchmarks.repo import repo_path
 from benchmarks.report import add_no_doc_option, machine_line, read_section, update_section
+
 MODELS = (
     ("3D U-Net", "hippocampus.toml"),
     ("3D DeepLabV3+", "hippocampus_deeplab.toml"),
@@ -50,8 +51,12 @@ def train_model(recipe_path: Path, minutes: float, run_dir: Path, device: str) -
 def model_result(folder: Path) -> dict:
     """Metrics, patch, batch and post-processing of a model folder's model.json."""
     spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    return {"metrics": spec["metrics"], "patch": spec["network"]["patch_size"],
-            "batch": spec["network"]["batch_size"], "postprocessing": spec["postprocessing"]}
+    return {
+        "metrics": spec["metrics"],
+        "patch": spec["network"]["patch_size"],
+        "batch": spec["network"]["batch_size"],
+        "postprocessing": spec["postprocessing"],
+    }
 
 
 def reused_result(recipe_path: Path, run_dir: Path, minutes: float) -> dict:
@@ -66,8 +71,10 @@ def reused_result(recipe_path: Path, run_dir: Path, minutes: float) -> dict:
         if getattr(used, part) != getattr(wanted, part):
             raise SystemExit(f"--reuse {run_dir}: its {part} differs from {recipe_path.name}; train it again")
     if result["metrics"]["training_seconds"] > minutes * 60 + 30:
-        raise SystemExit(f"--reuse {run_dir}: trained {result['metrics']['training_seconds']:.0f} s, "
-                         f"over the {minutes:g}-minute budget")
+        raise SystemExit(
+            f"--reuse {run_dir}: trained {result['metrics']['training_seconds']:.0f} s, "
+            f"over the {minutes:g}-minute budget"
+        )
     return {**result, "reused": str(run_dir)}
 
 
@@ -98,9 +105,16 @@ def precision_speed(recipe_path: Path, run_dir: Path, device: str, iterations: i
     steps = {}
     for precision in ("fp32", "bf16"):
         network = copy.deepcopy(session.network)
-        steps[precision] = TrainStep(network, session.step.loss, build_optimizer(network.parameters(), recipe.optimizer),
-                                     target, Runtime(target, precision, session.runtime.threads).autocast, None, recipe.optimizer.grad_clip,
-                                     session.step.memory_format)
+        steps[precision] = TrainStep(
+            network,
+            session.step.loss,
+            build_optimizer(network.parameters(), recipe.optimizer),
+            target,
+            Runtime(target, precision, session.runtime.threads).autocast,
+            None,
+            recipe.optimizer.grad_clip,
+            session.step.memory_format,
+        )
     speeds: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for _ in range(rounds):
         for precision, step in steps.items():
@@ -138,19 +152,23 @@ def earlier_rows(section: str) -> dict[str, tuple[str, str]]:
     return rows
 
 
-def report(results: dict[str, dict], speed: dict, minutes: float,
-           carried: dict[str, tuple[str, str]] | None = None) -> str:
+def report(
+    results: dict[str, dict], speed: dict, minutes: float, carried: dict[str, tuple[str, str]] | None = None
+) -> str:
     """The markdown section; ``carried`` rows (model name -> (earlier table row, its date)) fill in
     models not trained in this run."""
     carried = carried or {}
 
     device = ", ".join(sorted({r["metrics"]["device"] for r in results.values()})) or "cpu"
     lines = [
-        "## Training on MSD hippocampus (`python -m benchmarks.train_hippocampus`)", "",
-        machine_line(), "",
+        "## Training on MSD hippocampus (`python -m benchmarks.train_hippocampus`)",
+        "",
+        machine_line(),
+        "",
         f"Fixed 80/20 split (seed 0) of the 173 cases: 138 training, 35 validation. Each model trained "
         f"from its recipe in `pipelines/` for a wall-clock budget of {minutes:g} min on `{device}`; Dice "
-        "per class on the 35 validation cases (sliding window, argmax, no post-processing).", "",
+        "per class on the 35 validation cases (sliding window, argmax, no post-processing).",
+        "",
         "| model | recipe | patch | batch | precision | iterations | iterations/s | Dice Anterior | "
         "Dice Posterior | mean Dice | keeps largest component |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -167,21 +185,35 @@ def report(results: dict[str, dict], speed: dict, minutes: float,
             f"| {name}{mark} | `{recipe}` | {'x'.join(map(str, result['patch']))} | {result['batch']} | {m['precision']} | "
             f"{m['iterations']} | {m['iterations_per_second']:.2f} | {m['dice']['Anterior']:.4f} | "
             f"{m['dice']['Posterior']:.4f} | {m['mean_dice']:.4f} | "
-            f"{result['postprocessing'].get('keep_largest_component', [])} |")
+            f"{result['postprocessing'].get('keep_largest_component', [])} |"
+        )
     if any(r.get("reused") for r in results.values()):
-        lines += ["", "(a) trained earlier in the same session on this machine with the same recipe and budget "
-                  "(`--reuse`), not again in this run."]
+        lines += [
+            "",
+            "(a) trained earlier in the same session on this machine with the same recipe and budget "
+            "(`--reuse`), not again in this run.",
+        ]
     dates = sorted({carried[name][1] for name, _ in MODELS if name in carried and name not in results})
     if dates:
-        lines += ["", f"(b) not retrained in this run: measured {' and '.join(dates)} on this machine with the "
-                  "same recipe and budget (row carried over by `--models`)."]
-    lines += ["", "Iterations/s above include data loading and DataLoader start-up. Training step speed, "
-              "3D U-Net (same network, patch and real batches; median of alternating rounds, data loading "
-              "excluded):", ""]
+        lines += [
+            "",
+            f"(b) not retrained in this run: measured {' and '.join(dates)} on this machine with the "
+            "same recipe and budget (row carried over by `--models`).",
+        ]
+    lines += [
+        "",
+        "Iterations/s above include data loading and DataLoader start-up. Training step speed, "
+        "3D U-Net (same network, patch and real batches; median of alternating rounds, data loading "
+        "excluded):",
+        "",
+    ]
     if speed.get("fp32"):
-        lines += ["| precision | iterations/s | relative to fp32 |", "|---|---|---|",
-                  f"| fp32 | {speed['fp32']:.2f} | 1.00 |",
-                  f"| bf16 autocast | {speed['bf16']:.2f} | {speed['bf16'] / speed['fp32']:.2f} |"]
+        lines += [
+            "| precision | iterations/s | relative to fp32 |",
+            "|---|---|---|",
+            f"| fp32 | {speed['fp32']:.2f} | 1.00 |",
+            f"| bf16 autocast | {speed['bf16']:.2f} | {speed['bf16'] / speed['fp32']:.2f} |",
+        ]
     else:
         lines.append(f"not measured: {speed.get('note')}")
     return "\n".join(lines)
@@ -194,10 +226,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=repo_path("runs", "benchmarks", "train_hippocampus"))
     parser.add_argument("--speed-iterations", type=int, default=8, help="timed iterations per precision and round")
     parser.add_argument("--speed-rounds", type=int, default=2, help="alternating fp32/bf16 rounds (median reported)")
-    parser.add_argument("--reuse", action="append", default=[], metavar="RECIPE=RUN_DIR",
-                        help="take this recipe's row from a run folder trained with it (e.g. hippocampus.toml=runs/x)")
-    parser.add_argument("--models", nargs="+", metavar="RECIPE", default=[r for _, r in MODELS],
-                        help="train only these recipes; the others' rows stay as measured before")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="RECIPE=RUN_DIR",
+        help="take this recipe's row from a run folder trained with it (e.g. hippocampus.toml=runs/x)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="RECIPE",
+        default=[r for _, r in MODELS],
+        help="train only these recipes; the others' rows stay as measured before",
+    )
     add_no_doc_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -214,13 +256,21 @@ def main(argv: list[str] | None = None) -> int:
         if recipe in reuse:
             results[name] = reused_result(repo_path("pipelines") / recipe, Path(reuse[recipe]), args.minutes)
         else:
-            results[name] = train_model(repo_path("pipelines") / recipe, args.minutes, args.out / Path(recipe).stem,
-                                        args.device)
+            results[name] = train_model(
+                repo_path("pipelines") / recipe, args.minutes, args.out / Path(recipe).stem, args.device
+            )
         m = results[name]["metrics"]
-        print(f"{name}: Dice {m['dice']} mean {m['mean_dice']:.4f}, {m['iterations']} iterations at "
-              f"{m['iterations_per_second']:.2f} it/s ({m['precision']}), {time.perf_counter() - start:.0f} s in all")
-    speed = precision_speed(repo_path("pipelines") / MODELS[0][1], args.out / "precision", args.device,
-                            args.speed_iterations, args.speed_rounds)
+        print(
+            f"{name}: Dice {m['dice']} mean {m['mean_dice']:.4f}, {m['iterations']} iterations at "
+            f"{m['iterations_per_second']:.2f} it/s ({m['precision']}), {time.perf_counter() - start:.0f} s in all"
+        )
+    speed = precision_speed(
+        repo_path("pipelines") / MODELS[0][1],
+        args.out / "precision",
+        args.device,
+        args.speed_iterations,
+        args.speed_rounds,
+    )
     print(f"3D U-Net training step: fp32 {speed.get('fp32')} it/s, bf16 {speed.get('bf16')} it/s")
     markdown = report(results, speed, args.minutes, earlier_rows(read_section("train_hippocampus")))
     print(markdown)

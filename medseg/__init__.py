@@ -14,7 +14,7 @@ Research scripts use the short API re-exported here (:mod:`medseg.api`, docs/pyt
 
 from medseg.api import load_model, read, run_batch, segment, write
 from medseg.errors import MedsegError
+from medseg.version import __version__
 from medseg.volume import Volume, VolumeMeta
 
-from medseg.version import __version__
 __all__ = ["MedsegError", "Volume", "VolumeMeta", "__version__", "load_model", "read", "run_batch", "segment", "write"]

@@ -75,8 +75,14 @@ def load_model(*models: ModelRef, **options: Any) -> Predictor:
     return Predictor.from_folders(paths, _build(PredictOptions, options, "load_model"))
 
 
-def segment(image: Volume | Sequence[Volume] | str | Path, model: ModelRef | Predictor = "hippocampus", *,
-            series: str | None = None, probabilities: bool = False, **options: Any) -> Prediction:
+def segment(
+    image: Volume | Sequence[Volume] | str | Path,
+    model: ModelRef | Predictor = "hippocampus",
+    *,
+    series: str | None = None,
+    probabilities: bool = False,
+    **options: Any,
+) -> Prediction:
     """Segment one case and post-process it exactly as ``medseg predict`` does (nothing is written).
 
     ``image`` is a Volume, one Volume per input channel, or a path (file or DICOM folder;
@@ -95,8 +101,9 @@ def segment(image: Volume | Sequence[Volume] | str | Path, model: ModelRef | Pre
         with load_model(model, **predict_options) as predictor:
             return _segment(predictor, volumes, post, probabilities)
     if predict_options:
-        raise ConfigError(f"segment: {', '.join(sorted(predict_options))} must be given to load_model, not to an "
-                          "already loaded model")
+        raise ConfigError(
+            f"segment: {', '.join(sorted(predict_options))} must be given to load_model, not to an already loaded model"
+        )
     return _segment(model, volumes, post, probabilities)
 
 
@@ -121,9 +128,16 @@ def _volumes(image: Volume | Sequence[Volume] | str | Path, series: str | None) 
     return volumes
 
 
-def run_batch(input: str | Path, model: ModelRef | Sequence[ModelRef], outdir: str | Path, *,
-              series: str | None = None, recipe: str | Path | None = None, pseudonymise: bool = False,
-              **options: Any) -> SessionResult:
+def run_batch(
+    input: str | Path,
+    model: ModelRef | Sequence[ModelRef],
+    outdir: str | Path,
+    *,
+    series: str | None = None,
+    recipe: str | Path | None = None,
+    pseudonymise: bool = False,
+    **options: Any,
+) -> SessionResult:
     """Run ``medseg batch`` from Python: every selected case of ``input`` into ``outdir``, resumable.
 
     ``model`` is one model (folder or shipped name) or a list (an ensemble); ``recipe`` a TOML
@@ -145,11 +159,19 @@ def run_batch(input: str | Path, model: ModelRef | Sequence[ModelRef], outdir: s
         raise ConfigError("run_batch: give the output folder as the third argument, not as outdir=")
     output["postprocess"] = _build(PostprocessOptions, post, "run_batch")
     check_model_folders(list(folders))
-    engine = PredictEngine(folders, _build(PredictOptions, predict, "run_batch"),
-                           _build(OutputOptions, output, "run_batch"))
+    engine = PredictEngine(
+        folders, _build(PredictOptions, predict, "run_batch"), _build(OutputOptions, output, "run_batch")
+    )
     batch_options = _build(BatchOptions, {"outdir": Path(outdir), "progress": False, **batch}, "run_batch")
-    return run_session(Path(input), lambda: engine, batch_options, load_rules(Path(recipe) if recipe else None),
-                       pseudonymise, None, series)
+    return run_session(
+        Path(input),
+        lambda: engine,
+        batch_options,
+        load_rules(Path(recipe) if recipe else None),
+        pseudonymise,
+        None,
+        series,
+    )
 
 
 def _split(options: Mapping[str, Any], *classes: type) -> list[dict[str, Any]]:
@@ -173,6 +195,8 @@ def _build(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown option {unknown[0]!r}; {did_you_mean(unknown[0], names)}"
-                          f"valid options: {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"{where}: unknown option {unknown[0]!r}; {did_you_mean(unknown[0], names)}"
+            f"valid options: {', '.join(sorted(names))}"
+        )
     return cls(**values)

@@ -15,8 +15,9 @@ Labels (``kind == "label"``) must hold integers, so they can never be interpolat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -90,9 +91,7 @@ class Volume:
             raise GeometryError("the affine is singular (a zero spacing or parallel axes)")
         if self.kind not in ("image", "label"):
             raise ValueError(f"kind must be 'image' or 'label', got {self.kind!r}")
-        if self.kind == "label" and not (
-            np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_
-        ):
+        if self.kind == "label" and not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
             raise InputError(
                 f"a label volume must hold integers, got {array.dtype}; "
                 "convert with Volume.as_label() which checks the values are whole numbers"
@@ -134,13 +133,11 @@ class Volume:
 
         return "".join(nib.aff2axcodes(self.affine))
 
-    def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
+    def same_grid(self, other: Volume, atol: float = 1e-3) -> bool:
         """True when ``other`` has the same spatial shape and an affine equal within ``atol``."""
-        return self.spatial_shape == other.spatial_shape and bool(
-            np.allclose(self.affine, other.affine, atol=atol)
-        )
+        return self.spatial_shape == other.spatial_shape and bool(np.allclose(self.affine, other.affine, atol=atol))
 
-    def require_3d(self) -> "Volume":
+    def require_3d(self) -> Volume:
         """Return self if it is 3D; raise a clear error for 4D input (or squeeze a length-1 4th axis)."""
         if self.array.ndim == 3:
             return self
@@ -152,21 +149,19 @@ class Volume:
         )
 
     # ---------------------------------------------------------------- derivation
-    def with_array(self, array: np.ndarray, kind: Kind | None = None, **meta: Any) -> "Volume":
+    def with_array(self, array: np.ndarray, kind: Kind | None = None, **meta: Any) -> Volume:
         """A new Volume on the same grid with another array (same first three dims)."""
         array = np.asarray(array)
         if array.shape[:3] != self.spatial_shape:
-            raise GeometryError(
-                f"new array shape {array.shape} does not match the grid {self.spatial_shape}"
-            )
+            raise GeometryError(f"new array shape {array.shape} does not match the grid {self.spatial_shape}")
         new_meta = replace(self.meta, **meta) if meta else self.meta
         return Volume(array, self.affine, kind or self.kind, new_meta)
 
-    def with_meta(self, **meta: Any) -> "Volume":
+    def with_meta(self, **meta: Any) -> Volume:
         """A new Volume with some metadata fields replaced."""
         return replace(self, meta=replace(self.meta, **meta))
 
-    def as_label(self, dtype: Any = None) -> "Volume":
+    def as_label(self, dtype: Any = None) -> Volume:
         """This volume as a label map; fails if any value is not a whole number."""
         array = self.array
         if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
@@ -176,12 +171,12 @@ class Volume:
                     "a label map must contain whole numbers only"
                 )
             top = float(array.max(initial=0))
-            dtype = dtype or (np.uint8 if 0 <= array.min(initial=0) and top < 256 else np.int32)
+            dtype = dtype or (np.uint8 if array.min(initial=0) >= 0 and top < 256 else np.int32)
         array = array.astype(dtype or array.dtype, copy=False)
         return Volume(array, self.affine, "label", self.meta)
 
     # ---------------------------------------------------------------- conversions
-    def to_nibabel(self) -> "nib.Nifti1Image":
+    def to_nibabel(self) -> nib.Nifti1Image:
         """A NIfTI-1 image with this affine as both qform and sform (codes 1, aligned)."""
         import nibabel as nib
 
@@ -194,8 +189,8 @@ class Volume:
 
     @classmethod
     def from_nibabel(
-        cls, img: "nib.spatialimages.SpatialImage", kind: Kind = "image", meta: VolumeMeta | None = None
-    ) -> "Volume":
+        cls, img: nib.spatialimages.SpatialImage, kind: Kind = "image", meta: VolumeMeta | None = None
+    ) -> Volume:
         """Wrap a nibabel image; the array keeps its stored dtype (scaling applied if any)."""
         header = img.header
         slope, inter = header.get_slope_inter() if hasattr(header, "get_slope_inter") else (None, None)
@@ -205,7 +200,7 @@ class Volume:
             array = np.asarray(img.get_fdata(dtype=np.float32))
         return cls(array, img.affine, kind, meta or VolumeMeta())
 
-    def to_sitk(self) -> "sitk.Image":
+    def to_sitk(self) -> sitk.Image:
         """A SimpleITK image (LPS origin/direction) with the same voxels and geometry."""
         import SimpleITK as sitk
 
@@ -221,16 +216,12 @@ class Volume:
         return image
 
     @classmethod
-    def from_sitk(
-        cls, image: "sitk.Image", kind: Kind = "image", meta: VolumeMeta | None = None
-    ) -> "Volume":
+    def from_sitk(cls, image: sitk.Image, kind: Kind = "image", meta: VolumeMeta | None = None) -> Volume:
         """Wrap a 3D SimpleITK image (scalar or vector pixels)."""
         import SimpleITK as sitk
 
         if image.GetDimension() != 3:
-            raise InputError(
-                f"expected a 3D image, got {image.GetDimension()}D of size {image.GetSize()}"
-            )
+            raise InputError(f"expected a 3D image, got {image.GetDimension()}D of size {image.GetSize()}")
         zyx = sitk.GetArrayFromImage(image)
         array = np.moveaxis(zyx, (0, 1, 2), (2, 1, 0))
         spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
@@ -240,7 +231,7 @@ class Volume:
         lps[:3, 3] = image.GetOrigin()
         return cls(array, LPS_TO_RAS @ lps, kind, meta or VolumeMeta())
 
-    def to_monai(self) -> "MetaTensor":
+    def to_monai(self) -> MetaTensor:
         """A channel-first MONAI ``MetaTensor`` (C, I, J, K) with the RAS affine in its meta."""
         import torch
         from monai.data import MetaTensor
@@ -256,9 +247,7 @@ class Volume:
         )
 
     @classmethod
-    def from_monai(
-        cls, tensor: "MetaTensor", kind: Kind = "image", meta: VolumeMeta | None = None
-    ) -> "Volume":
+    def from_monai(cls, tensor: MetaTensor, kind: Kind = "image", meta: VolumeMeta | None = None) -> Volume:
         """Wrap a channel-first MetaTensor (1 channel -> 3D volume, more -> channels last)."""
         from monai.utils import SpaceKeys
 

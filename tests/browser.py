@@ -23,10 +23,19 @@ from typing import Any
 
 #: Flags that make headless Chromium work offline in a container and draw WebGL2 in software.
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--hide-scrollbars",
-    "--disable-dev-shm-usage", "--mute-audio",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--hide-scrollbars",
+    "--disable-dev-shm-usage",
+    "--mute-audio",
 )
 
 
@@ -64,10 +73,22 @@ class Browser:
             os.dup2(high_r, 3)
             os.dup2(high_w, 4)
 
-        args = [executable, *FLAGS, f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}",
-                "--remote-debugging-pipe", "about:blank"]
-        self._proc = subprocess.Popen(args, preexec_fn=plumb, close_fds=False, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args = [
+            executable,
+            *FLAGS,
+            f"--user-data-dir={self._profile.name}",
+            f"--window-size={width},{height}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
+        self._proc = subprocess.Popen(
+            args,
+            preexec_fn=plumb,
+            close_fds=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
@@ -78,8 +99,10 @@ class Browser:
         self._session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self.page("Page.enable")
         self.page("Runtime.enable")
-        self.page("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        self.page(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     # ------------------------------------------------------------------ protocol
     def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
@@ -110,7 +133,9 @@ class Browser:
             self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in args))
         elif message.get("method") == "Runtime.exceptionThrown":
             details = message["params"].get("exceptionDetails", {})
-            self.console.append("exception: " + str(details.get("exception", {}).get("description", details.get("text"))))
+            self.console.append(
+                "exception: " + str(details.get("exception", {}).get("description", details.get("text")))
+            )
 
     def _read(self, deadline: float) -> dict:
         while b"\0" not in self._buffer:

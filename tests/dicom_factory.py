@@ -15,8 +15,15 @@ from medseg.volume import LPS_TO_RAS
 
 
 def write_mr_series(
-    nifti: Path, folder: Path, *, patient_name: str, patient_id: str, study_uid: str | None = None,
-    series_number: int = 1, description: str = "T1 hippocampus crop", study_date: str = "20240102",
+    nifti: Path,
+    folder: Path,
+    *,
+    patient_name: str,
+    patient_id: str,
+    study_uid: str | None = None,
+    series_number: int = 1,
+    description: str = "T1 hippocampus crop",
+    study_date: str = "20240102",
     slices: int | None = None,
 ) -> tuple[str, str]:
     """Write ``nifti`` (3D) into ``folder`` as an MR series; returns (StudyInstanceUID, SeriesInstanceUID).
@@ -37,8 +44,11 @@ def write_mr_series(
     folder.mkdir(parents=True, exist_ok=True)
     for k in range(scaled.shape[2] if slices is None else slices):
         ds = _slice_dataset(scaled[:, :, k], lps, k)
-        ds.update(_identity(patient_name, patient_id, study_uid, series_uid, frame_uid, series_number,
-                            description, study_date))
+        ds.update(
+            _identity(
+                patient_name, patient_id, study_uid, series_uid, frame_uid, series_number, description, study_date
+            )
+        )
         ds.InstanceNumber = k + 1
         ds.save_as(folder / f"{k + 1:04d}.dcm", enforce_file_format=True)
     return study_uid, series_uid
@@ -69,8 +79,16 @@ def _slice_dataset(plane: np.ndarray, lps: np.ndarray, k: int):
     return ds
 
 
-def _identity(patient_name: str, patient_id: str, study_uid: str, series_uid: str, frame_uid: str,
-              series_number: int, description: str, study_date: str):
+def _identity(
+    patient_name: str,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    frame_uid: str,
+    series_number: int,
+    description: str,
+    study_date: str,
+):
     from pydicom.dataset import Dataset
 
     ds = Dataset()
@@ -103,8 +121,15 @@ def write_crop_export(root: Path, sample_data: Path, rows: tuple = CROP_EXPORT) 
     for name, patient, pid, study, number, description, slices in rows:
         study_uid = studies.setdefault(study, generate_uid())
         folder = root / f"study_{study}" / f"series_{number}"
-        _, series_uid = write_mr_series(sample_data / "hippocampus" / "imagesTs" / f"{name}.nii.gz", folder,
-                                        patient_name=patient, patient_id=pid, study_uid=study_uid,
-                                        series_number=number, description=description, slices=slices)
+        _, series_uid = write_mr_series(
+            sample_data / "hippocampus" / "imagesTs" / f"{name}.nii.gz",
+            folder,
+            patient_name=patient,
+            patient_id=pid,
+            study_uid=study_uid,
+            series_number=number,
+            description=description,
+            slices=slices,
+        )
         folders[series_uid] = folder
     return folders

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from medseg.model.folder import ModelSpec
-from medseg.model.plan import Normalization, NetworkConfig, Plan
+from medseg.model.plan import NetworkConfig, Normalization, Plan
 
 LABELS = {0: "background", 1: "Anterior", 2: "Posterior"}
 
@@ -31,21 +31,41 @@ def expected_labels(x: np.ndarray, t1: float = 0.0, t2: float = 1.0) -> np.ndarr
     return np.where(x > t2, 2, np.where(x > t1, 1, 0)).astype(np.uint8)
 
 
-def make_plan(spacing=(1.0, 1.0, 1.0), patch=(16, 16, 16), patch_2d=(16, 16), scheme: str = "zscore",
-              slice_axis: int = 2, channels: int = 1) -> Plan:
+def make_plan(
+    spacing=(1.0, 1.0, 1.0),
+    patch=(16, 16, 16),
+    patch_2d=(16, 16),
+    scheme: str = "zscore",
+    slice_axis: int = 2,
+    channels: int = 1,
+) -> Plan:
     """A valid plan with a small three-stage network configuration."""
     config_3d = NetworkConfig(patch, 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2)))
     config_2d = NetworkConfig(patch_2d, 2, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2)))
-    return Plan(name="stub", channels=("MRI",) * channels, labels=LABELS, target_spacing=spacing,
-                normalization=(Normalization(scheme),) * channels, config_3d=config_3d,
-                config_2d=config_2d, slice_axis=slice_axis)
+    return Plan(
+        name="stub",
+        channels=("MRI",) * channels,
+        labels=LABELS,
+        target_spacing=spacing,
+        normalization=(Normalization(scheme),) * channels,
+        config_3d=config_3d,
+        config_2d=config_2d,
+        slice_axis=slice_axis,
+    )
 
 
 def stub_info(dims: int = 3, channels: int = 1, labels=None, postprocessing=None) -> ModelSpec:
     """The ModelSpec of a stub network (no registry family: used with Predictor.from_network)."""
     labels = labels or LABELS
-    return ModelSpec(family="stub", spatial_dims=dims, in_channels=channels, out_channels=max(labels) + 1,
-                     labels=labels, network={}, postprocessing=postprocessing or {})
+    return ModelSpec(
+        family="stub",
+        spatial_dims=dims,
+        in_channels=channels,
+        out_channels=max(labels) + 1,
+        labels=labels,
+        network={},
+        postprocessing=postprocessing or {},
+    )
 
 
 def save_random_model(folder, plan: Plan, labels=None, seed: int = 0, postprocessing=None):
@@ -53,12 +73,19 @@ def save_random_model(folder, plan: Plan, labels=None, seed: int = 0, postproces
     nnU-Net-style U-Net for ``plan``'s 3D configuration."""
     from dataclasses import asdict
 
-    from medseg.networks import build_model
     from medseg.model.folder import ModelSpec, save_model_folder
+    from medseg.networks import build_model
 
     labels = labels or LABELS
     torch.manual_seed(seed)
     network = build_model("unet", 3, len(plan.channels), max(labels) + 1, plan.config_3d)
-    spec = ModelSpec(family="unet", spatial_dims=3, in_channels=len(plan.channels), out_channels=max(labels) + 1,
-                     labels=dict(labels), network=asdict(plan.config_3d), postprocessing=postprocessing or {})
+    spec = ModelSpec(
+        family="unet",
+        spatial_dims=3,
+        in_channels=len(plan.channels),
+        out_channels=max(labels) + 1,
+        labels=dict(labels),
+        network=asdict(plan.config_3d),
+        postprocessing=postprocessing or {},
+    )
     return save_model_folder(folder, network, spec, plan)

@@ -14,8 +14,13 @@ from pathlib import Path
 import numpy as np
 
 
-def touching_objects(shape: Sequence[int], rng: np.random.Generator, count: int, radius: tuple[float, float],
-                     squash: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def touching_objects(
+    shape: Sequence[int],
+    rng: np.random.Generator,
+    count: int,
+    radius: tuple[float, float],
+    squash: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(image float32, ids uint16)`` of ``count`` balls/discs (ellipsoids when ``squash`` scales the
     axes), each placed touching or slightly overlapping an earlier one (overlaps go to the nearer
     centre), numbered 1..N in placement order."""
@@ -45,7 +50,9 @@ def touching_objects(shape: Sequence[int], rng: np.random.Generator, count: int,
     ids = np.zeros(shape, dtype=np.uint16)
     image = np.zeros(shape, dtype=np.float32)
     for n, (centre, r) in enumerate(zip(centres, radii), start=1):
-        offset = (grid - np.asarray(centre, dtype=np.float32).reshape(-1, *[1] * len(shape))) * scale.reshape(-1, *[1] * len(shape))
+        offset = (grid - np.asarray(centre, dtype=np.float32).reshape(-1, *[1] * len(shape))) * scale.reshape(
+            -1, *[1] * len(shape)
+        )
         d = np.sqrt((offset**2).sum(0)) / r
         inside = (d <= 1.0) & (d < distance)
         ids[inside] = n
@@ -55,8 +62,14 @@ def touching_objects(shape: Sequence[int], rng: np.random.Generator, count: int,
     return image.astype(np.float32), ids
 
 
-def write_instance_dataset(root: Path, cases: int, shape: Sequence[int], seed: int = 0, count: int = 4,
-                           radius: tuple[float, float] = (5.0, 7.0)) -> Path:
+def write_instance_dataset(
+    root: Path,
+    cases: int,
+    shape: Sequence[int],
+    seed: int = 0,
+    count: int = 4,
+    radius: tuple[float, float] = (5.0, 7.0),
+) -> Path:
     """An MSD-style 3D instance dataset (``imagesTr``/``labelsTr`` NIfTI, ``"instances": true``) in ``root``."""
     import nibabel as nib
 
@@ -70,8 +83,12 @@ def write_instance_dataset(root: Path, cases: int, shape: Sequence[int], seed: i
         nib.save(nib.Nifti1Image(image, np.eye(4)), root / "imagesTr" / f"{name}.nii.gz")
         nib.save(nib.Nifti1Image(ids, np.eye(4)), root / "labelsTr" / f"{name}.nii.gz")
         names.append(name)
-    meta = {"name": "blobs3d", "labels": {"0": "background", "1": "blob"}, "modality": {"0": "MRI"},
-            "instances": True,
-            "training": [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names]}
+    meta = {
+        "name": "blobs3d",
+        "labels": {"0": "background", "1": "blob"},
+        "modality": {"0": "MRI"},
+        "instances": True,
+        "training": [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"} for n in names],
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root

@@ -18,8 +18,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 ORTHANC_BINARIES = ("Orthanc", "/usr/sbin/Orthanc")
-DICOMWEB_PLUGINS = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
-                    "/usr/lib/orthanc/libOrthancDicomWeb.so", "/usr/local/share/orthanc/plugins/libOrthancDicomWeb.so")
+DICOMWEB_PLUGINS = (
+    "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+    "/usr/lib/orthanc/libOrthancDicomWeb.so",
+    "/usr/local/share/orthanc/plugins/libOrthancDicomWeb.so",
+)
 AET = "ORTHANC"
 
 
@@ -56,8 +59,14 @@ def free_port() -> int:
 class Orthanc:
     """One Orthanc process with its storage in ``root``; ``stop()`` and ``start()`` keep the data."""
 
-    def __init__(self, root: Path, username: str | None = None, password: str | None = None,
-                 env: dict[str, str] | None = None, **settings: object) -> None:
+    def __init__(
+        self,
+        root: Path,
+        username: str | None = None,
+        password: str | None = None,
+        env: dict[str, str] | None = None,
+        **settings: object,
+    ) -> None:
         """``settings`` replace entries of the test configuration (e.g. ``DicomAlwaysAllowFind=False``);
         ``env`` is added to Orthanc's environment (e.g. ``TCP_NODELAY=1`` for its DICOM stack, DCMTK)."""
         self.root = Path(root)
@@ -81,21 +90,39 @@ class Orthanc:
     def _config(self) -> dict:
         users = {self.username: self.password} if self.username else {}
         return {
-            "Name": "medseg-tests", "StorageDirectory": str(self.root / "db"), "IndexDirectory": str(self.root / "db"),
-            "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": AET, "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": bool(users), "RegisteredUsers": users, "HttpCompressionEnabled": False,
-            "Plugins": [dicomweb_plugin()], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-            "DicomCheckCalledAet": False, "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True,
-            "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True,
-            "StableAge": 1, "ConcurrentJobs": 1,
+            "Name": "medseg-tests",
+            "StorageDirectory": str(self.root / "db"),
+            "IndexDirectory": str(self.root / "db"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": AET,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": bool(users),
+            "RegisteredUsers": users,
+            "HttpCompressionEnabled": False,
+            "Plugins": [dicomweb_plugin()],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowFind": True,
+            "DicomAlwaysAllowGet": True,
+            "DicomAlwaysAllowMove": True,
+            "StableAge": 1,
+            "ConcurrentJobs": 1,
         }
 
     # ------------------------------------------------------------------ process
     def start(self, timeout: float = 30.0) -> Orthanc:
         """Start Orthanc and wait until its REST API answers."""
         with open(self.root / "orthanc.log", "ab") as log:  # the child keeps its own copy of the handle
-            self.process = subprocess.Popen([orthanc_binary(), str(self.root / "config.json")], stdout=log,
-                                            stderr=log, cwd=self.root, env={**os.environ, **self.env})
+            self.process = subprocess.Popen(
+                [orthanc_binary(), str(self.root / "config.json")],
+                stdout=log,
+                stderr=log,
+                cwd=self.root,
+                env={**os.environ, **self.env},
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -24,9 +24,9 @@ def png_text(data: bytes) -> bytes:
     """A PNG without its pixel chunks (IDAT): what it says in words (text chunks, header)."""
     kept, offset = [data[:8]], 8
     while offset + 8 <= len(data):
-        length = int.from_bytes(data[offset:offset + 4], "big")
-        if data[offset + 4:offset + 8] != b"IDAT":
-            kept.append(data[offset:offset + 12 + length])
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        if data[offset + 4 : offset + 8] != b"IDAT":
+            kept.append(data[offset : offset + 12 + length])
         offset += 12 + length
     return b"".join(kept)
 
@@ -34,7 +34,7 @@ def png_text(data: bytes) -> bytes:
 def nifti_text(data: bytes) -> bytes:
     """A NIfTI-1 file's header and extensions (everything before ``vox_offset``)."""
     offset = int(np.frombuffer(data[108:112], dtype="<f4")[0])
-    return data[:max(offset, 348)]
+    return data[: max(offset, 348)]
 
 
 def viewer_text(data: bytes) -> bytes:
@@ -44,9 +44,12 @@ def viewer_text(data: bytes) -> bytes:
     if match is None:
         return data
     payload = json.loads(match.group(1))
-    headers = [nifti_text(gzip.decompress(base64.b64decode(payload.pop(key)))).decode("latin-1")
-               for key in ("image", "labels") if key in payload]
-    rest = page[: match.start()] + json.dumps(payload) + page[match.end():]
+    headers = [
+        nifti_text(gzip.decompress(base64.b64decode(payload.pop(key)))).decode("latin-1")
+        for key in ("image", "labels")
+        if key in payload
+    ]
+    rest = page[: match.start()] + json.dumps(payload) + page[match.end() :]
     return "\n".join([rest, *headers]).encode("utf-8")
 
 

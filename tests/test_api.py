@@ -40,8 +40,26 @@ def test_segment_equals_predict_case_outputs(tmp_path):
     from medseg.cli import main
 
     case = sorted((SAMPLE / "imagesTs").glob("*.nii.gz"))[0]
-    assert main(["-q", "predict", "-m", "hippocampus", "-i", str(case), "-o", str(tmp_path), "--backend", "torch",
-                 "--no-qc", "--largest-component", "on"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                "-m",
+                "hippocampus",
+                "-i",
+                str(case),
+                "-o",
+                str(tmp_path),
+                "--backend",
+                "torch",
+                "--no-qc",
+                "--largest-component",
+                "on",
+            ]
+        )
+        == 0
+    )
     written = medseg.read(next(tmp_path.glob("*.nii.gz")), kind="label")
     result = medseg.segment(case, model="hippocampus", backend="torch", largest_component="on")
     assert result.labels.same_grid(written)
@@ -71,6 +89,11 @@ def test_import_medseg_stays_light():
     import sys
 
     code = "import sys, medseg; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout
     assert out.strip() == "False"

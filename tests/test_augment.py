@@ -9,18 +9,26 @@ import numpy as np
 import pytest
 import torch
 
+from medseg.model.plan import NetworkConfig, Normalization, Plan
 from medseg.training.augment import PatchSampler, SpatialParams, forced_foreground, train_transforms
 from medseg.training.cache import build_cache
 from medseg.training.data import make_train_loader, make_val_cases
 from medseg.training.dataset import load_dataset
-from medseg.model.plan import NetworkConfig, Normalization, Plan
 from medseg.training.recipe import AugmentationConfig, DatasetConfig, Recipe, RuntimeConfig
 
 IDS = ["hippocampus_003", "hippocampus_004", "hippocampus_007", "hippocampus_008"]
 CFG3 = NetworkConfig((16, 16, 16), 3, (32, 64), ((3, 3, 3), (3, 3, 3)), ((1, 1, 1), (2, 2, 2)))
 CFG2 = NetworkConfig((16, 24), 3, (32, 64), ((3, 3), (3, 3)), ((1, 1), (2, 2)))
-PLAN = Plan("h", ("MRI",), {0: "background", 1: "Anterior", 2: "Posterior"}, (1.0, 1.0, 1.0),
-            (Normalization("zscore"),), CFG3, CFG2, slice_axis=0)
+PLAN = Plan(
+    "h",
+    ("MRI",),
+    {0: "background", 1: "Anterior", 2: "Posterior"},
+    (1.0, 1.0, 1.0),
+    (Normalization("zscore"),),
+    CFG3,
+    CFG2,
+    slice_axis=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +48,11 @@ def test_forced_foreground_follows_nnunet() -> None:
 
 
 def test_identity_crop_flip_and_exact_rotation() -> None:
-    augmenter = train_transforms(AugmentationConfig(noise=False, blur=False, gamma=False,
-                                                    brightness_contrast=False, low_resolution=False), 3, (8, 8, 8))
+    augmenter = train_transforms(
+        AugmentationConfig(noise=False, blur=False, gamma=False, brightness_contrast=False, low_resolution=False),
+        3,
+        (8, 8, 8),
+    )
     image = torch.arange(10 * 10 * 10, dtype=torch.float32).reshape(1, 10, 10, 10)
     label = (image % 3).to(torch.uint8)
     crop = image[:, 1:9, 1:9, 1:9]

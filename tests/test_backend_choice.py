@@ -18,8 +18,11 @@ from medseg.model.runtime import cpu_supports_bf16
 from tests.inference_stubs import make_plan, save_random_model
 
 REPO = Path(__file__).resolve().parents[1]
-CPU_PRECISION = ("precision bf16 (auto: native bf16 on this CPU)" if cpu_supports_bf16()
-                 else "precision fp32 (auto: no native bf16 on this CPU)")
+CPU_PRECISION = (
+    "precision bf16 (auto: native bf16 on this CPU)"
+    if cpu_supports_bf16()
+    else "precision fp32 (auto: no native bf16 on this CPU)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +37,36 @@ def case(shared_data: Path) -> Path:
 
 def predict(model: Path, case: Path, out: Path, *args: str) -> dict:
     """Run ``medseg predict`` on one case (no QC) and return its manifest."""
-    assert main(["predict", "-m", str(model), "-i", str(case), "-o", str(out), "--no-qc", "--device", "cpu",
-                 "--threads", "1", *args]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "-m",
+                str(model),
+                "-i",
+                str(case),
+                "-o",
+                str(out),
+                "--no-qc",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                *args,
+            ]
+        )
+        == 0
+    )
     return json.loads((out / "medseg_run.json").read_text())
 
 
 def hide_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a, **k: None if name.split(".")[0] == "openvino" else find_spec(name, *a, **k))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a, **k: None if name.split(".")[0] == "openvino" else find_spec(name, *a, **k),
+    )
 
 
 def test_auto_on_a_cpu_with_openvino_says_so(model, case, tmp_path, caplog) -> None:
@@ -71,8 +95,9 @@ def test_explicit_choices_are_reported_as_asked_for(model, case, tmp_path, caplo
     with caplog.at_level(logging.INFO, logger="medseg"):
         manifest = predict(model, case, tmp_path / "out", "--backend", "torch", "--precision", "fp32")
     assert "backend torch (asked for), precision fp32 (asked for)" in caplog.messages
-    assert manifest["predictor"]["choices"] == [{"backend": "torch", "backend_reason": "asked for",
-                                                 "precision": "fp32", "precision_reason": "asked for"}]
+    assert manifest["predictor"]["choices"] == [
+        {"backend": "torch", "backend_reason": "asked for", "precision": "fp32", "precision_reason": "asked for"}
+    ]
 
 
 def test_onnxruntime_reports_its_own_precision(model, case, tmp_path, caplog) -> None:

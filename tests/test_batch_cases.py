@@ -6,10 +6,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_batch_fakes import write_cases
 
 from medseg.cases import Namer, SelectionRules, discover_cases, load_rules, read_manifest, slice_plane
 from medseg.errors import ConfigError, InputError
-from test_batch_fakes import write_cases
 
 
 def series(**kw) -> SimpleNamespace:
@@ -42,7 +42,13 @@ def test_default_rules_skip_localizers_but_keep_other_series() -> None:
 
 
 def test_slice_plane_from_axis_codes() -> None:
-    assert [slice_plane(c) for c in ("LPS", "RAI", "LSA", "PSR", "")] == ["axial", "axial", "coronal", "sagittal", "unknown"]
+    assert [slice_plane(c) for c in ("LPS", "RAI", "LSA", "PSR", "")] == [
+        "axial",
+        "axial",
+        "coronal",
+        "sagittal",
+        "unknown",
+    ]
 
 
 def test_recipe_loads_and_rejects_typos(tmp_path: Path) -> None:
@@ -66,7 +72,9 @@ def test_recipe_loads_and_rejects_typos(tmp_path: Path) -> None:
 def test_manifest_cases_channels_and_missing_files(tmp_path: Path) -> None:
     paths = write_cases(tmp_path / "img", 2)
     manifest = tmp_path / "list.csv"
-    manifest.write_text("case,image,image_t2,age\nA/1,img/case_000.nii.gz,img/case_001.nii.gz,50\nB,img/missing.nii.gz,,60\n")
+    manifest.write_text(
+        "case,image,image_t2,age\nA/1,img/case_000.nii.gz,img/case_001.nii.gz,50\nB,img/missing.nii.gz,,60\n"
+    )
     cases = read_manifest(manifest, Namer())
     assert [c.case_id for c in cases] == ["A_1", "B"]
     assert cases[0].images == (paths[0], paths[1]) and cases[0].problem is None
@@ -114,18 +122,38 @@ def study_series(index: int, study: str, description: str, n_slices: int = 30):
     """A real SeriesInfo (headers only) for selection tests."""
     from medseg.io.dicom import SeriesInfo
 
-    return SeriesInfo(index=index, uid=f"1.2.{index}", study_uid=study, patient_id="P", modality="MR",
-                      description=description, series_number=index, sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
-                      n_slices=n_slices, matrix=(8, 8), spacing=(1.0, 1.0, 1.0), orientation="LPS", files=(),
-                      is_image=True, multiframe=False, series_instance_uid=f"1.2.{index}")
+    return SeriesInfo(
+        index=index,
+        uid=f"1.2.{index}",
+        study_uid=study,
+        patient_id="P",
+        modality="MR",
+        description=description,
+        series_number=index,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+        n_slices=n_slices,
+        matrix=(8, 8),
+        spacing=(1.0, 1.0, 1.0),
+        orientation="LPS",
+        files=(),
+        is_image=True,
+        multiframe=False,
+        series_instance_uid=f"1.2.{index}",
+    )
 
 
 def test_series_choice_names_one_series_per_study_and_overrides_the_rules() -> None:
     from medseg.cases import series_reasons
     from medseg.errors import DicomError
 
-    infos = [study_series(1, "A", "T1 mprage"), study_series(2, "A", "FLAIR"), study_series(3, "B", "t1 localizer", 2),
-             study_series(4, "B", "FLAIR"), study_series(5, "C", "T1 pre"), study_series(6, "C", "T1 post")]
+    infos = [
+        study_series(1, "A", "T1 mprage"),
+        study_series(2, "A", "FLAIR"),
+        study_series(3, "B", "t1 localizer", 2),
+        study_series(4, "B", "FLAIR"),
+        study_series(5, "C", "T1 pre"),
+        study_series(6, "C", "T1 post"),
+    ]
     rules = SelectionRules()
     assert series_reasons(infos, rules)[:4] == [None, None, rules.reason_to_skip(infos[2]), None]
     reasons = series_reasons(infos, rules, "t1*")

@@ -14,8 +14,15 @@ import torch
 from torch import nn
 
 from medseg.errors import ConfigError
-from medseg.training.distributed import (DistContext, context_from_env, for_rank, main_first, rank_batch_size,
-                                         rank_seed, shard)
+from medseg.training.distributed import (
+    DistContext,
+    context_from_env,
+    for_rank,
+    main_first,
+    rank_batch_size,
+    rank_seed,
+    shard,
+)
 
 STEPS, BATCH = 4, 2
 
@@ -43,8 +50,9 @@ def make_step(network: nn.Module):
 
 
 def _rank_main(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     from medseg.training.distributed import agreed, cleanup, init_from_env, unwrap, wrap
 
     torch.set_num_threads(1)
@@ -123,8 +131,9 @@ HIPPO_CASES = ("hippocampus_003", "hippocampus_004", "hippocampus_007", "hippoca
 
 
 def _train_rank(rank: int, world: int, port: int, root: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     from medseg.training import trainer
     from medseg.training.recipe import Recipe
 
@@ -144,17 +153,24 @@ def _train_rank(rank: int, world: int, port: int, root: str) -> None:
             with open(Path(root) / "writers.txt", "a") as handle:
                 handle.write(f"{rank} {function.__name__}\n")
             return function(*args, **kwargs)
+
         return writer
 
     checkpoint.save_checkpoint = recorded(checkpoint.save_checkpoint)
     trainer.write_log_csv = recorded(trainer.write_log_csv)
     trainer.save_model_folder = recorded(trainer.save_model_folder)
     trainer.save_recipe = recorded(trainer.save_recipe)
-    recipe = Recipe.from_dict({
-        "name": "ddp", "dataset": {"path": f"{root}/cases.csv"}, "plan": {"file": f"{root}/plan.json"},
-        "model": {"family": "unet", "spatial_dims": 3}, "budget": {"epochs": 2, "iterations_per_epoch": 2},
-        "validation": {"every": 2}, "runtime": {"device": "cpu", "workers": 0, "cache_dir": f"{root}/cache"},
-    })
+    recipe = Recipe.from_dict(
+        {
+            "name": "ddp",
+            "dataset": {"path": f"{root}/cases.csv"},
+            "plan": {"file": f"{root}/plan.json"},
+            "model": {"family": "unet", "spatial_dims": 3},
+            "budget": {"epochs": 2, "iterations_per_epoch": 2},
+            "validation": {"every": 2},
+            "runtime": {"device": "cpu", "workers": 0, "cache_dir": f"{root}/cache"},
+        }
+    )
     trainer.train(recipe, trainer.TrainOptions(Path(root) / "run", progress_bar=False))
 
 
@@ -171,10 +187,16 @@ def test_medseg_train_under_two_ranks_writes_once_and_ends_identical(shared_data
     (tmp_path / "cases.csv").write_text("case,image,label\n" + rows)
     labels = {0: "background", 1: "Anterior", 2: "Posterior"}
     (tmp_path / "cases.json").write_text(json.dumps({"name": "hippo4", "labels": labels, "modality": {"0": "MRI"}}))
-    Plan("hippo4", ("MRI",), labels, (1.0, 1.0, 1.0), (Normalization("zscore"),),
-         NetworkConfig((16, 24, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
-         NetworkConfig((24, 16), 4, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))),
-         slice_axis=0).save(tmp_path / "plan.json")
+    Plan(
+        "hippo4",
+        ("MRI",),
+        labels,
+        (1.0, 1.0, 1.0),
+        (Normalization("zscore"),),
+        NetworkConfig((16, 24, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
+        NetworkConfig((24, 16), 4, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))),
+        slice_axis=0,
+    ).save(tmp_path / "plan.json")
     mp.spawn(_train_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     weights = [torch.load(tmp_path / f"weights{r}.pt", weights_only=True) for r in range(2)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -183,7 +205,12 @@ def test_medseg_train_under_two_ranks_writes_once_and_ends_identical(shared_data
     assert all(torch.equal(saved[k], weights[0][k]) for k in saved)
     writers = (tmp_path / "writers.txt").read_text().split("\n")
     assert {w.split()[0] for w in writers if w} == {"0"}  # only rank 0 wrote files
-    assert {w.split()[1] for w in writers if w} == {"save_recipe", "write_log_csv", "save_checkpoint", "save_model_folder"}
+    assert {w.split()[1] for w in writers if w} == {
+        "save_recipe",
+        "write_log_csv",
+        "save_checkpoint",
+        "save_model_folder",
+    }
     with open(run / "training_log.csv") as handle:
         assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["1", "2"]
     assert (run / "model" / "weights.safetensors").is_file()

@@ -31,8 +31,23 @@ def test_batch_workers_predict_like_predict_case_on_the_source_grid(hippocampus:
 
     model = save_random_model(tmp_path / "model", make_plan())
     out = tmp_path / "out"
-    code = main(["-q", "batch", str(hippocampus), "-m", str(model), "-o", str(out), "--workers", "1",
-                 "--device", "cpu", "--threads", "1"])
+    code = main(
+        [
+            "-q",
+            "batch",
+            str(hippocampus),
+            "-m",
+            str(model),
+            "-o",
+            str(out),
+            "--workers",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     with Ledger(out / "ledger.sqlite") as ledger:
         rows = ledger.rows()
@@ -83,7 +98,9 @@ def test_predict_engine_names_outputs_by_case_and_keeps_paths_out_of_stats(hippo
 
 
 @pytest.mark.slow  # worker start-up, as above
-def test_predict_and_batch_name_the_same_cases_alike_and_batch_post_processes(mixed_input: Path, tmp_path: Path) -> None:
+def test_predict_and_batch_name_the_same_cases_alike_and_batch_post_processes(
+    mixed_input: Path, tmp_path: Path
+) -> None:
     """One input through both commands: the same case ids and output file names (flat in predict's
     OUTDIR, in cases/<case>/ for batch); batch applies --largest-component on to what predict gives."""
     from scipy import ndimage
@@ -92,18 +109,50 @@ def test_predict_and_batch_name_the_same_cases_alike_and_batch_post_processes(mi
 
     model = save_random_model(tmp_path / "model", make_plan(spacing=(2.75, 2.75, 6.5), patch=(32, 32, 8)))
     common = ["--device", "cpu", "--threads", "1", "--no-qc"]
-    assert main(["-q", "predict", "-m", str(model), "-i", str(mixed_input), "-o", str(tmp_path / "p"), *common,
-                 "--largest-component", "off"]) == 0
-    assert main(["-q", "batch", str(mixed_input), "-m", str(model), "-o", str(tmp_path / "b"), *common,
-                 "--largest-component", "on"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                "-m",
+                str(model),
+                "-i",
+                str(mixed_input),
+                "-o",
+                str(tmp_path / "p"),
+                *common,
+                "--largest-component",
+                "off",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "-q",
+                "batch",
+                str(mixed_input),
+                "-m",
+                str(model),
+                "-o",
+                str(tmp_path / "b"),
+                *common,
+                "--largest-component",
+                "on",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((tmp_path / "p" / "medseg_run.json").read_text())
     by_predict = {c["case_id"]: {k: Path(v) for k, v in c["outputs"].items()} for c in manifest["cases"]}
     with Ledger(tmp_path / "b" / "ledger.sqlite") as ledger:
         rows = {r.case_id: r for r in ledger.rows()}
     by_batch = {case: {o.name: tmp_path / "b" / o.path for o in row.outputs} for case, row in rows.items()}
     assert len(by_predict) == 4 and sum(r.kind == "dicom" for r in rows.values()) == 2
-    assert {c: {k: p.name for k, p in o.items()} for c, o in by_predict.items()} == \
-           {c: {k: p.name for k, p in o.items()} for c, o in by_batch.items()}
+    assert {c: {k: p.name for k, p in o.items()} for c, o in by_predict.items()} == {
+        c: {k: p.name for k, p in o.items()} for c, o in by_batch.items()
+    }
     assert all(p.parent.name == case for case, o in by_batch.items() for p in o.values())
     several = 0
     for case, outputs in by_predict.items():

@@ -21,7 +21,9 @@ NAME = "Doe^Jane"
 PATIENT_ID = "../../etc"
 
 
-def write_series(folder: Path, description: str, n: int, series_number: int, study_uid: str, corrupt: bool = False) -> None:
+def write_series(
+    folder: Path, description: str, n: int, series_number: int, study_uid: str, corrupt: bool = False
+) -> None:
     """A small axial CT series written with pydicom (real DICOM files)."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
@@ -141,13 +143,26 @@ def test_redaction_of_text_and_log_records(caplog: pytest.LogCaptureFixture) -> 
 #: regex metacharacters (^ ' -) and non-ASCII letters on purpose.
 ZOE, HANS = "O'Brien^Zoë", "Müller-Lüdenscheidt^Hans"
 #: Every name part, as written and as exports and sanitised names spell it; none may appear anywhere.
-NEEDLES = ("brien", "zoë", "zoe", "müller", "muller", "mueller", "lüdenscheidt", "ludenscheidt", "luedenscheidt", "hans")
+NEEDLES = (
+    "brien",
+    "zoë",
+    "zoe",
+    "müller",
+    "muller",
+    "mueller",
+    "lüdenscheidt",
+    "ludenscheidt",
+    "luedenscheidt",
+    "hans",
+)
 
 
 def shift_one_slice(ds, millimetres: float) -> None:
     """Move a slice along the slice normal (the series then has uneven spacing: the reader refuses it)."""
     row, column = np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float)
-    ds.ImagePositionPatient = [float(v) for v in np.asarray(ds.ImagePositionPatient, float) + millimetres * np.cross(row, column)]
+    ds.ImagePositionPatient = [
+        float(v) for v in np.asarray(ds.ImagePositionPatient, float) + millimetres * np.cross(row, column)
+    ]
 
 
 def named_export(sample_data: Path, root: Path) -> Path:
@@ -161,9 +176,11 @@ def named_export(sample_data: Path, root: Path) -> Path:
     from pydicom.uid import generate_uid
 
     t1, flair = sorted((sample_data / "dicom" / "PGBM-003").iterdir())
-    plan = [(t1, "OBRIEN_ZOE/t1", ZOE, ZOE, "T1post ZOË O'BRIEN", False),
-            (flair, "Mueller-Luedenscheidt/flair", HANS, "Müller-Lüdenscheidt", "Hans Müller-Lüdenscheidt FLAIR", False),
-            (t1, "Mueller-Luedenscheidt/t1", HANS, "Müller-Lüdenscheidt", "T1 Müller-Lüdenscheidt", True)]
+    plan = [
+        (t1, "OBRIEN_ZOE/t1", ZOE, ZOE, "T1post ZOË O'BRIEN", False),
+        (flair, "Mueller-Luedenscheidt/flair", HANS, "Müller-Lüdenscheidt", "Hans Müller-Lüdenscheidt FLAIR", False),
+        (t1, "Mueller-Luedenscheidt/t1", HANS, "Müller-Lüdenscheidt", "T1 Müller-Lüdenscheidt", True),
+    ]
     studies = {ZOE: generate_uid(), HANS: generate_uid()}
     for source, folder, name, patient_id, description, broken in plan:
         series_uid = generate_uid()
@@ -176,7 +193,9 @@ def named_export(sample_data: Path, root: Path) -> Path:
             if broken and k == 10:
                 shift_one_slice(ds, 2.0)
             ds.save_as(root / folder / path.name)
-    shutil.copy(sample_data / "hippocampus" / "imagesTs" / "hippocampus_020.nii.gz", root / "OBRIEN_ZOE" / "zoe_t1.nii.gz")
+    shutil.copy(
+        sample_data / "hippocampus" / "imagesTs" / "hippocampus_020.nii.gz", root / "OBRIEN_ZOE" / "zoe_t1.nii.gz"
+    )
     return root
 
 
@@ -198,8 +217,12 @@ def test_patient_names_reach_no_output_name_file_or_log_of_a_batch(named: Path, 
     first = run_cli(named, readable, "--workers", "2")
     assert first.returncode == 3, first.stderr  # the uneven series failed with the reader's message
     rows = ledger_rows(readable)
-    assert sorted((r.kind, r.status) for r in rows) == [("dicom", "done"), ("dicom", "done"), ("dicom", "failed"),
-                                                         ("file", "done")]
+    assert sorted((r.kind, r.status) for r in rows) == [
+        ("dicom", "done"),
+        ("dicom", "done"),
+        ("dicom", "failed"),
+        ("file", "done"),
+    ]
     (failed,) = [r for r in rows if r.status == "failed"]
     assert "[redacted]" in failed.error and "inconsistent slice increment" in failed.error
     assert all("[redacted]" in r.description and "[redacted]" in r.source for r in rows if r.kind == "dicom")
@@ -208,8 +231,12 @@ def test_patient_names_reach_no_output_name_file_or_log_of_a_batch(named: Path, 
     assert sum(f.startswith("H") for f in folders) == 3  # both PatientIDs hold the name
     assert any(f.endswith("_T1post_redacted") for f in folders)
     assert first.stderr.count("holds (a part of) the patient's name; their case ids start with a hash") == 1
-    listing = subprocess.run([sys.executable, str(SCRIPT), "batch", str(named), "-o", str(readable), "--dry-run"],
-                             capture_output=True, text=True, timeout=120)
+    listing = subprocess.run(
+        [sys.executable, str(SCRIPT), "batch", str(named), "-o", str(readable), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listing.returncode == 0 and "0 to run, 4 kept from earlier runs" in listing.stdout, listing.stderr
 
     second = run_cli(named, pseudonymised, "--pseudonymise")
@@ -217,7 +244,9 @@ def test_patient_names_reach_no_output_name_file_or_log_of_a_batch(named: Path, 
     with open(pseudonymised / "pseudonym_map.csv", encoding="utf-8") as handle:
         mapping = list(csv.DictReader(handle))
     series = [m for m in mapping if m["series_uid"]]  # the UIDs lead back; a PatientID that is the name does not
-    assert len(series) == 3 and {m["patient_id"] for m in series} == {"[redacted]"} and all(m["study_uid"] for m in series)
+    assert (
+        len(series) == 3 and {m["patient_id"] for m in series} == {"[redacted]"} and all(m["study_uid"] for m in series)
+    )
     for result, out in ((first, readable), (second, pseudonymised)):
         assert name_leaks(out, result.stdout, result.stderr) == []
     assert name_leaks(tmp_path / "nothing", listing.stdout, listing.stderr) == []
@@ -230,8 +259,9 @@ def ledger_rows(out: Path) -> list:
         return ledger.rows()
 
 
-def test_predict_writes_no_patient_name(named: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                        capsys: pytest.CaptureFixture) -> None:
+def test_predict_writes_no_patient_name(
+    named: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
     import logging
 
     from medseg.cli import main
@@ -240,8 +270,24 @@ def test_predict_writes_no_patient_name(named: Path, tmp_path: Path, caplog: pyt
     model = save_random_model(tmp_path / "model", make_plan(spacing=(2.75, 2.75, 6.5), patch=(32, 32, 8)))
     out, patient = tmp_path / "predicted", named / "Mueller-Luedenscheidt"
     with caplog.at_level(logging.INFO):
-        code = main(["predict", "-m", str(model), "-i", str(patient), "-o", str(out), "--device", "cpu",
-                     "--threads", "1", "--backend", "torch", "--no-seg"])
+        code = main(
+            [
+                "predict",
+                "-m",
+                str(model),
+                "-i",
+                str(patient),
+                "-o",
+                str(out),
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--backend",
+                "torch",
+                "--no-seg",
+            ]
+        )
     printed = capsys.readouterr()
     assert code == 3  # one of the two series is refused by the reader
     manifest = json.loads((out / "medseg_run.json").read_text())
@@ -259,8 +305,22 @@ def test_real_batch_outputs_carry_no_patient_name(named: Path, tmp_path: Path, c
 
     model = save_random_model(tmp_path / "model", make_plan(spacing=(2.75, 2.75, 6.5), patch=(32, 32, 8)))
     out = tmp_path / "out"
-    code = main(["batch", str(named), "-m", str(model), "-o", str(out), "--device", "cpu", "--threads", "1",
-                 "--no-seg", "--save-probabilities"])
+    code = main(
+        [
+            "batch",
+            str(named),
+            "-m",
+            str(model),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--no-seg",
+            "--save-probabilities",
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 3 and "3 done, 1 failed in this run" in printed.out
     assert len(list(out.rglob("*_stats.csv"))) == 3
@@ -268,7 +328,8 @@ def test_real_batch_outputs_carry_no_patient_name(named: Path, tmp_path: Path, c
 
 
 def test_every_temporary_file_the_writers_make_is_removed_by_the_batch_cleanup(
-        sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every writer of a case (labels, names, SEG, probabilities, statistics, QC), of the reports and of
     the pseudonym map leaves its temporary file behind, as a kill before the rename would; the
     cleanup of the next run finds each of them, and nothing else."""

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from medseg.cases import SelectionRules
 from medseg.batch.ledger import Ledger
 from medseg.batch.runner import BatchOptions
 from medseg.batch.session import run_session
+from medseg.cases import SelectionRules
 
 ray = pytest.importorskip("ray")  # about 7 s here, most of it starting Ray
 
@@ -40,6 +40,10 @@ def test_ray_actors_hold_one_model_each_and_record_like_local(local_ray, tmp_pat
     assert len(loads) >= 2 and len({l["worker"] for l in loads}) == len(loads)  # one load per actor, ever
     assert {rows[c].worker for c in ("case_000", "case_002", "case_004")} <= {l["worker"] for l in loads}
     assert all((tmp_path / "out" / o.path).is_file() for r in rows.values() for o in r.outputs)
-    again = run_session(tmp_path / "in", lambda: FakeEngine(), BatchOptions(
-        outdir=tmp_path / "out", workers=2, executor="ray", threads=1, progress=False, retry_failed=True), SelectionRules())
+    again = run_session(
+        tmp_path / "in",
+        lambda: FakeEngine(),
+        BatchOptions(outdir=tmp_path / "out", workers=2, executor="ray", threads=1, progress=False, retry_failed=True),
+        SelectionRules(),
+    )
     assert (again.summary.ran, again.summary.exit_code) == (2, 0)

@@ -13,17 +13,29 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from test_batch_fakes import expected_labels, write_cases
 
 from medseg.batch.engine import sha256_file
 from medseg.batch.ledger import Ledger
 from medseg.io import read_volume
-from test_batch_fakes import expected_labels, write_cases
 
 SCRIPT = Path(__file__).with_name("test_batch_fakes.py")
 
 
 def batch_command(inp: Path, out: Path, workers: int) -> list[str]:
-    return [sys.executable, str(SCRIPT), "-q", "batch", str(inp), "-m", "fake", "-o", str(out), "--workers", str(workers)]
+    return [
+        sys.executable,
+        str(SCRIPT),
+        "-q",
+        "batch",
+        str(inp),
+        "-m",
+        "fake",
+        "-o",
+        str(out),
+        "--workers",
+        str(workers),
+    ]
 
 
 def done_count(ledger: Path) -> int:

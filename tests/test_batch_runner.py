@@ -8,15 +8,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from test_batch_fakes import FakeEngine, expected_labels, write_cases
 
-from medseg.cases import SelectionRules
 from medseg.batch.engine import sha256_file
 from medseg.batch.ledger import Ledger
 from medseg.batch.runner import BatchOptions, locked_outdir
 from medseg.batch.session import dry_run, run_session
+from medseg.cases import SelectionRules
 from medseg.cli import main
 from medseg.errors import ConfigError, OutputError
-from test_batch_fakes import FakeEngine, expected_labels, write_cases
 from medseg.io import read_volume
 
 
@@ -113,9 +113,8 @@ def test_another_model_needs_another_folder_or_force(tmp_path: Path) -> None:
 
 def test_one_batch_per_output_folder_and_never_inside_the_input(tmp_path: Path) -> None:
     write_cases(tmp_path / "in", 1)
-    with locked_outdir(tmp_path / "out"):
-        with pytest.raises(OutputError, match="another `medseg batch` is writing"):
-            run(tmp_path / "in", tmp_path / "out", FakeEngine())
+    with locked_outdir(tmp_path / "out"), pytest.raises(OutputError, match="another `medseg batch` is writing"):
+        run(tmp_path / "in", tmp_path / "out", FakeEngine())
     with pytest.raises(ConfigError, match="inside the input"):
         run(tmp_path / "in", tmp_path / "in" / "out", FakeEngine())
 
@@ -156,7 +155,8 @@ def test_cli_exit_codes_and_dry_run_listing(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_cases_that_fail_before_running_count_as_failed_in_the_summary(
-        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import medseg.cli.batch as batch_cli
 
     write_cases(tmp_path / "in", 1)

@@ -34,9 +34,15 @@ def test_prepare_writes_a_v2_raw_dataset_with_medsegs_split(tmp_path: Path) -> N
     for case in ids:
         for sub in ("imagesTr", "labelsTr"):
             (source / sub / f"{case}.nii.gz").write_bytes(b"")
-    (source / "dataset.json").write_text(json.dumps(
-        {"labels": {"0": "background", "1": "Anterior", "2": "Posterior"}, "modality": {"0": "MRI"},
-         "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ids]}))
+    (source / "dataset.json").write_text(
+        json.dumps(
+            {
+                "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
+                "modality": {"0": "MRI"},
+                "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ids],
+            }
+        )
+    )
     recipe = repo_path("pipelines", "hippocampus.toml")
     raw, splits = prepare_nnunet(tmp_path / "nnunet", recipe, source)
     meta = json.loads((raw / "dataset.json").read_text())

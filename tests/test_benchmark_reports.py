@@ -21,8 +21,14 @@ Measured 2026-11-28 on x86_64.
 
 
 def _result(mean: float) -> dict:
-    metrics = {"device": "cpu", "precision": "bf16", "iterations": 11000, "iterations_per_second": 6.1,
-               "dice": {"Anterior": mean + 0.01, "Posterior": mean - 0.01}, "mean_dice": mean}
+    metrics = {
+        "device": "cpu",
+        "precision": "bf16",
+        "iterations": 11000,
+        "iterations_per_second": 6.1,
+        "dice": {"Anterior": mean + 0.01, "Posterior": mean - 0.01},
+        "mean_dice": mean,
+    }
     return {"metrics": metrics, "patch": [40, 56, 40], "batch": 2, "postprocessing": {"keep_largest_component": [1]}}
 
 
@@ -31,8 +37,10 @@ def test_earlier_rows_drop_marks_and_keep_each_rows_date() -> None:
     assert rows["3D U-Net"][0].startswith("| 3D U-Net | `hippocampus.toml` |")
     assert rows["3D U-Net"][1] == "2026-11-28"
     assert rows["3D DeepLabV3+"][1] == "2026-11-28"
-    assert rows["2D U-Net"] == ("| 2D U-Net | `hippocampus_2d.toml` | 56x40 | 32 | bf16 | 13772 | 7.69 | 0.8675 | "
-                                "0.8490 | 0.8582 | [1] |", "2026-11-20")
+    assert rows["2D U-Net"] == (
+        "| 2D U-Net | `hippocampus_2d.toml` | 56x40 | 32 | bf16 | 13772 | 7.69 | 0.8675 | 0.8490 | 0.8582 | [1] |",
+        "2026-11-20",
+    )
 
 
 def test_report_retrains_one_model_and_carries_the_others(tmp_path) -> None:

@@ -14,8 +14,7 @@ import pytest
 
 from benchmarks.repo import ROOT, repo_path
 
-SCRIPTS = sorted(p.stem for p in repo_path("benchmarks").glob("*.py")
-                 if p.stem not in ("__init__", "repo", "report"))
+SCRIPTS = sorted(p.stem for p in repo_path("benchmarks").glob("*.py") if p.stem not in ("__init__", "repo", "report"))
 
 
 def imported_names(path: Path) -> list[tuple[str, str]]:
@@ -28,7 +27,7 @@ def imported_names(path: Path) -> list[tuple[str, str]]:
 
 
 def test_the_benchmarks_are_found_in_the_checkout() -> None:
-    assert ROOT == Path(__file__).resolve().parents[1]
+    assert Path(__file__).resolve().parents[1] == ROOT
     assert {"batch", "inference", "nifti_io", "nnunet", "read_dicom", "train_hippocampus"} <= set(SCRIPTS)
 
 

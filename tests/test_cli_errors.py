@@ -9,8 +9,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -105,7 +105,11 @@ CASES = [
     ("NIfTI with NaN/Inf", nifti_with_nan, ["2 NaN/Inf"]),
     ("4D NIfTI", nifti_4d, ["3D", "(5, 6, 7, 3)"]),
     ("missing path", missing_path, ["does not exist"]),
-    ("SEG without its image series", seg_without_its_series, ["1.3.6.1.4.1.5962.1.1.0.0.0.1196530851.28319.0.2", "--reference"]),
+    (
+        "SEG without its image series",
+        seg_without_its_series,
+        ["1.3.6.1.4.1.5962.1.1.0.0.0.1196530851.28319.0.2", "--reference"],
+    ),
     ("unknown RTSTRUCT ROI", unknown_roi, ["no ROI named 'Lung'", "ROI-1"]),
 ]
 
@@ -131,10 +135,13 @@ def test_bad_input_exits_2_with_one_line(name, build, words, shared_data: Path, 
     assert_clean_failure(code, capsys.readouterr().err, output, words)
 
 
-@pytest.mark.parametrize("target, words", [
-    ("file.txt/out.nii.gz", ["cannot create output folder", "file.txt"]),  # a path under a regular file
-    ("out/result.txt", ["output format", ".nii.gz"]),
-])
+@pytest.mark.parametrize(
+    "target, words",
+    [
+        ("file.txt/out.nii.gz", ["cannot create output folder", "file.txt"]),  # a path under a regular file
+        ("out/result.txt", ["output format", ".nii.gz"]),
+    ],
+)
 def test_unusable_output_exits_2(target: str, words: list[str], shared_data: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "file.txt").write_text("a regular file, not a folder\n")
     output = tmp_path / target
@@ -174,22 +181,30 @@ def test_real_process_prints_one_line_or_a_traceback_with_debug(shared_data: Pat
         "from medseg.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    debug = subprocess.run([sys.executable, "-c", script, "--debug", "convert", str(tmp_path), str(tmp_path / "o.nii.gz")],
-                           capture_output=True, text=True, timeout=60)
+    debug = subprocess.run(
+        [sys.executable, "-c", script, "--debug", "convert", str(tmp_path), str(tmp_path / "o.nii.gz")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and "RuntimeError: simulated bug" in debug.stderr
 
 
-@pytest.mark.parametrize("option, value, words", [
-    ("--tta", "mirror", ["--tta", "invalid choice: 'mirror'", "'off'", "'all'"]),
-    ("--device", "gpu", ["--device", "invalid choice: 'gpu'", "'cuda'"]),
-    ("--precision", "fp8", ["--precision", "invalid choice: 'fp8'", "'bf16'"]),
-    ("--largest-component", "yes", ["--largest-component", "invalid choice: 'yes'", "'on'"]),
-    ("--backend", "ray", ["'ray' is a batch executor", "use --executor ray", "onnxruntime"]),
-    ("--backend", "local", ["use --executor local"]),
-])
-def test_batch_refuses_a_bad_prediction_choice_in_one_line(option: str, value: str, words: list[str],
-                                                          tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--tta", "mirror", ["--tta", "invalid choice: 'mirror'", "'off'", "'all'"]),
+        ("--device", "gpu", ["--device", "invalid choice: 'gpu'", "'cuda'"]),
+        ("--precision", "fp8", ["--precision", "invalid choice: 'fp8'", "'bf16'"]),
+        ("--largest-component", "yes", ["--largest-component", "invalid choice: 'yes'", "'on'"]),
+        ("--backend", "ray", ["'ray' is a batch executor", "use --executor ray", "onnxruntime"]),
+        ("--backend", "local", ["use --executor local"]),
+    ],
+)
+def test_batch_refuses_a_bad_prediction_choice_in_one_line(
+    option: str, value: str, words: list[str], tmp_path: Path, capsys
+) -> None:
     (tmp_path / "in").mkdir()
     with pytest.raises(SystemExit) as exit_info:
         main(["batch", str(tmp_path / "in"), "-m", "hippocampus", "-o", str(tmp_path / "out"), option, value])

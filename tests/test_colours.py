@@ -29,7 +29,7 @@ def blobs_on(series, values: tuple[int, ...]) -> np.ndarray:
     """One box per label value on the series grid."""
     labels = np.zeros(series.volume.spatial_shape, np.uint8)
     for n, value in enumerate(values):
-        labels[40 + 50 * n: 80 + 50 * n, 100:150, 8:14] = value
+        labels[40 + 50 * n : 80 + 50 * n, 100:150, 8:14] = value
     return labels
 
 
@@ -103,7 +103,10 @@ def test_qc_picture_legend_uses_the_palette(sample_data: Path, tmp_path: Path) -
 
     colours, _ = qc._colours([1, 2, 7])
     assert {v: tuple(round(c * 255) for c in to_rgb(rgb)) for v, rgb in colours.items()} == {
-        1: label_colour(1), 2: label_colour(2), 7: label_colour(7)}
+        1: label_colour(1),
+        2: label_colour(2),
+        7: label_colour(7),
+    }
     image = read_volume_file(sample_data / "hippocampus" / "imagesTs" / "hippocampus_107.nii.gz")
     labels = read_volume_file(sample_data / "hippocampus" / "labelsTs" / "hippocampus_107.nii.gz", kind="label")
     from PIL import Image

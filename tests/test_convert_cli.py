@@ -34,7 +34,9 @@ def test_dicom_series_to_nifti_with_series_choice(shared_data: Path, tmp_path: P
     assert written.same_grid(expected, atol=1e-5)
     assert np.array_equal(written.array, expected.array)
     # independent geometry: dcm2niix's conversion of the same series (same world grid up to a row flip)
-    reference = Volume.from_nibabel(nib.load(str(shared_data / "dicom_tcia_brain_tumor_progression/ref_dcm2niix/PGBM-003_11_T1post.nii.gz")))
+    reference = Volume.from_nibabel(
+        nib.load(str(shared_data / "dicom_tcia_brain_tumor_progression/ref_dcm2niix/PGBM-003_11_T1post.nii.gz"))
+    )
     row_flip = np.diag([1.0, -1.0, 1.0, 1.0])
     row_flip[1, 3] = written.shape[1] - 1
     assert np.allclose(np.linalg.inv(reference.affine) @ written.affine, row_flip, atol=1e-3)

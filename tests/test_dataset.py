@@ -33,8 +33,13 @@ def make_nnunet_v2(root: Path, n_cases: int = 2) -> Path:
         for c in range(2):
             save(root / "imagesTr" / f"case{i}_{c:04d}.nii.gz", rng.random((8, 9, 10), dtype=np.float32))
         save(root / "labelsTr" / f"case{i}.nii.gz", blob())
-    meta = {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "zone": 1, "core": 2},
-            "numTraining": n_cases, "file_ending": ".nii.gz", "name": "Toy"}
+    meta = {
+        "channel_names": {"0": "T2", "1": "ADC"},
+        "labels": {"background": 0, "zone": 1, "core": 2},
+        "numTraining": n_cases,
+        "file_ending": ".nii.gz",
+        "name": "Toy",
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
@@ -64,8 +69,11 @@ def test_msd_4d_image_splits_into_channels(tmp_path: Path) -> None:
     root = tmp_path / "Task09"
     save(root / "imagesTr" / "a.nii.gz", np.random.default_rng(1).random((8, 9, 10, 2), dtype=np.float32))
     save(root / "labelsTr" / "a.nii.gz", blob())
-    meta = {"modality": {"0": "FLAIR", "1": "T1w"}, "labels": {"0": "background", "1": "x", "2": "y"},
-            "training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}]}
+    meta = {
+        "modality": {"0": "FLAIR", "1": "T1w"},
+        "labels": {"0": "background", "1": "x", "2": "y"},
+        "training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}],
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     spec = load_dataset(root)
     images, _ = read_case(spec.cases[0], spec)
@@ -94,10 +102,13 @@ def test_listing_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="has no dataset.json"):
         load_dataset(tmp_path)
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "x"}}))
-    with pytest.raises(InputError, match="needs \"modality\" or \"channel_names\""):
+    with pytest.raises(InputError, match='needs "modality" or "channel_names"'):
         load_dataset(tmp_path)
-    meta = {"modality": {"0": "CT"}, "labels": {"0": "background", "1": "x"},
-            "training": [{"image": "./imagesTr/missing.nii.gz", "label": "./labelsTr/missing.nii.gz"}]}
+    meta = {
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "x"},
+        "training": [{"image": "./imagesTr/missing.nii.gz", "label": "./labelsTr/missing.nii.gz"}],
+    }
     (tmp_path / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match="case missing: image .* does not exist"):
         load_dataset(tmp_path)
@@ -113,8 +124,9 @@ def test_csv_manifest_with_sidecar(tmp_path: Path) -> None:
         "p1,ds/imagesTr/case0_0000.nii.gz,ds/imagesTr/case0_0001.nii.gz,ds/labelsTr/case0.nii.gz\n"
         f"p2,{root}/imagesTr/case1_0000.nii.gz,{root}/imagesTr/case1_0001.nii.gz,{root}/labelsTr/case1.nii.gz\n"
     )
-    (tmp_path / "train.json").write_text(json.dumps({"channel_names": {"0": "T2", "1": "ADC"},
-                                                     "labels": {"0": "background", "1": "a", "2": "b"}}))
+    (tmp_path / "train.json").write_text(
+        json.dumps({"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"0": "background", "1": "a", "2": "b"}})
+    )
     spec = load_dataset(manifest)
     assert spec.name == "train" and spec.case_ids == ("p1", "p2") and spec.channels == ("T2", "ADC")
     images, label = read_case(spec.case("p1"), spec)

@@ -51,16 +51,19 @@ HITACHI = "dicom_dicom2nifti_testdata/tests/data/hitachi/anatomical/001"
 HOSTILE = "\x00\x1b[2J\x1b]0;owned\x07T1\r\nFAKE ROW\u202eevil\u200b\x00"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("T1 post", "T1 post"),
-    ("Müller 頭部", "Müller 頭部"),  # ordinary non-ASCII text stays
-    ("a\r\nb\tc", "a  b c"),  # line breaks and tabs become spaces: one line
-    ("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),  # terminal escapes shown, not run
-    ("abc\u202eevil", "abc\\u202eevil"),  # bidi override shown
-    ("T1\x00\x00", "T1"),  # NUL padding dropped
-    ("in\x00side", "in\\x00side"),
-    ("x\udcff", "x\\udcff"),  # undecodable file-name byte (surrogate escape)
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("T1 post", "T1 post"),
+        ("Müller 頭部", "Müller 頭部"),  # ordinary non-ASCII text stays
+        ("a\r\nb\tc", "a  b c"),  # line breaks and tabs become spaces: one line
+        ("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),  # terminal escapes shown, not run
+        ("abc\u202eevil", "abc\\u202eevil"),  # bidi override shown
+        ("T1\x00\x00", "T1"),  # NUL padding dropped
+        ("in\x00side", "in\\x00side"),
+        ("x\udcff", "x\\udcff"),  # undecodable file-name byte (surrogate escape)
+    ],
+)
 def test_printable(text: str, expected: str) -> None:
     from medseg.errors import printable
 
@@ -97,7 +100,9 @@ def test_series_shows_header_text_without_control_characters(shared_data: Path, 
     assert len(out.splitlines()) == 4  # header, one series, blank, summary: no injected rows
 
 
-def test_messages_quoting_header_text_are_clean(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_messages_quoting_header_text_are_clean(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = _hostile_export(shared_data, tmp_path)
     assert main(["convert", str(folder), str(tmp_path / "o.nii.gz"), "--series", "nothing-matches"]) == 2
     err = capsys.readouterr().err

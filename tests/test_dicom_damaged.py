@@ -32,7 +32,9 @@ def copy_series(shared_data: Path, series: str, target: Path) -> list[Path]:
     shutil.copytree(shared_data / series, target)
     files = sorted(target.iterdir())
     normal = np.cross(*np.reshape(pydicom.dcmread(files[0], stop_before_pixels=True).ImageOrientationPatient, (2, 3)))
-    return sorted(files, key=lambda f: float(np.dot(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient, normal)))
+    return sorted(
+        files, key=lambda f: float(np.dot(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient, normal))
+    )
 
 
 def write_raw(path: Path, keyword: str, text: str) -> None:
@@ -79,7 +81,10 @@ def test_a_file_with_a_malformed_value_is_skipped_with_a_warning(
     assert f"skipping {files[-1]}: {reason}" in caplog.text
     assert info.n_slices == 3 and [p.path for p in info.unreadable] == [files[-1]]
     assert "1 file(s) unreadable" in info.notes
-    with pytest.raises(DicomError, match=rf"1 of its 4 files cannot be read: .*{files[-1].name} \({re.escape(reason)}\).*--allow-missing-slices"):
+    with pytest.raises(
+        DicomError,
+        match=rf"1 of its 4 files cannot be read: .*{files[-1].name} \({re.escape(reason)}\).*--allow-missing-slices",
+    ):
         load_volume(tmp_path / "mr")
     assert load_volume(tmp_path / "mr", allow_missing_slices=True).shape == (64, 64, 3)
 
@@ -104,7 +109,9 @@ def test_a_truncated_last_slice_refuses_the_series(shared_data: Path, tmp_path: 
     whole = files[-1].read_bytes()
     files[-1].write_bytes(whole[:-1000])  # cut inside the pixel data
     expected = f"{files[-1].name} (truncated at {len(whole) - 1000} of {len(whole)} bytes)"
-    with pytest.raises(DicomError, match=rf"1 of its 4 files cannot be read: .*{re.escape(expected)}.*--allow-missing-slices"):
+    with pytest.raises(
+        DicomError, match=rf"1 of its 4 files cannot be read: .*{re.escape(expected)}.*--allow-missing-slices"
+    ):
         load_volume(tmp_path / "mr")
     volume = load_volume(tmp_path / "mr", allow_missing_slices=True)
     assert volume.shape == (64, 64, 3) and volume.meta.extra["unreadable_files"] == [str(files[-1])]
@@ -114,14 +121,19 @@ def test_a_truncated_last_slice_refuses_the_series(shared_data: Path, tmp_path: 
 def test_a_missing_middle_slice_is_a_gap_once_allowed(shared_data: Path, tmp_path: Path) -> None:
     files = copy_series(shared_data, HITACHI, tmp_path / "mr")
     files[1].write_bytes(files[1].read_bytes()[:500])  # cut inside the header: the series UID is lost
-    with pytest.raises(DicomError, match=re.escape(f"{files[1].name} (truncated at 500 bytes, inside its header; in this series' folder")):
+    with pytest.raises(
+        DicomError,
+        match=re.escape(f"{files[1].name} (truncated at 500 bytes, inside its header; in this series' folder"),
+    ):
         load_volume(tmp_path / "mr")
     with pytest.raises(GeometryError, match=r"inconsistent slice increment.*--resample"):
         load_volume(tmp_path / "mr", allow_missing_slices=True)
     assert load_volume(tmp_path / "mr", allow_missing_slices=True, resample=True).shape[2] == 4  # regridded
 
 
-def test_an_unreadable_file_says_permission_denied(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreadable_file_says_permission_denied(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Simulated (tests may run as root, which ignores file modes)."""
     import medseg.io.dicom.headers as headers
 
@@ -205,10 +217,13 @@ def _uih_grid(path: Path) -> None:
     ds.save_as(path)
 
 
-@pytest.mark.parametrize(("make", "kind"), [
-    (_siemens_mosaic, "a Siemens mosaic (36 slices tiled in each image)"),
-    (_uih_grid, "a UIH grid mosaic (27 slices tiled in each image)"),
-])
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (_siemens_mosaic, "a Siemens mosaic (36 slices tiled in each image)"),
+        (_uih_grid, "a UIH grid mosaic (27 slices tiled in each image)"),
+    ],
+)
 @pytest.mark.parametrize("where", ["folder", "file"])
 def test_mosaics_are_named_as_mosaics(shared_data: Path, tmp_path: Path, make, kind: str, where: str) -> None:
     files = copy_series(shared_data, SIEMENS, tmp_path / "epi")
@@ -245,7 +260,9 @@ def _unnest(fds: list[int], name: str) -> None:
     os.close(fds[0])
 
 
-def test_a_series_1000_folders_deep_is_found(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_series_1000_folders_deep_is_found(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     fds = _nest(tmp_path, 1000, "d")
     try:
         for path in sorted((shared_data / HITACHI).iterdir()):
@@ -257,7 +274,9 @@ def test_a_series_1000_folders_deep_is_found(shared_data: Path, tmp_path: Path, 
         _unnest(fds, "d")
 
 
-def test_a_tree_deeper_than_the_path_limit_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_tree_deeper_than_the_path_limit_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     fds = _nest(tmp_path, 1000, "folder_" * 2)  # 14 characters a level: 15,000 > PATH_MAX
     try:
         line = one_line_refusal(["series", str(tmp_path)], capsys)

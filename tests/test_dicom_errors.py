@@ -39,9 +39,7 @@ def refusal(path: Path, error: type = MedsegError, match: str = "", **kwargs: ob
         ("notavolume/001", GeometryError, r"4 images share 1 slice position.*different pixel data.*not a volume"),
     ],
 )
-def test_failing_series_are_refused_with_the_reason(
-    shared_data: Path, series: str, error: type, problem: str
-) -> None:
+def test_failing_series_are_refused_with_the_reason(shared_data: Path, series: str, error: type, problem: str) -> None:
     refusal(shared_data / FAILING / series, error, problem)
 
 

@@ -76,7 +76,7 @@ def test_multiframe_stacks_at_the_same_positions_become_frames(shared_data: Path
     assert volume.meta.extra["frame_types"] == ["M", "FIELD_MAP"] and volume.meta.extra["rescale_varies"]
     assert len(series.datasets) == 1 and series.source_frames[0] == ((0, 1), (0, 33))
     field_map = volume.array[..., 1]  # RescaleSlope 0.2442, intercept -500: Hz
-    assert -500.0 <= field_map.min() and field_map.max() <= 500.0
+    assert field_map.min() >= -500.0 and field_map.max() <= 500.0
 
 
 def test_legacy_converted_enhanced_ct_equals_its_classic_slices(shared_data: Path) -> None:

@@ -39,7 +39,7 @@ def test_gantry_tilt_is_resampled_onto_an_orthogonal_grid(shared_data: Path) -> 
     slices = _stored_slices(folder)
     first = slices[min(slices)]  # the lowest slice lies at the grid origin side: a whole-row copy
     k0 = volume.array[..., 0]
-    row_offset = next(j for j in range(10) if np.array_equal(k0[:, j:j + 512], first))
+    row_offset = next(j for j in range(10) if np.array_equal(k0[:, j : j + 512], first))
     assert row_offset == 9  # ceil(3.63 mm / 0.418 mm) rows of padding before the first slice
     assert volume.meta.extra["resampled"] is True
 

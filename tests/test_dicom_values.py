@@ -167,7 +167,10 @@ def test_deflated_file_is_decoded(shared_data: Path, tmp_path: Path) -> None:
         ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.save_as(tmp_path / "deflated" / path.name)
-    assert pydicom.dcmread(sorted((tmp_path / "deflated").iterdir())[0]).file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert (
+        pydicom.dcmread(sorted((tmp_path / "deflated").iterdir())[0]).file_meta.TransferSyntaxUID
+        == DeflatedExplicitVRLittleEndian
+    )
     volume, original = load_volume(tmp_path / "deflated"), load_volume(shared_data / SIEMENS)
     assert volume.same_grid(original, atol=1e-6)
     np.testing.assert_array_equal(volume.array, original.array)

@@ -117,7 +117,9 @@ def test_cli_writes_csv_and_summary(label: Volume, tmp_path: Path, capsys) -> No
     assert "1 Anterior" in printed and "HD95" in printed
     rows = list(csv.DictReader(out.open()))
     assert [(r["case"], r["label"], r["name"], r["hd95_mm"], r["presence"]) for r in rows] == [
-        ("case", "1", "Anterior", "2", "both"), ("case", "2", "", "2", "both")]
+        ("case", "1", "Anterior", "2", "both"),
+        ("case", "2", "", "2", "both"),
+    ]
     assert all(0 < float(r["dice"]) < 1 for r in rows)
 
 

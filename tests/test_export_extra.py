@@ -34,12 +34,16 @@ def model(tmp_path_factory) -> Path:
     return save_random_model(tmp_path_factory.mktemp("m") / "model", make_plan(patch=(16, 24, 16)))
 
 
-@pytest.mark.parametrize("hidden, args, named", [
-    (("onnx", "onnxscript", "onnxruntime", "openvino"), [], "onnx package"),
-    (("onnxscript",), ["--dynamic-spatial"], "onnxscript package"),
-])
-def test_export_without_the_fast_extra_exits_2_with_an_install_hint(model, tmp_path, capsys, monkeypatch,
-                                                                     hidden, args, named) -> None:
+@pytest.mark.parametrize(
+    "hidden, args, named",
+    [
+        (("onnx", "onnxscript", "onnxruntime", "openvino"), [], "onnx package"),
+        (("onnxscript",), ["--dynamic-spatial"], "onnxscript package"),
+    ],
+)
+def test_export_without_the_fast_extra_exits_2_with_an_install_hint(
+    model, tmp_path, capsys, monkeypatch, hidden, args, named
+) -> None:
     hide(monkeypatch, *hidden)
     out = tmp_path / "onnx"
     assert main(["-q", "export", "-m", str(model), "-o", str(out), *args]) == 2

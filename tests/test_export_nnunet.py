@@ -65,9 +65,16 @@ def test_state_dict_has_every_plain_conv_unet_key() -> None:
 
 
 def test_plans_reverse_the_axes_and_keep_normalisation() -> None:
-    plan = Plan(name="t", channels=("CT",), labels={0: "background", 1: "a", 2: "b"}, target_spacing=(0.5, 1.0, 2.0),
-                normalization=(Normalization("ct", -100.0, 200.0, 40.0, 80.0),), config_3d=CONFIG,
-                config_2d=NetworkConfig((8, 12), 2, (4, 8), ((3, 3),) * 2, ((1, 1), (2, 2))), slice_axis=2)
+    plan = Plan(
+        name="t",
+        channels=("CT",),
+        labels={0: "background", 1: "a", 2: "b"},
+        target_spacing=(0.5, 1.0, 2.0),
+        normalization=(Normalization("ct", -100.0, 200.0, 40.0, 80.0),),
+        config_3d=CONFIG,
+        config_2d=NetworkConfig((8, 12), 2, (4, 8), ((3, 3),) * 2, ((1, 1), (2, 2))),
+        slice_axis=2,
+    )
     plans = nnunet_plans(plan, CONFIG)
     config = plans["configurations"]["3d_fullres"]
     assert config["patch_size"] == [16, 12, 8]
@@ -79,12 +86,30 @@ def test_plans_reverse_the_axes_and_keep_normalisation() -> None:
 
 
 def test_write_model_folder(tmp_path) -> None:
-    plan = Plan(name="t", channels=("MRI",), labels={0: "background", 1: "a", 2: "b"}, target_spacing=(1.0, 1.0, 1.0),
-                normalization=(Normalization("zscore", None, None, None, None),), config_3d=CONFIG,
-                config_2d=NetworkConfig((8, 12), 2, (4, 8), ((3, 3),) * 2, ((1, 1), (2, 2))), slice_axis=2)
-    spec = ModelSpec(family="unet", spatial_dims=3, in_channels=1, out_channels=3, labels=dict(plan.labels),
-                     network={"patch_size": [8, 12, 16], "batch_size": 2, "features": [4, 8, 16],
-                              "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]})
+    plan = Plan(
+        name="t",
+        channels=("MRI",),
+        labels={0: "background", 1: "a", 2: "b"},
+        target_spacing=(1.0, 1.0, 1.0),
+        normalization=(Normalization("zscore", None, None, None, None),),
+        config_3d=CONFIG,
+        config_2d=NetworkConfig((8, 12), 2, (4, 8), ((3, 3),) * 2, ((1, 1), (2, 2))),
+        slice_axis=2,
+    )
+    spec = ModelSpec(
+        family="unet",
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=3,
+        labels=dict(plan.labels),
+        network={
+            "patch_size": [8, 12, 16],
+            "batch_size": 2,
+            "features": [4, 8, 16],
+            "kernel_sizes": [[3, 3, 3]] * 3,
+            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+        },
+    )
     folder = save_model_folder(tmp_path / "m", _network(), spec, plan)
     out = write_nnunet_model(folder, tmp_path / "nn")
     dataset = json.loads((out / "dataset.json").read_text())
@@ -94,7 +119,8 @@ def test_write_model_folder(tmp_path) -> None:
     assert checkpoint["init_args"]["configuration"] == "3d_fullres"
     assert checkpoint["init_args"]["plans"] == json.loads((out / "plans.json").read_text())
     assert checkpoint["init_args"]["plans"]["configurations"]["3d_fullres"]["normalization_schemes"] == [
-        "ZScoreNormalization"]
+        "ZScoreNormalization"
+    ]
     expected = nnunet_state_dict(load_model_folder(folder).network)
     assert checkpoint["network_weights"].keys() == expected.keys()
     assert all(torch.equal(checkpoint["network_weights"][k], v) for k, v in expected.items())
@@ -130,8 +156,14 @@ def test_cli_writes_nnunet_model_folder_layout(unet_folder: Path, tmp_path: Path
 def _model_2d(root: Path) -> Path:
     plan = make_plan()
     network = build_model("unet", 2, 1, 3, plan.config_2d)
-    spec = ModelSpec(family="unet", spatial_dims=2, in_channels=1, out_channels=3, labels=dict(plan.labels),
-                     network=asdict(plan.config_2d))
+    spec = ModelSpec(
+        family="unet",
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=3,
+        labels=dict(plan.labels),
+        network=asdict(plan.config_2d),
+    )
     return save_model_folder(root / "unet2d", network, spec, plan)
 
 
@@ -142,8 +174,12 @@ def _gapped_labels(root: Path) -> Path:
 # (case, extra options, model builder or None for the 3D U-Net, words the one-line message must contain)
 BAD = [
     ("unknown format", ["--format", "nnUnet"], None, ["unknown export format 'nnUnet'", "did you mean 'nnunet'"]),
-    ("dynamic spatial for nnunet", ["--format", "nnunet", "--dynamic-spatial"], None,
-     ["--dynamic-spatial applies to --format onnx only"]),
+    (
+        "dynamic spatial for nnunet",
+        ["--format", "nnunet", "--dynamic-spatial"],
+        None,
+        ["--dynamic-spatial applies to --format onnx only"],
+    ),
     ("fold for onnx", ["--fold", "1"], None, ["--fold applies to --format nnunet only"]),
     ("negative fold", ["--format", "nnunet", "--fold", "-1"], None, ["--fold must be 0 or more"]),
     ("2D model", ["--format", "nnunet"], _model_2d, ["3D 'unet'", "2D 'unet'", "--format onnx"]),
@@ -152,8 +188,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("name, options, build, words", BAD, ids=[c[0] for c in BAD])
-def test_cli_bad_option_exits_2_with_one_line(name, options, build, words, unet_folder: Path, tmp_path: Path,
-                                             capsys) -> None:
+def test_cli_bad_option_exits_2_with_one_line(
+    name, options, build, words, unet_folder: Path, tmp_path: Path, capsys
+) -> None:
     model = build(tmp_path) if build else unet_folder
     out = tmp_path / "out"
     code = main(["-q", "export", "-m", str(model), "-o", str(out), *options])

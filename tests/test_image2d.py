@@ -139,7 +139,9 @@ def test_label_maps_that_do_not_fit(tmp_path: Path) -> None:
 
 def test_real_dsb_image_and_label_round_trip(shared_data: Path, tmp_path: Path) -> None:
     folder = shared_data / "dsb2018_nuclei"
-    name = sorted(p.name for p in (folder / "images").glob("*.png") if Image.open(p).size[0] != Image.open(p).size[1])[0]
+    name = sorted(p.name for p in (folder / "images").glob("*.png") if Image.open(p).size[0] != Image.open(p).size[1])[
+        0
+    ]
     original = np.asarray(Image.open(folder / "images" / name))  # (H, W, 4) RGBA, not square
     image = read_volume(folder / "images" / name)
     label = read_volume(folder / "labels" / name, kind="label")
@@ -188,8 +190,13 @@ def test_dicom_dx_with_imager_pixel_spacing_and_rescale(tmp_path: Path) -> None:
 
 def test_dicom_2d_with_patient_geometry(tmp_path: Path) -> None:
     pixels = _grey(3, 5, np.uint16)
-    path = _dx(tmp_path / "geo.dcm", pixels, PixelSpacing=[0.5, 0.25], ImagePositionPatient=[10, 20, 30],
-               ImageOrientationPatient=[0, 1, 0, 0, 0, -1])
+    path = _dx(
+        tmp_path / "geo.dcm",
+        pixels,
+        PixelSpacing=[0.5, 0.25],
+        ImagePositionPatient=[10, 20, 30],
+        ImageOrientationPatient=[0, 1, 0, 0, 0, -1],
+    )
     volume = read_volume(path)
     ijk = np.array([2, 1, 0, 1.0])  # column 2, row 1
     lps = np.array([10, 20, 30]) + 2 * 0.25 * np.array([0, 1, 0]) + 1 * 0.5 * np.array([0, 0, -1])

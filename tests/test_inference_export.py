@@ -47,11 +47,13 @@ def test_export_folder_holds_model_plan_and_spec(exported):
 def test_onnx_backends_agree_with_torch_fp32(exported, hippo, backend):
     pytest.importorskip(backend)
     model, folder = exported
-    reference = Predictor.from_folders([model], PredictOptions(device="cpu", threads=1, precision="fp32",
-                                                               backend="torch"))
+    reference = Predictor.from_folders(
+        [model], PredictOptions(device="cpu", threads=1, precision="fp32", backend="torch")
+    )
     expected = reference.predict([hippo]).labels
-    with Predictor.from_folders([folder], PredictOptions(device="cpu", threads=1, precision="fp32",
-                                                         backend=backend)) as predictor:
+    with Predictor.from_folders(
+        [folder], PredictOptions(device="cpu", threads=1, precision="fp32", backend=backend)
+    ) as predictor:
         assert predictor.models[0].backend.name == backend
         labels = predictor.predict([hippo]).labels
     assert labels.same_grid(hippo)
@@ -106,8 +108,9 @@ def test_auto_backend_prefers_openvino_on_cpu_and_falls_back_to_torch(exported, 
         assert predictor.models[0].backend.name == "torch"
     if importlib.util.find_spec("onnxruntime"):
         with pytest.raises(RuntimeError, match="exploded"):
-            Predictor.from_folders([model], PredictOptions(device="cpu", backend="onnxruntime",
-                                                           cache_dir=str(tmp_path / "third")))
+            Predictor.from_folders(
+                [model], PredictOptions(device="cpu", backend="onnxruntime", cache_dir=str(tmp_path / "third"))
+            )
 
 
 def test_export_folder_needs_an_onnx_backend(exported):

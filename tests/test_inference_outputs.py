@@ -26,12 +26,22 @@ def hippo_path(shared_data):
 
 
 def test_case_outputs_on_the_source_grid(hippo_path, tmp_path):
-    predictor = Predictor.from_network(Threshold(), make_plan(), stub_info(postprocessing={"keep_largest_component": [2]}), CPU)
+    predictor = Predictor.from_network(
+        Threshold(), make_plan(), stub_info(postprocessing={"keep_largest_component": [2]}), CPU
+    )
     options = OutputOptions(probabilities=True, postprocess=PostprocessOptions(instances=(1,)))
     result = predict_case(predictor, hippo_path, tmp_path, options)
     assert result.case_id == "hippocampus_004"
-    assert {"labels", "label_names", "probabilities", "stats_json", "stats_csv", "qc", "instances",
-            "instances_csv"} <= set(result.outputs)
+    assert {
+        "labels",
+        "label_names",
+        "probabilities",
+        "stats_json",
+        "stats_csv",
+        "qc",
+        "instances",
+        "instances_csv",
+    } <= set(result.outputs)
     assert all(p.is_file() and p.parent == tmp_path for p in result.outputs.values())
     assert {"read", "preprocess", "network", "inverse", "postprocess", "write", "total"} <= set(result.timings)
 
@@ -43,6 +53,7 @@ def test_case_outputs_on_the_source_grid(hippo_path, tmp_path):
 
     # "auto" largest component from the model's post-processing: class 2 is one component
     from scipy import ndimage
+
     assert ndimage.label(labels.array == 2, np.ones((3, 3, 3)))[1] == 1
 
     stats = json.loads(result.outputs["stats_json"].read_text())
@@ -81,8 +92,10 @@ def test_label_stats_counts_absent_labels_as_zero():
     array[0, 0, :2] = 1
     stats = label_stats(Volume(array, affine, "label"), {0: "bg", 1: "a", 2: "b"})
     assert stats["voxel_volume_mm3"] == 0.5
-    assert stats["labels"] == [{"label": 1, "name": "a", "voxels": 2, "volume_ml": 0.001},
-                               {"label": 2, "name": "b", "voxels": 0, "volume_ml": 0.0}]
+    assert stats["labels"] == [
+        {"label": 1, "name": "a", "voxels": 2, "volume_ml": 0.001},
+        {"label": 2, "name": "b", "voxels": 0, "volume_ml": 0.0},
+    ]
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])

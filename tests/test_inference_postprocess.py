@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 
 from medseg.errors import ConfigError
-from medseg.inference.postprocess import (PostprocessOptions, fill_holes, instance_map, keep_largest_component,
-                                          largest_component_classes, parse_remap, postprocess, remap_labels,
-                                          remap_names, remove_small_components)
+from medseg.inference.postprocess import (
+    PostprocessOptions,
+    fill_holes,
+    instance_map,
+    keep_largest_component,
+    largest_component_classes,
+    parse_remap,
+    postprocess,
+    remap_labels,
+    remap_names,
+    remove_small_components,
+)
 
 
 def blobs() -> np.ndarray:
@@ -108,11 +117,14 @@ def test_instance_map_table():
     assert len(table2) == 1 and only_two.max() == 1
 
 
-@pytest.mark.parametrize("options, largest", [
-    (PostprocessOptions(), ()),
-    (PostprocessOptions(), (1,)),
-    (PostprocessOptions(min_size_mm3=10.0, fill_holes=True), ()),
-])
+@pytest.mark.parametrize(
+    "options, largest",
+    [
+        (PostprocessOptions(), ()),
+        (PostprocessOptions(), (1,)),
+        (PostprocessOptions(min_size_mm3=10.0, fill_holes=True), ()),
+    ],
+)
 def test_stored_order_is_kept_and_input_untouched(options, largest):
     """A Fortran-ordered map (as restored for NIfTI) comes back Fortran-ordered: no transposing copy."""
     labels = np.asfortranarray(blobs())

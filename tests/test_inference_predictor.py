@@ -72,7 +72,9 @@ def test_resampled_plan_restores_onto_the_oblique_source_grid():
 
 def test_mirroring_tta_keeps_labels_of_a_pointwise_network(hippo):
     plain = Predictor.from_network(Threshold(), make_plan(), stub_info(), PredictOptions(**CPU)).predict([hippo])
-    tta = Predictor.from_network(Threshold(), make_plan(), stub_info(), PredictOptions(tta="all", **CPU)).predict([hippo])
+    tta = Predictor.from_network(Threshold(), make_plan(), stub_info(), PredictOptions(tta="all", **CPU)).predict(
+        [hippo]
+    )
     np.testing.assert_array_equal(plain.labels.array, tta.labels.array)
 
 
@@ -103,8 +105,9 @@ def test_ensemble_of_different_plans_meets_on_the_source_grid(hippo):
 def test_incompatible_ensemble_and_wrong_channel_count_are_user_errors(hippo):
     runtime_opts = PredictOptions(**CPU)
     a = Predictor.from_network(Threshold(), make_plan(), stub_info(), runtime_opts)
-    other = LoadedModel("other", stub_info(labels={0: "background", 1: "liver", 2: "spleen"}), make_plan(),
-                        a.models[0].backend)
+    other = LoadedModel(
+        "other", stub_info(labels={0: "background", 1: "liver", 2: "spleen"}), make_plan(), a.models[0].backend
+    )
     with pytest.raises(ConfigError, match="different labels"):
         Predictor([a.models[0], other], runtime_opts, a.runtime)
     with pytest.raises(InputError, match="1 input channel"):
@@ -127,8 +130,9 @@ def test_nnunet_style_network_runs_end_to_end(hippo):
     torch.manual_seed(0)
     net = build_model("unet", 3, 1, 3, plan.config_3d)
     for precision in ("fp32", "auto"):
-        predictor = Predictor.from_network(net, plan, stub_info(), PredictOptions(device="cpu", threads=1,
-                                                                                   precision=precision))
+        predictor = Predictor.from_network(
+            net, plan, stub_info(), PredictOptions(device="cpu", threads=1, precision=precision)
+        )
         labels = predictor.predict([hippo]).labels
         assert labels.same_grid(hippo) and labels.array.max() <= 2
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError
-from medseg.model import runtime as rt
 from medseg.inference.backends import TorchBackend, require_backend_package
 from medseg.inference.predictor import accumulator_device, argmax_labels, softmax_
+from medseg.model import runtime as rt
 
 
 def test_cpu_runtime_threads_and_precision():
@@ -80,8 +80,9 @@ def test_bf16_torch_backend_agrees_with_fp32():
     if not rt.cpu_supports_bf16():
         pytest.skip("this CPU has no native bf16")
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.InstanceNorm3d(8),
-                              torch.nn.LeakyReLU(), torch.nn.Conv3d(8, 3, 1))
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.InstanceNorm3d(8), torch.nn.LeakyReLU(), torch.nn.Conv3d(8, 3, 1)
+    )
     x = torch.randn(2, 1, 16, 16, 16)
     fp32 = TorchBackend(net, rt.Runtime(torch.device("cpu"), "fp32", 1))(x)
     bf16 = TorchBackend(net, rt.Runtime(torch.device("cpu"), "bf16", 1))(x)

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError
-from medseg.inference.sliding import (WindowConfig, gaussian_weights, mirrored, predict_volume, sliding_window,
-                                      tile_grid, tile_starts)
+from medseg.inference.sliding import (
+    WindowConfig,
+    gaussian_weights,
+    mirrored,
+    predict_volume,
+    sliding_window,
+    tile_grid,
+    tile_starts,
+)
 
 
 def conv_net(in_ch: int = 1, classes: int = 3, dims: int = 3) -> torch.nn.Module:

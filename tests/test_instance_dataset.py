@@ -66,8 +66,9 @@ def test_msd_style_3d_instance_dataset(tmp_path: Path) -> None:
     affine = np.diag([0.5, 0.5, 2.0, 1.0])
     nib.save(nib.Nifti1Image(labels.astype(np.float32), affine), root / "imagesTr" / "c1.nii.gz")
     nib.save(nib.Nifti1Image(labels, affine), root / "labelsTr" / "c1.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "cell"},
-                                                    "modality": {"0": "MR"}, "instances": True}))
+    (root / "dataset.json").write_text(
+        json.dumps({"labels": {"0": "background", "1": "cell"}, "modality": {"0": "MR"}, "instances": True})
+    )
     spec = load_dataset(root)
     assert spec.instances
     fingerprint = compute_object_fingerprint(spec, workers=1)
@@ -89,8 +90,10 @@ def test_real_dsb_folder_and_fingerprint(shared_data: Path) -> None:
     spec = load_dataset(shared_data / "dsb2018_nuclei")
     assert spec.instances and len(spec.cases) == 542 and spec.channels == ("red", "green", "blue")
     fingerprint = compute_object_fingerprint(spec, max_cases=4, workers=1)
-    expected = sum(len(np.unique(np.asarray(Image.open(shared_data / "dsb2018_nuclei" / "labels" / f"{im.case}.png")))) - 1
-                   for im in fingerprint.images)
+    expected = sum(
+        len(np.unique(np.asarray(Image.open(shared_data / "dsb2018_nuclei" / "labels" / f"{im.case}.png")))) - 1
+        for im in fingerprint.images
+    )
     assert int(fingerprint.counts.sum()) == expected
     assert 0.0 <= fingerprint.touching_fraction < 1.0
     assert len(fingerprint.summary()["intensity"]) == 3

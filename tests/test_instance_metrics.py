@@ -20,7 +20,7 @@ def _squares(shift: int = 0, second: bool = True) -> np.ndarray:
     labels = np.zeros((40, 40), dtype=np.uint16)
     labels[2:12, 2:12] = 1
     if second:
-        labels[20:30, 20 + shift:30 + shift] = 2
+        labels[20:30, 20 + shift : 30 + shift] = 2
     return labels
 
 
@@ -164,8 +164,9 @@ def test_cli_evaluate_instances_with_scores(tmp_path: Path, capsys: pytest.Captu
     pred.mkdir(), ref.mkdir()
     Image.fromarray(_squares()).save(ref / "a.png")
     Image.fromarray(_squares(2)).save(pred / "a.png")
-    (pred / "a_objects.json").write_text(json.dumps({"objects": [{"instance": 1, "score": 0.9},
-                                                                 {"instance": 2, "score": 0.4}]}))
+    (pred / "a_objects.json").write_text(
+        json.dumps({"objects": [{"instance": 1, "score": 0.9}, {"instance": 2, "score": 0.4}]})
+    )
     code = main(["evaluate", str(pred), str(ref), "--instances", "-o", str(tmp_path / "m.csv")])
     out = capsys.readouterr().out
     assert code == 0 and "DSB score (mean IoU 0.50-0.95): 0.6000" in out and "2 true, 2 predicted, 2 matched" in out

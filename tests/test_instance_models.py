@@ -111,8 +111,13 @@ class FakeDetector(torch.nn.Module):
                 boxes.append([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
                 scores.append(0.9 if whole else 0.6)
                 masks.append(mask.astype(np.float32)[None])
-            outputs.append({"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                            "scores": torch.tensor(scores), "masks": torch.tensor(np.array(masks)).reshape(-1, 1, *patch.shape)})
+            outputs.append(
+                {
+                    "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    "scores": torch.tensor(scores),
+                    "masks": torch.tensor(np.array(masks)).reshape(-1, 1, *patch.shape),
+                }
+            )
         return outputs
 
 
@@ -122,8 +127,13 @@ def test_tiled_detection_reports_each_object_once_and_whole() -> None:
     tile = 64
     grid = np.stack(np.meshgrid(np.arange(150), np.arange(130), indexing="ij")).astype(np.float32)
     assert len(tile_origins((150, 130), (tile, tile), 20)) > 4
-    found, scores = detect_instances(FakeDetector(ids, tile), grid, (tile, tile), DetectionSettings(overlap=20, min_size=1),
-                                     configure_runtime("cpu", "fp32", 1))
+    found, scores = detect_instances(
+        FakeDetector(ids, tile),
+        grid,
+        (tile, tile),
+        DetectionSettings(overlap=20, min_size=1),
+        configure_runtime("cpu", "fp32", 1),
+    )
     result = score_instances("tiles", found, ids)
     assert result.n_pred == result.n_true == int(ids.max())
     assert result.dsb_score == 1.0  # every object once, whole: none cut at a tile border
@@ -162,9 +172,16 @@ def test_pixel_grid_plans_never_resample() -> None:
     from medseg.volume import Volume
 
     image = Volume(np.random.default_rng(0).random((40, 30, 1), dtype=np.float32), np.diag([-0.0005, -0.0005, 1, 1]))
-    plan = Plan("p", ("grey",), {0: "background", 1: "object"}, (1.0, 1.0, 1.0), (Normalization("zscore"),),
-                NetworkConfig((16, 16, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
-                NetworkConfig((32, 32), 2, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))), slice_axis=2)
+    plan = Plan(
+        "p",
+        ("grey",),
+        {0: "background", 1: "object"},
+        (1.0, 1.0, 1.0),
+        (Normalization("zscore"),),
+        NetworkConfig((16, 16, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
+        NetworkConfig((32, 32), 2, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))),
+        slice_axis=2,
+    )
     assert preprocess_case([image], plan).record.resampled
     pre = preprocess_case([image], replace(plan, pixel_grid=True))
     assert not pre.record.resampled and pre.array.shape == (1, 40, 30, 1)
@@ -183,10 +200,18 @@ def test_bright_objects_turns_dark_nuclei_on_a_bright_background_bright() -> Non
     fluorescence = Volume(image[..., None], np.diag([-1.0, -1.0, 1.0, 1.0]))
     brightfield = fluorescence.with_array(1.0 - image[..., None])
     assert not dark_objects([image]) and dark_objects([1.0 - image])
-    plan = Plan("p", ("grey",), {0: "background", 1: "object"}, (1.0, 1.0, 1.0), (Normalization("zscore"),),
-                NetworkConfig((16, 16, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
-                NetworkConfig((32, 32), 2, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))), slice_axis=2,
-                pixel_grid=True, bright_objects=True)
+    plan = Plan(
+        "p",
+        ("grey",),
+        {0: "background", 1: "object"},
+        (1.0, 1.0, 1.0),
+        (Normalization("zscore"),),
+        NetworkConfig((16, 16, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
+        NetworkConfig((32, 32), 2, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))),
+        slice_axis=2,
+        pixel_grid=True,
+        bright_objects=True,
+    )
     kept, turned = preprocess_case([fluorescence], plan), preprocess_case([brightfield], plan)
     assert kept.record.intensity[0][1] > 0 > turned.record.intensity[0][1]
     inside = np.flip(ids > 0, (0, 1))[..., None]  # the preprocessed grid is the canonical (RAS) one

@@ -37,11 +37,15 @@ def write_png_dataset(root: Path, count: int, shape: tuple[int, int] = (72, 88),
 
 def recipe(root: Path, family: str = "unet", dims: int = 2, **sections: dict) -> Recipe:
     patch = [64, 64] if dims == 2 else [32, 32, 32]
-    data = {"name": f"tiny-{family}", "dataset": {"path": str(root)},
-            "plan": {"patch_size": patch, "batch_size": 2, "base_features": 4},
-            "model": {"family": family, "spatial_dims": dims},
-            "budget": {"epochs": 2, "iterations_per_epoch": 2}, "validation": {"every": 1},
-            "runtime": {"device": "cpu", "workers": 0, "cache_dir": str(root.parent / "cache"), "precision": "fp32"}}
+    data = {
+        "name": f"tiny-{family}",
+        "dataset": {"path": str(root)},
+        "plan": {"patch_size": patch, "batch_size": 2, "base_features": 4},
+        "model": {"family": family, "spatial_dims": dims},
+        "budget": {"epochs": 2, "iterations_per_epoch": 2},
+        "validation": {"every": 1},
+        "runtime": {"device": "cpu", "workers": 0, "cache_dir": str(root.parent / "cache"), "precision": "fp32"},
+    }
     for section, values in sections.items():
         data[section] = {**data.get(section, {}), **values}
     return Recipe.from_dict(data)
@@ -81,8 +85,25 @@ def test_predict_pngs_then_evaluate_equals_model_json(trained, tmp_path: Path, c
         (references / f"{case}.png").write_bytes((data / "labels" / f"{case}.png").read_bytes())
     out = tmp_path / "out"
     # as the training validation ran: PyTorch, fp32 (model.json's metrics.validation says so)
-    assert main(["--quiet", "predict", "-m", str(folder), "-i", str(inputs), "-o", str(out), "--backend", "torch",
-                 "--precision", "fp32"]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "predict",
+                "-m",
+                str(folder),
+                "-i",
+                str(inputs),
+                "-o",
+                str(out),
+                "--backend",
+                "torch",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     for case in val_ids:
         written = np.asarray(Image.open(out / f"{case}.png"))
         source = np.asarray(Image.open(data / "images" / f"{case}.png"))
@@ -128,11 +149,24 @@ def tiny_detection_folder(root: Path, data: Path) -> Path:
 
     rec = recipe(data, "maskrcnn", instances={"fpn_channels": 16})
     plan = apply_overrides(plan_instances(load_dataset(data), workers=1), rec.plan, 2)
-    config = DetectionConfig(fpn_channels=16, box_head=32, mask_channels=16, tile_size=(64, 64),
-                             anchor_sizes=plan.instances.anchor_sizes, aspect_ratios=plan.instances.aspect_ratios)
+    config = DetectionConfig(
+        fpn_channels=16,
+        box_head=32,
+        mask_channels=16,
+        tile_size=(64, 64),
+        anchor_sizes=plan.instances.anchor_sizes,
+        aspect_ratios=plan.instances.aspect_ratios,
+    )
     network = build_maskrcnn(3, config)
-    spec = ModelSpec("maskrcnn", 2, 3, 2, dict(plan.labels), config.to_dict(),
-                     instances={"method": "maskrcnn", "score_threshold": 0.05, "min_size": 3, "overlap": 16})
+    spec = ModelSpec(
+        "maskrcnn",
+        2,
+        3,
+        2,
+        dict(plan.labels),
+        config.to_dict(),
+        instances={"method": "maskrcnn", "score_threshold": 0.05, "min_size": 3, "overlap": 16},
+    )
     return save_model_folder(root / "mrcnn", network, spec, plan)
 
 
@@ -168,11 +202,15 @@ def test_maskrcnn_without_torchvision_is_a_one_line_install_hint(monkeypatch, tm
 
 def test_maskrcnn_trains_on_instance_batches(trained, tmp_path: Path) -> None:
     data, _ = trained
-    folder = train(recipe(data, "maskrcnn", instances={"fpn_channels": 16}, budget={"epochs": 1}),
-                   TrainOptions(tmp_path / "run", progress_bar=False))
+    folder = train(
+        recipe(data, "maskrcnn", instances={"fpn_channels": 16}, budget={"epochs": 1}),
+        TrainOptions(tmp_path / "run", progress_bar=False),
+    )
     spec = json.loads((folder / "model.json").read_text())
     assert spec["instances"]["method"] == "maskrcnn" and spec["metrics"]["precision"] == "fp32"
-    assert spec["network"]["anchor_sizes"] == json.loads((folder / "plan.json").read_text())["instances"]["anchor_sizes"]
+    assert (
+        spec["network"]["anchor_sizes"] == json.loads((folder / "plan.json").read_text())["instances"]["anchor_sizes"]
+    )
     log = (tmp_path / "run" / "training_log.csv").read_text().splitlines()
     assert "val_dsb_score" in log[0] and np.isfinite(float(log[1].split(",")[2]))
 
@@ -201,8 +239,23 @@ def test_3d_instance_path_end_to_end(tmp_path: Path) -> None:
 
     write_mr_series(source, tmp_path / "dicom", patient_name="Doe^Jane", patient_id="P1", description="blobs")
     dicom_out = tmp_path / "dicom_out"
-    assert main(["--quiet", "predict", "-m", str(folder), "-i", str(tmp_path / "dicom"), "-o", str(dicom_out),
-                 "--backend", "torch"]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "predict",
+                "-m",
+                str(folder),
+                "-i",
+                str(tmp_path / "dicom"),
+                "-o",
+                str(dicom_out),
+                "--backend",
+                "torch",
+            ]
+        )
+        == 0
+    )
     segs = list(dicom_out.glob("*_seg.dcm"))
     assert len(segs) == 1, sorted(p.name for p in dicom_out.iterdir())
     ids = np.asarray(nib.load(segs[0].with_name(segs[0].name.replace("_seg.dcm", ".nii.gz"))).dataobj)
@@ -223,11 +276,25 @@ def test_3d_unet_instances_separate_touching_balls(tmp_path: Path) -> None:
 
     data = write_instance_dataset(tmp_path / "train", 10, (32, 32, 32), seed=0)
     test = write_instance_dataset(tmp_path / "test", 4, (32, 32, 32), seed=1)
-    aug = {"rotation": False, "scaling": [1.0, 1.0], "noise": False, "blur": False, "gamma": False,
-           "brightness_contrast": False, "low_resolution": False}
-    rec = recipe(data, dims=3, plan={"base_features": 8}, augmentation=aug, dataset={"split": "kfold", "folds": 10},
-                 optimizer={"name": "adamw", "lr": 0.003}, budget={"epochs": 14, "iterations_per_epoch": 25},
-                 validation={"every": 100})
+    aug = {
+        "rotation": False,
+        "scaling": [1.0, 1.0],
+        "noise": False,
+        "blur": False,
+        "gamma": False,
+        "brightness_contrast": False,
+        "low_resolution": False,
+    }
+    rec = recipe(
+        data,
+        dims=3,
+        plan={"base_features": 8},
+        augmentation=aug,
+        dataset={"split": "kfold", "folds": 10},
+        optimizer={"name": "adamw", "lr": 0.003},
+        budget={"epochs": 14, "iterations_per_epoch": 25},
+        validation={"every": 100},
+    )
     folder = train(rec, TrainOptions(tmp_path / "run", progress_bar=False))
     scores = []
     with Predictor.from_folders([folder], PredictOptions(backend="torch", precision="fp32")) as predictor:
@@ -253,7 +320,10 @@ def test_predict_never_writes_an_instance_map_over_its_input_png(trained, tmp_pa
     image.write_bytes((data / "images" / "img0.png").read_bytes())
     before = image.read_bytes()
     for source in (work, image):  # the folder, and the one file with its own folder as output
-        assert main(["--quiet", "predict", "-m", str(folder), "-i", str(source), "-o", str(work), "--backend", "torch"]) == 2
+        assert (
+            main(["--quiet", "predict", "-m", str(folder), "-i", str(source), "-o", str(work), "--backend", "torch"])
+            == 2
+        )
         assert image.read_bytes() == before and sorted(p.name for p in work.iterdir()) == ["img0.png"]
     assert "img0.png" in capsys.readouterr().err
 

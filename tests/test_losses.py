@@ -37,7 +37,9 @@ def test_deep_supervision_weights_follow_nnunet() -> None:
 
 def test_dice_is_soft_batch_dice_without_background(batch) -> None:
     logits, labels = batch
-    assert float(build_loss("dice", 3)(logits, labels)) == pytest.approx(float(soft_batch_dice_loss(logits, labels)), abs=1e-6)
+    assert float(build_loss("dice", 3)(logits, labels)) == pytest.approx(
+        float(soft_batch_dice_loss(logits, labels)), abs=1e-6
+    )
 
 
 def test_dice_ce_is_dice_plus_cross_entropy_one_to_one(batch) -> None:

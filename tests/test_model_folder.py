@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError, InputError
-from medseg.networks import FAMILIES, build_model
 from medseg.model.folder import ModelSpec, load_model_folder, save_model_folder
-from medseg.model.runtime import package_versions
 from medseg.model.plan import NetworkConfig, Normalization, Plan
+from medseg.model.runtime import package_versions
+from medseg.networks import FAMILIES, build_model
 
 LABELS = {0: "background", 1: "Anterior", 2: "Posterior"}
 CONFIG_3D = NetworkConfig((16, 16, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2)))
@@ -26,14 +26,29 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def network_dict(config: NetworkConfig) -> dict:
-    return {"patch_size": list(config.patch_size), "batch_size": config.batch_size, "features": list(config.features),
-            "kernel_sizes": [list(k) for k in config.kernel_sizes], "strides": [list(s) for s in config.strides]}
+    return {
+        "patch_size": list(config.patch_size),
+        "batch_size": config.batch_size,
+        "features": list(config.features),
+        "kernel_sizes": [list(k) for k in config.kernel_sizes],
+        "strides": [list(s) for s in config.strides],
+    }
 
 
 def make_spec(family: str, dims: int) -> ModelSpec:
     config = CONFIG_3D if dims == 3 else CONFIG_2D
-    return ModelSpec(family, dims, 1, 3, LABELS, network_dict(config), {"keep_largest_component": [1]},
-                     {"name": "t"}, package_versions(), {"mean_dice": 0.5})
+    return ModelSpec(
+        family,
+        dims,
+        1,
+        3,
+        LABELS,
+        network_dict(config),
+        {"keep_largest_component": [1]},
+        {"name": "t"},
+        package_versions(),
+        {"mean_dice": 0.5},
+    )
 
 
 def trained_network(family: str, dims: int) -> torch.nn.Module:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError
-from medseg.networks import FAMILIES, build_model
 from medseg.model.plan import NetworkConfig
+from medseg.networks import FAMILIES, build_model
 
 CONFIGS = {
     3: NetworkConfig((16, 16, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 1))),

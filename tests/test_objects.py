@@ -92,7 +92,11 @@ def test_detection_outputs_2d(tmp_path: Path) -> None:
     labels = image.with_array(np.swapaxes(_two_rectangles(), 0, 1)[:, :, None], kind="label")
     paths = write_detection_outputs(tmp_path, "case1", image, labels, scores={3: 0.5, 4: 0.25, 9: 1.0})
     stored = np.asarray(Image.open(paths["instances"]))
-    assert paths["instances"].name == "case1.png" and stored.shape == (12, 16) and np.array_equal(stored, _two_rectangles())
+    assert (
+        paths["instances"].name == "case1.png"
+        and stored.shape == (12, 16)
+        and np.array_equal(stored, _two_rectangles())
+    )
     rows = list(csv.DictReader(paths["objects_csv"].open()))
     assert [r["instance"] for r in rows] == ["3", "4", "9"] and rows[0]["area_px"] == "24" and rows[0]["area_mm2"] == ""
     payload = json.loads(paths["objects_json"].read_text())

@@ -13,8 +13,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 #: checkout folders that are not sources (virtual environments, build outputs, run folders)
-NOT_SOURCES = (".git", ".venv", "build", "dist", "runs", "out", ".whl", ".gl", ".pytest_cache", "__pycache__",
-               "*.egg-info", "node_modules")
+NOT_SOURCES = (
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "runs",
+    "out",
+    ".whl",
+    ".gl",
+    ".pytest_cache",
+    "__pycache__",
+    "*.egg-info",
+    "node_modules",
+)
 
 
 def build_wheel(work: Path) -> Path:
@@ -22,8 +34,19 @@ def build_wheel(work: Path) -> Path:
     offline and without build isolation. Needs setuptools >= 77 installed; returns the wheel's path."""
     source = work / "src"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCES), symlinks=True)
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-               "-w", str(work / "dist"), str(source)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-q",
+        "-w",
+        str(work / "dist"),
+        str(source),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (wheel,) = (work / "dist").glob("medseg-*.whl")
@@ -32,8 +55,9 @@ def build_wheel(work: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def wheel_names(tmp_path_factory) -> set[str]:
-    pytest.importorskip("setuptools", minversion="77", reason="building the wheel needs setuptools>=77 "
-                        "(pip install -e '.[test]')")
+    pytest.importorskip(
+        "setuptools", minversion="77", reason="building the wheel needs setuptools>=77 (pip install -e '.[test]')"
+    )
     with zipfile.ZipFile(build_wheel(tmp_path_factory.mktemp("wheel"))) as wheel:
         return set(wheel.namelist())
 

@@ -36,8 +36,14 @@ def loaded(orthanc, sample_data, tmp_path):
     """Orthanc holding the shipped TCIA export (PGBM-003, 2 series) and one hippocampus crop of another patient."""
     orthanc.upload(sorted((sample_data / "dicom").rglob("*.dcm")))
     folder = tmp_path / "p2"
-    write_mr_series(sample_data / "hippocampus/imagesTs/hippocampus_020.nii.gz", folder, patient_name="Roe^Richard",
-                    patient_id="P2", study_date="20240102", description="hippo crop")
+    write_mr_series(
+        sample_data / "hippocampus/imagesTs/hippocampus_020.nii.gz",
+        folder,
+        patient_name="Roe^Richard",
+        patient_id="P2",
+        study_date="20240102",
+        description="hippo crop",
+    )
     orthanc.upload(sorted(folder.iterdir()))
     return orthanc
 
@@ -52,7 +58,9 @@ def test_queries_apply_every_filter(loaded, protocol):
     assert [s.patient_id for s in archive.find_series(SeriesFilter(date_from=date(2024, 1, 1)))] == ["P2"]
     assert archive.find_series(SeriesFilter(modality=("CT",))) == []
     one = everything[0]
-    assert [s.series_uid for s in archive.find_series(SeriesFilter(study_uid=one.study_uid, series_uid=one.series_uid))] == [one.series_uid]
+    assert [
+        s.series_uid for s in archive.find_series(SeriesFilter(study_uid=one.study_uid, series_uid=one.series_uid))
+    ] == [one.series_uid]
     t1 = next(s for s in everything if s.description == "T1post")
     assert (t1.instances, t1.series_number, t1.modality) == (22, 11, "MR")
     assert "Dumbledore" not in repr(t1)  # the name is kept for redaction only
@@ -64,7 +72,17 @@ def test_headers_describe_the_series_as_the_files_do(loaded, protocol, sample_da
     t1 = archive.find_series(SeriesFilter(description="T1post"))[0]
     remote = series_of_datasets(archive.series_headers(t1))
     local = [i for i in discover_series(sample_data / "dicom") if i.description == "T1post"]
-    pick = ("uid", "study_uid", "patient_id", "series_number", "n_slices", "matrix", "spacing", "orientation", "is_image")
+    pick = (
+        "uid",
+        "study_uid",
+        "patient_id",
+        "series_number",
+        "n_slices",
+        "matrix",
+        "spacing",
+        "orientation",
+        "is_image",
+    )
     assert [[getattr(i, k) for k in pick] for i in remote] == [[getattr(i, k) for k in pick] for i in local]
 
 
@@ -73,8 +91,10 @@ def test_retrieved_series_equals_the_uploaded_files(loaded, protocol, sample_dat
     archive = _archive(loaded, protocol)
     t1 = archive.find_series(SeriesFilter(description="T1post"))[0]
     paths = archive.retrieve_series(t1, tmp_path / "cache")
-    originals = {str(ds.SOPInstanceUID): ds for ds in
-                 (pydicom.dcmread(p) for p in (sample_data / "dicom/PGBM-003/11-T1post-18670").iterdir())}
+    originals = {
+        str(ds.SOPInstanceUID): ds
+        for ds in (pydicom.dcmread(p) for p in (sample_data / "dicom/PGBM-003/11-T1post-18670").iterdir())
+    }
     assert sorted(p.stem for p in paths) == sorted(originals)
     for path in paths:
         got = pydicom.dcmread(path)
@@ -90,13 +110,19 @@ def test_push_sends_once_and_verifies(loaded, protocol, sample_data, tmp_path):
     source.SeriesDescription, source.SeriesNumber = "medseg result", 901
     source.save_as(result)
     series_uid, sop_uid = give_stable_uids(result, "source-series|model-v1")
-    assert (series_uid, sop_uid) == (stable_uid("series", "source-series|model-v1"), stable_uid("instance", "source-series|model-v1"))
+    assert (series_uid, sop_uid) == (
+        stable_uid("series", "source-series|model-v1"),
+        stable_uid("instance", "source-series|model-v1"),
+    )
     first = push_file(archive, result)
     again = push_file(archive, result)
     assert (first.sent, again.sent) == (True, False)
     stored = loaded.find("Instance", {"SOPInstanceUID": sop_uid})
-    assert len(stored) == 1 and loaded.find("Series", {"SeriesInstanceUID": series_uid})[0]["ParentStudy"] == \
-        loaded.find("Study", {"StudyInstanceUID": str(source.StudyInstanceUID)})[0]["ID"]
+    assert (
+        len(stored) == 1
+        and loaded.find("Series", {"SeriesInstanceUID": series_uid})[0]["ParentStudy"]
+        == loaded.find("Study", {"StudyInstanceUID": str(source.StudyInstanceUID)})[0]["ID"]
+    )
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -114,7 +140,9 @@ def test_a_stopped_archive_is_waited_for(loaded, protocol, caplog):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_an_archive_that_stays_down_gives_one_line(protocol):
-    url = f"http://127.0.0.1:{free_port()}/dicom-web" if protocol == "dicomweb" else f"dimse://X@127.0.0.1:{free_port()}"
+    url = (
+        f"http://127.0.0.1:{free_port()}/dicom-web" if protocol == "dicomweb" else f"dimse://X@127.0.0.1:{free_port()}"
+    )
     archive = open_archive(load_settings(url, env={}, max_wait=1.5))
     start = time.monotonic()
     with pytest.raises(ArchiveError, match="stayed unreachable for 1 s") as info:
@@ -146,9 +174,28 @@ def test_tls_certificates_are_verified_by_default(tmp_path):
     import ssl
 
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
     class Empty(http.server.BaseHTTPRequestHandler):
         def do_GET(self):

@@ -101,8 +101,19 @@ def test_archive_input_gives_the_cases_and_reasons_of_the_same_export_folder(ort
         assert batch(url, "-o", tmp_path / "b", "--dry-run") == 0
         assert capsys.readouterr().out.splitlines() == from_folder
     assert any("skip" in line and "Localizer" in line for line in from_folder)
-    assert batch(orthanc.dicomweb_url, "-o", tmp_path / "c", "--dry-run", "--patient-id", "P2",
-                 "--series-description", "repeat") == 0
+    assert (
+        batch(
+            orthanc.dicomweb_url,
+            "-o",
+            tmp_path / "c",
+            "--dry-run",
+            "--patient-id",
+            "P2",
+            "--series-description",
+            "repeat",
+        )
+        == 0
+    )
     chosen = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:-1]]
     assert len(chosen) == 1 and chosen[0].startswith("P2_") and "repeat" in chosen[0]
 

@@ -13,24 +13,30 @@ from medseg.pacs.retry import Unreachable, call_with_backoff
 from medseg.pacs.settle import SettleTracker
 
 
-@pytest.mark.parametrize(("text", "kind", "url", "port"), [
-    ("http://127.0.0.1:8042/dicom-web/", "dicomweb", "http://127.0.0.1:8042/dicom-web", 8042),
-    ("HTTPS://PACS.example.org/wado", "dicomweb", "https://pacs.example.org/wado", 443),
-    ("dimse://ORTHANC@pacs:4242", "dimse", "dimse://ORTHANC@pacs:4242", 4242),
-])
+@pytest.mark.parametrize(
+    ("text", "kind", "url", "port"),
+    [
+        ("http://127.0.0.1:8042/dicom-web/", "dicomweb", "http://127.0.0.1:8042/dicom-web", 8042),
+        ("HTTPS://PACS.example.org/wado", "dicomweb", "https://pacs.example.org/wado", 443),
+        ("dimse://ORTHANC@pacs:4242", "dimse", "dimse://ORTHANC@pacs:4242", 4242),
+    ],
+)
 def test_addresses_are_parsed_into_one_canonical_form(text, kind, url, port):
     address = parse_address(text)
     assert (address.kind, address.url, address.port) == (kind, url, port)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("https://user:secret@pacs/dicom-web", "do not put credentials in the archive URL"),
-    ("dimse://pacs:4242", "dimse://AET@HOST:PORT"),
-    ("dimse://ORTHANC@pacs:99999", "out of range"),
-    ("dimse://WAY_TOO_LONG_AE_TITLE_X@pacs:104", "not a valid AE title"),
-    ("http://pacs/dicom-web?PatientID=1", "without ?query"),
-    ("/data/export", "not an archive address"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("https://user:secret@pacs/dicom-web", "do not put credentials in the archive URL"),
+        ("dimse://pacs:4242", "dimse://AET@HOST:PORT"),
+        ("dimse://ORTHANC@pacs:99999", "out of range"),
+        ("dimse://WAY_TOO_LONG_AE_TITLE_X@pacs:104", "not a valid AE title"),
+        ("http://pacs/dicom-web?PatientID=1", "without ?query"),
+        ("/data/export", "not an archive address"),
+    ],
+)
 def test_bad_addresses_fail_with_one_line(text, message):
     with pytest.raises(ConfigError, match=message.replace("?", r"\?")) as info:
         parse_address(text)
@@ -38,7 +44,9 @@ def test_bad_addresses_fail_with_one_line(text, message):
 
 
 def test_credentials_come_from_the_environment_and_are_never_shown():
-    settings = load_settings("https://pacs/dicom-web", env={"MEDSEG_PACS_USERNAME": "medseg", "MEDSEG_PACS_PASSWORD": "s3cret!"})
+    settings = load_settings(
+        "https://pacs/dicom-web", env={"MEDSEG_PACS_USERNAME": "medseg", "MEDSEG_PACS_PASSWORD": "s3cret!"}
+    )
     assert settings.credentials.kind == "basic" and settings.credentials.password == "s3cret!"
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.credentials)
     assert settings.verify is True  # TLS verification is on unless the config says otherwise
@@ -48,9 +56,11 @@ def test_credentials_come_from_the_environment_and_are_never_shown():
 
 def test_config_file_matches_by_url_prefix_and_reads_secrets_from_named_variables(tmp_path, caplog):
     config = tmp_path / "pacs.toml"
-    config.write_text('[[archive]]\nurl = "https://other/"\nusername = "x"\n\n'
-                      '[[archive]]\nurl = "https://pacs/dicom-web"\nusername = "medseg"\npassword_env = "PACS_PW"\n'
-                      'timeout = 5\nmax_wait = 12\ncalling_aet = "SEGNODE"\n')
+    config.write_text(
+        '[[archive]]\nurl = "https://other/"\nusername = "x"\n\n'
+        '[[archive]]\nurl = "https://pacs/dicom-web"\nusername = "medseg"\npassword_env = "PACS_PW"\n'
+        'timeout = 5\nmax_wait = 12\ncalling_aet = "SEGNODE"\n'
+    )
     settings = load_settings("https://pacs/dicom-web", config, env={"PACS_PW": "pw-from-env"})
     assert (settings.credentials.username, settings.credentials.password) == ("medseg", "pw-from-env")
     assert (settings.timeout, settings.backoff.max_wait, settings.calling_aet) == (5.0, 12.0, "SEGNODE")
@@ -79,13 +89,16 @@ def test_filters_are_checked_locally_whatever_the_archive_matched():
         SeriesFilter(description="(")
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("20240101-20241231", (date(2024, 1, 1), date(2024, 12, 31))),
-    ("20240101-", (date(2024, 1, 1), None)),
-    ("-20240101", (None, date(2024, 1, 1))),
-    ("2024-01-01..2024-03-01", (date(2024, 1, 1), date(2024, 3, 1))),
-    ("2024-05-06", (date(2024, 5, 6), date(2024, 5, 6))),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("20240101-20241231", (date(2024, 1, 1), date(2024, 12, 31))),
+        ("20240101-", (date(2024, 1, 1), None)),
+        ("-20240101", (None, date(2024, 1, 1))),
+        ("2024-01-01..2024-03-01", (date(2024, 1, 1), date(2024, 3, 1))),
+        ("2024-05-06", (date(2024, 5, 6), date(2024, 5, 6))),
+    ],
+)
 def test_study_date_ranges(text, expected):
     assert parse_date_range(text) == expected
 

@@ -88,13 +88,16 @@ def finish(process: subprocess.Popen, timeout: float = 60) -> int:
 
 
 def test_orthanc_stopped_mid_run_is_waited_for_and_nothing_runs_twice(orthanc, sample_data, tmp_path, start):
-    rows = [(f"hippocampus_{n}", "Doe^Jane", "P1", "a", i + 1, f"crop {n}", None)
-            for i, n in enumerate(("020", "107", "217", "020", "107"))]
+    rows = [
+        (f"hippocampus_{n}", "Doe^Jane", "P1", "a", i + 1, f"crop {n}", None)
+        for i, n in enumerate(("020", "107", "217", "020", "107"))
+    ]
     folders = write_crop_export(tmp_path / "export", sample_data, tuple(rows))
     orthanc.upload(sorted((tmp_path / "export").rglob("*.dcm")))
     out, url = tmp_path / "out", orthanc.dicomweb_url
-    run = start("batch", "batch", url, "-m", "hippocampus", "-o", out, "--push-to", url, "--threads", "1",
-                "--max-wait", "120")
+    run = start(
+        "batch", "batch", url, "-m", "hippocampus", "-o", out, "--push-to", url, "--threads", "1", "--max-wait", "120"
+    )
     wait_until(lambda: done(out) >= 1, 120, "the first case", run)
     orthanc.stop()
     time.sleep(6)
@@ -110,19 +113,44 @@ def test_orthanc_stopped_mid_run_is_waited_for_and_nothing_runs_twice(orthanc, s
 
 def test_watch_picks_up_new_series_and_survives_kill_9(orthanc, sample_data, tmp_path, start):
     first = tmp_path / "first"
-    write_mr_series(sample_data / "hippocampus/imagesTs/hippocampus_020.nii.gz", first, patient_name="Doe^Jane",
-                    patient_id="P1", series_number=1)
+    write_mr_series(
+        sample_data / "hippocampus/imagesTs/hippocampus_020.nii.gz",
+        first,
+        patient_name="Doe^Jane",
+        patient_id="P1",
+        series_number=1,
+    )
     orthanc.upload(sorted(first.iterdir()))
     out, url = tmp_path / "out", orthanc.dicomweb_url
-    args = ("watch", url, "-m", "hippocampus", "-o", out, "--push-to", url, "--interval", "1", "--settle", "1",
-            "--threads", "1")
+    args = (
+        "watch",
+        url,
+        "-m",
+        "hippocampus",
+        "-o",
+        out,
+        "--push-to",
+        url,
+        "--interval",
+        "1",
+        "--settle",
+        "1",
+        "--threads",
+        "1",
+    )
     watcher = start("watch1", *args)
-    wait_until(lambda: len(query(out, "SELECT 1 FROM pushes WHERE status = 'sent'")) == 1, 120, "the first SEG", watcher)
+    wait_until(
+        lambda: len(query(out, "SELECT 1 FROM pushes WHERE status = 'sent'")) == 1, 120, "the first SEG", watcher
+    )
 
-    later = write_crop_export(tmp_path / "later", sample_data, (
-        ("hippocampus_107", "Roe^Richard", "P2", "b", 1, "crop 107", None),
-        ("hippocampus_217", "Roe^Richard", "P2", "b", 2, "crop 217", None),
-    ))
+    later = write_crop_export(
+        tmp_path / "later",
+        sample_data,
+        (
+            ("hippocampus_107", "Roe^Richard", "P2", "b", 1, "crop 107", None),
+            ("hippocampus_217", "Roe^Richard", "P2", "b", 2, "crop 217", None),
+        ),
+    )
     orthanc.upload(sorted((tmp_path / "later").rglob("*.dcm")))  # while the watch runs
     wait_until(lambda: done(out) >= 2, 120, "a series uploaded while watching", watcher)
     before = dict(query(out, "SELECT case_id, attempts FROM cases WHERE status = 'done'"))
@@ -130,8 +158,12 @@ def test_watch_picks_up_new_series_and_survives_kill_9(orthanc, sample_data, tmp
     watcher.wait()
 
     restarted = start("watch2", *args)
-    wait_until(lambda: len(query(out, "SELECT 1 FROM pushes WHERE status IN ('sent', 'present')")) == 3, 120,
-               "every SEG after the restart", restarted)
+    wait_until(
+        lambda: len(query(out, "SELECT 1 FROM pushes WHERE status IN ('sent', 'present')")) == 3,
+        120,
+        "every SEG after the restart",
+        restarted,
+    )
     restarted.send_signal(signal.SIGINT)
     assert finish(restarted) == 130
     after = dict(query(out, "SELECT case_id, attempts FROM cases WHERE status = 'done'"))
@@ -144,15 +176,34 @@ def test_listen_receives_a_series_and_pushes_its_seg(orthanc, sample_data, tmp_p
     from medseg.pacs import load_settings, open_archive
 
     series = tmp_path / "series"
-    write_mr_series(sample_data / "hippocampus/imagesTs/hippocampus_107.nii.gz", series, patient_name="Doe^Jane",
-                    patient_id="P1")
+    write_mr_series(
+        sample_data / "hippocampus/imagesTs/hippocampus_107.nii.gz", series, patient_name="Doe^Jane", patient_id="P1"
+    )
     orthanc.upload(sorted(series.iterdir()))  # the source study is in the archive the SEG goes to
     out, port = tmp_path / "out", free_port()
-    listener = start("listen", "listen", "--port", port, "-m", "hippocampus", "-o", out, "--push-to",
-                     orthanc.dicomweb_url, "--settle", "1", "--interval", "1", "--threads", "1")
+    listener = start(
+        "listen",
+        "listen",
+        "--port",
+        port,
+        "-m",
+        "hippocampus",
+        "-o",
+        out,
+        "--push-to",
+        orthanc.dicomweb_url,
+        "--settle",
+        "1",
+        "--interval",
+        "1",
+        "--threads",
+        "1",
+    )
     sender = open_archive(load_settings(f"dimse://MEDSEG@127.0.0.1:{port}", env={}, max_wait=60))
     sender.store(sorted(series.iterdir()))  # waits (back-off) until the listener is up
-    wait_until(lambda: len(query(out, "SELECT 1 FROM pushes WHERE status = 'sent'")) == 1, 120, "the pushed SEG", listener)
+    wait_until(
+        lambda: len(query(out, "SELECT 1 FROM pushes WHERE status = 'sent'")) == 1, 120, "the pushed SEG", listener
+    )
     listener.send_signal(signal.SIGINT)
     assert finish(listener) == 130
     assert query(out, "SELECT status, attempts FROM cases") == [("done", 1)]
@@ -176,9 +227,13 @@ def test_a_watch_cycle_skips_settled_series_and_keeps_case_ids_apart(tmp_path):
     from medseg.cases import Discovery, InputCase, Namer
 
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
-        for case_id, source, uid, status in (("a1", "A", "1.1", "done"), ("a2", "A", "1.2", "running"),
-                                             ("b", "B", "2", "failed"), ("c", "C", "3", "skipped"),
-                                             ("P1_x_S1_t1", "D", "4", "done")):
+        for case_id, source, uid, status in (
+            ("a1", "A", "1.1", "done"),
+            ("a2", "A", "1.2", "running"),
+            ("b", "B", "2", "failed"),
+            ("c", "C", "3", "skipped"),
+            ("P1_x_S1_t1", "D", "4", "done"),
+        ):
             ledger.upsert_case(case_id, "dicom", source, uid)
             ledger.set_status(case_id, status)
         assert _handled_sources(ledger, retry_failed=False) == {"B", "C", "D"}

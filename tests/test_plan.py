@@ -11,8 +11,8 @@ import pytest
 
 from medseg.cli import main
 from medseg.errors import ConfigError
-from medseg.training.fingerprint import ChannelStats, Fingerprint
 from medseg.model.plan import NetworkConfig, Plan
+from medseg.training.fingerprint import ChannelStats, Fingerprint
 from medseg.training.planner import (
     apply_overrides,
     estimate_memory,
@@ -30,8 +30,12 @@ STATS = ChannelStats(p00_5=-100.0, median=40.0, p99_5=300.0, mean=50.0, std=80.0
 
 def fingerprint(spacings, shapes, channels=("MRI",)) -> Fingerprint:
     return Fingerprint(
-        n_cases=len(spacings), spacings=np.asarray(spacings, float), shapes=np.asarray(shapes),
-        channels=channels, intensities=(STATS,) * len(channels), class_voxels={0: 900, 1: 100},
+        n_cases=len(spacings),
+        spacings=np.asarray(spacings, float),
+        shapes=np.asarray(shapes),
+        channels=channels,
+        intensities=(STATS,) * len(channels),
+        class_voxels={0: 900, 1: 100},
     )
 
 
@@ -103,8 +107,13 @@ def test_topology_follows_nnunet_rules() -> None:
     # the coarse axis is pooled only once in-plane pooling has caught up (spacing within 2x)
     assert [s[2] for s in aniso.strides][:3] == [1, 1, 1]
     assert aniso.kernel_sizes[0] == (3, 3, 1) and aniso.kernel_sizes[-1] == (3, 3, 3)
-    assert all(p % d == 0 for p, d in zip(aniso.patch_size, NetworkConfig(
-        aniso.patch_size, 2, (1,) * len(aniso.strides), aniso.kernel_sizes, aniso.strides).divisor))
+    assert all(
+        p % d == 0
+        for p, d in zip(
+            aniso.patch_size,
+            NetworkConfig(aniso.patch_size, 2, (1,) * len(aniso.strides), aniso.kernel_sizes, aniso.strides).divisor,
+        )
+    )
 
 
 def test_memory_budget_shrinks_patch_and_batch_respects_limits() -> None:

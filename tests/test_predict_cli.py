@@ -53,14 +53,28 @@ def test_predict_folder_writes_outputs_on_the_source_grid(model, inputs, tmp_pat
 
 def test_ensemble_and_fast_mode(model, inputs, tmp_path):
     single = inputs / f"{CASES[0]}.nii.gz"
-    assert predict("-m", str(model), "-m", str(model), "-i", str(single), "-o", str(tmp_path / "ens"),
-                   "--no-qc") == 0
-    assert predict("-m", str(model), "-i", str(single), "-o", str(tmp_path / "one"), "--no-qc",
-                   "--largest-component", "off", "--fast", "--save-probabilities") == 0
+    assert predict("-m", str(model), "-m", str(model), "-i", str(single), "-o", str(tmp_path / "ens"), "--no-qc") == 0
+    assert (
+        predict(
+            "-m",
+            str(model),
+            "-i",
+            str(single),
+            "-o",
+            str(tmp_path / "one"),
+            "--no-qc",
+            "--largest-component",
+            "off",
+            "--fast",
+            "--save-probabilities",
+        )
+        == 0
+    )
     a = read_volume_file(tmp_path / "ens" / f"{CASES[0]}.nii.gz", kind="label").array
     b = read_volume_file(tmp_path / "one" / f"{CASES[0]}.nii.gz", kind="label").array
     # an ensemble of one model twice equals that model (here without the largest-component step)
     from medseg.inference.postprocess import keep_largest_component
+
     assert np.array_equal(a, keep_largest_component(b, [1]))
     assert (tmp_path / "one" / f"{CASES[0]}_probabilities.nii.gz").is_file()
 
@@ -83,14 +97,18 @@ def test_dicom_series_gives_labels_on_its_oblique_grid_and_a_seg(sample_data, tm
     assert np.abs(labels.direction - np.round(labels.direction)).max() > 0.1  # really oblique
     assert labels.array.any()  # this seed predicts some foreground, so the SEG is written
     from medseg.io.seg import read_seg
+
     seg = read_seg(case["outputs"]["seg"], load_series(discover_series(series_dir)[0]))
     assert np.array_equal(seg.array, labels.array)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-m", "{tmp}/missing"], "does not exist"),
-    (["-m", "{tmp}"], "not a medseg model folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "{tmp}/missing"], "does not exist"),
+        (["-m", "{tmp}"], "not a medseg model folder"),
+    ],
+)
 def test_bad_model_folder_is_a_one_line_error(args, message, inputs, tmp_path, capsys):
     args = [a.format(tmp=tmp_path) for a in args]
     assert predict(*args, "-i", str(inputs), "-o", str(tmp_path / "o")) == 2
@@ -120,10 +138,38 @@ def test_export_cli_then_predict_with_onnxruntime(model, inputs, tmp_path):
     pytest.importorskip("onnxruntime")
     assert main(["-q", "export", "-m", str(model), "-o", str(tmp_path / "onnx")]) == 0
     single = inputs / f"{CASES[1]}.nii.gz"
-    assert predict("-m", str(tmp_path / "onnx"), "--backend", "onnxruntime", "-i", str(single),
-                   "-o", str(tmp_path / "ort"), "--no-qc", "--precision", "fp32") == 0
-    assert predict("-m", str(model), "-i", str(single), "-o", str(tmp_path / "pt"), "--no-qc",
-                   "--precision", "fp32", "--backend", "torch") == 0
+    assert (
+        predict(
+            "-m",
+            str(tmp_path / "onnx"),
+            "--backend",
+            "onnxruntime",
+            "-i",
+            str(single),
+            "-o",
+            str(tmp_path / "ort"),
+            "--no-qc",
+            "--precision",
+            "fp32",
+        )
+        == 0
+    )
+    assert (
+        predict(
+            "-m",
+            str(model),
+            "-i",
+            str(single),
+            "-o",
+            str(tmp_path / "pt"),
+            "--no-qc",
+            "--precision",
+            "fp32",
+            "--backend",
+            "torch",
+        )
+        == 0
+    )
     a = read_volume_file(tmp_path / "ort" / f"{CASES[1]}.nii.gz", kind="label").array
     b = read_volume_file(tmp_path / "pt" / f"{CASES[1]}.nii.gz", kind="label").array
     assert (a == b).mean() > 0.995
@@ -180,8 +226,21 @@ def test_predict_and_batch_name_the_same_series_and_files_alike(mixed_input, tmp
     (skipped,) = [r for a, r in chosen.values() if a == "skip"]
     assert "not chosen by --series T1post" in skipped
     one = tmp_path / "one"
-    assert predict("-m", str(model), "-i", str(mixed_input / "export"), "-o", str(one), "--no-qc", "--no-seg",
-                   "--series", "T1post") == 0
+    assert (
+        predict(
+            "-m",
+            str(model),
+            "-i",
+            str(mixed_input / "export"),
+            "-o",
+            str(one),
+            "--no-qc",
+            "--no-seg",
+            "--series",
+            "T1post",
+        )
+        == 0
+    )
     ran = [c["case_id"] for c in json.loads((one / "medseg_run.json").read_text())["cases"]]
     assert ran == [c for c, (a, _) in chosen.items() if a == "run"] == [dicom[0]]
 
@@ -194,13 +253,40 @@ def test_batch_passes_every_prediction_option_to_its_workers(model, inputs, tmp_
     from medseg.inference import OutputOptions, PredictOptions, Predictor, predict_case
     from medseg.inference.postprocess import keep_largest_component, remap_labels
 
-    args = build_parser().parse_args([
-        "batch", str(inputs), "-m", str(model), "-o", str(tmp_path / "b"), "--backend", "torch", "--device", "cpu",
-        "--precision", "fp32", "--threads", "1", "--overlap", "0.25", "--tiles-per-batch", "3", "--no-qc",
-        "--largest-component", "on", "--remap", "2:1", "--instances", "Anterior", "--save-probabilities"])
+    args = build_parser().parse_args(
+        [
+            "batch",
+            str(inputs),
+            "-m",
+            str(model),
+            "-o",
+            str(tmp_path / "b"),
+            "--backend",
+            "torch",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--threads",
+            "1",
+            "--overlap",
+            "0.25",
+            "--tiles-per-batch",
+            "3",
+            "--no-qc",
+            "--largest-component",
+            "on",
+            "--remap",
+            "2:1",
+            "--instances",
+            "Anterior",
+            "--save-probabilities",
+        ]
+    )
     engine = make_engine(args)
-    assert engine.predict == PredictOptions(device="cpu", backend="torch", precision="fp32", overlap=0.25,
-                                            tiles_per_batch=3, threads=1)
+    assert engine.predict == PredictOptions(
+        device="cpu", backend="torch", precision="fp32", overlap=0.25, tiles_per_batch=3, threads=1
+    )
     assert engine.output.probabilities and not engine.output.qc and engine.output.postprocess.instances == (1,)
     case = discover_cases(inputs).cases[0]
     with engine.load(threads=1) as predictor:
@@ -232,13 +318,17 @@ def test_predict_and_batch_offer_the_same_prediction_options():
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
 
     def options(name: str) -> dict[str, tuple]:
-        return {flag: (a.dest, tuple(a.choices or ()), a.default, a.nargs, type(a).__name__, a.type)
-                for a in commands[name]._actions for flag in a.option_strings}
+        return {
+            flag: (a.dest, tuple(a.choices or ()), a.default, a.nargs, type(a).__name__, a.type)
+            for a in commands[name]._actions
+            for flag in a.option_strings
+        }
 
     predict_opts, batch_opts = options("predict"), options("batch")
     prediction = set(predict_opts) - {"-m", "--model", "-i", "--input", "-o", "--output"}
-    assert len(prediction) > 15 and {flag: batch_opts.get(flag) for flag in prediction} == \
-           {flag: predict_opts[flag] for flag in prediction}
+    assert len(prediction) > 15 and {flag: batch_opts.get(flag) for flag in prediction} == {
+        flag: predict_opts[flag] for flag in prediction
+    }
     assert predict_opts["--backend"][1] == choices.BACKENDS and batch_opts["--executor"][1] == choices.EXECUTORS
     assert {"--tta", "--device", "--precision", "--largest-component"} <= {f for f in prediction if predict_opts[f][1]}
     assert "--probabilities" not in batch_opts and "--save-probabilities" in batch_opts

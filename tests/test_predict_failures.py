@@ -23,7 +23,7 @@ from medseg.cli import main
 from medseg.io.files import read_volume_file, write_volume_file
 from medseg.volume import Volume
 from tests.inference_stubs import make_plan, save_random_model
-from tests.test_dicom_damaged import HITACHI, copy_series, _nest, _unnest
+from tests.test_dicom_damaged import HITACHI, _nest, _unnest, copy_series
 from tests.test_dicom_values import _with_mapping
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,7 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_model(tmp_path_factory.mktemp("models") / "m", make_plan(spacing=(2.5, 2.5, 4.0), patch=(16, 16, 8)))
+    return save_random_model(
+        tmp_path_factory.mktemp("models") / "m", make_plan(spacing=(2.5, 2.5, 4.0), patch=(16, 16, 8))
+    )
 
 
 def scan(path: Path, shape: tuple[int, int, int] = (20, 22, 18), seed: int = 0) -> Path:
@@ -46,8 +48,23 @@ def predict(model: Path, *args: str) -> int:
 
 
 def batch(model: Path, *args: str) -> int:
-    return main(["-q", "batch", *args, "-m", str(model), "--device", "cpu", "--threads", "1", "--backend", "torch",
-                 "--no-qc", "--no-seg"])
+    return main(
+        [
+            "-q",
+            "batch",
+            *args,
+            "-m",
+            str(model),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--backend",
+            "torch",
+            "--no-qc",
+            "--no-seg",
+        ]
+    )
 
 
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -80,18 +97,22 @@ def test_damaged_weights_exit_2(damage: str, backend: str, model: Path, tmp_path
     assert f"{weights} is damaged or incomplete" in line and "copy the model folder again" in line
 
 
-@pytest.mark.parametrize(("key", "value", "words"), [
-    ("spatial_dims", "3", 'spatial_dims must be a positive whole number, got a string ("3")'),
-    ("in_channels", True, "in_channels must be a positive whole number, got true"),
-    ("labels", ["background", "a", "b"], "labels must be an object of label values and names"),
-    ("labels", {"one": "a"}, 'found "one": a string'),
-    ("network", [16, 32], "network must be an object, got a list"),
-    ("network", {"patch_size": [16]}, "network is malformed"),
-    ("postprocessing", {"keep_largest_component": "1"}, "keep_largest_component must be a list of label values"),
-    ("famliy", "unet", "unknown key 'famliy'; did you mean 'family'?"),
-])
-def test_a_wrong_typed_model_json_exits_2_naming_the_field(key: str, value: object, words: str, model: Path,
-                                                            tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("spatial_dims", "3", 'spatial_dims must be a positive whole number, got a string ("3")'),
+        ("in_channels", True, "in_channels must be a positive whole number, got true"),
+        ("labels", ["background", "a", "b"], "labels must be an object of label values and names"),
+        ("labels", {"one": "a"}, 'found "one": a string'),
+        ("network", [16, 32], "network must be an object, got a list"),
+        ("network", {"patch_size": [16]}, "network is malformed"),
+        ("postprocessing", {"keep_largest_component": "1"}, "keep_largest_component must be a list of label values"),
+        ("famliy", "unet", "unknown key 'famliy'; did you mean 'family'?"),
+    ],
+)
+def test_a_wrong_typed_model_json_exits_2_naming_the_field(
+    key: str, value: object, words: str, model: Path, tmp_path: Path, capsys
+) -> None:
     broken = Path(shutil.copytree(model, tmp_path / "broken"))
     spec = json.loads((broken / "model.json").read_text())
     spec[key] = value
@@ -118,8 +139,9 @@ def three(tmp_path: Path) -> Path:
     return tmp_path / "in"
 
 
-def test_a_full_disk_ends_the_run_with_exit_2_and_a_manifest(model: Path, three: Path, tmp_path: Path, capsys,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_ends_the_run_with_exit_2_and_a_manifest(
+    model: Path, three: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import medseg.io.files
 
     real, written = medseg.io.files.save_nifti, []
@@ -147,8 +169,24 @@ def test_a_file_size_limit_ends_the_run_with_exit_2_and_a_manifest(model: Path, 
     limit = "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (32768, 32768)); "
     code = limit + "from medseg.cli import main; sys.exit(main(sys.argv[1:]))"
     out = tmp_path / "out"
-    args = ["-q", "predict", "-m", str(model), "-i", str(three / "a.nii.gz"), "-o", str(out), "--device", "cpu",
-            "--threads", "1", "--backend", "torch", "--no-qc", "--save-probabilities"]
+    args = [
+        "-q",
+        "predict",
+        "-m",
+        str(model),
+        "-i",
+        str(three / "a.nii.gz"),
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--backend",
+        "torch",
+        "--no-qc",
+        "--save-probabilities",
+    ]
     scan(three / "a.nii.gz", (48, 48, 48))  # probabilities of 48^3 voxels: far beyond 32 KiB
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert done.returncode == 2, done.stderr
@@ -157,8 +195,9 @@ def test_a_file_size_limit_ends_the_run_with_exit_2_and_a_manifest(model: Path, 
     assert run["cases"] == [] and run["failures"][0]["case_id"] == "a" and run["not_run"] == []
 
 
-def test_an_internal_error_still_writes_the_manifest(model: Path, three: Path, tmp_path: Path, capsys,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_internal_error_still_writes_the_manifest(
+    model: Path, three: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import medseg.inference
 
     real, calls = medseg.inference.predict_case, []
@@ -230,12 +269,16 @@ def test_series_on_volume_files_is_refused_not_ignored(model: Path, tmp_path: Pa
     assert "--series does not apply to the CSV manifest" in error_line(capsys)
 
 
-def test_series_skips_volume_files_with_a_warning_and_both_kinds_run_without_it(model: Path, mixed: Path, tmp_path: Path,
-                                                                               capsys, caplog) -> None:
+def test_series_skips_volume_files_with_a_warning_and_both_kinds_run_without_it(
+    model: Path, mixed: Path, tmp_path: Path, capsys, caplog
+) -> None:
     listed = _dry_run(capsys, str(mixed), "-o", str(tmp_path / "b"))
     assert sorted(action for action, _ in listed.values()) == ["run", "run"]  # DICOM and NIfTI together
     listed = _dry_run(capsys, str(mixed), "-o", str(tmp_path / "b"), "--series", "1")
-    assert listed["scan"] == ("skip", "--series 1 selects DICOM series and this is a volume file; run without --series to segment it")
+    assert listed["scan"] == (
+        "skip",
+        "--series 1 selects DICOM series and this is a volume file; run without --series to segment it",
+    )
     out = tmp_path / "o"
     assert predict(model, "--backend", "torch", "-i", str(mixed), "-o", str(out), "--series", "1") == 0
     assert "--series 1: 1 volume file(s) skipped: --series selects DICOM series only" in caplog.text
@@ -251,22 +294,27 @@ def _dry_run(capsys, *args: str) -> dict[str, tuple[str, str]]:
 # --- DICOM reader options in predict and batch -----------------------------------------------------
 
 
-def test_predict_refuses_a_series_with_a_missing_file_then_reads_it_when_allowed(model: Path, shared_data: Path,
-                                                                                 tmp_path: Path, capsys, caplog) -> None:
+def test_predict_refuses_a_series_with_a_missing_file_then_reads_it_when_allowed(
+    model: Path, shared_data: Path, tmp_path: Path, capsys, caplog
+) -> None:
     files = copy_series(shared_data, HITACHI, tmp_path / "mr")
     files[-1].write_bytes(files[-1].read_bytes()[:-1000])
     assert predict(model, "--backend", "torch", "-i", str(tmp_path / "mr"), "-o", str(tmp_path / "o")) == 2
     line = error_line(capsys)
     assert "1 of its 4 files cannot be read" in line and "--allow-missing-slices" in line
     out = tmp_path / "allowed"
-    assert predict(model, "--backend", "torch", "-i", str(tmp_path / "mr"), "-o", str(out), "--allow-missing-slices") == 0
+    assert (
+        predict(model, "--backend", "torch", "-i", str(tmp_path / "mr"), "-o", str(out), "--allow-missing-slices") == 0
+    )
     assert "loading without 1 unreadable file(s)" in caplog.text and files[-1].name in caplog.text
     (case,) = manifest(out)["cases"]
     assert read_volume_file(case["outputs"]["labels"], kind="label").spatial_shape == (64, 64, 3)
     assert json.loads(Path(case["outputs"]["stats_json"]).read_text())["unreadable_files"] == 1
 
 
-def test_a_missing_middle_file_is_a_gap_unless_resampled(model: Path, shared_data: Path, tmp_path: Path, capsys) -> None:
+def test_a_missing_middle_file_is_a_gap_unless_resampled(
+    model: Path, shared_data: Path, tmp_path: Path, capsys
+) -> None:
     files = copy_series(shared_data, HITACHI, tmp_path / "mr")
     files[1].write_bytes(files[1].read_bytes()[:-1000])
     args = ["--backend", "torch", "-i", str(tmp_path / "mr"), "--allow-missing-slices"]
@@ -285,8 +333,20 @@ def test_batch_takes_the_reader_options(model: Path, shared_data: Path, tmp_path
     assert batch(model, str(tmp_path / "mr"), "-o", str(tmp_path / "b2"), "--allow-missing-slices") == 0
     (folder,) = (tmp_path / "b2" / "cases").iterdir()
     assert read_volume_file(folder / f"{folder.name}.nii.gz", kind="label").spatial_shape == (64, 64, 3)
-    args = build_parser().parse_args(["batch", str(tmp_path / "mr"), "-m", str(model), "-o", str(tmp_path / "b3"),
-                                      "--allow-missing-slices", "--values", "real-world", "--resample"])
+    args = build_parser().parse_args(
+        [
+            "batch",
+            str(tmp_path / "mr"),
+            "-m",
+            str(model),
+            "-o",
+            str(tmp_path / "b3"),
+            "--allow-missing-slices",
+            "--values",
+            "real-world",
+            "--resample",
+        ]
+    )
     output = make_engine(args).output
     assert output.allow_missing_slices and output.values == "real-world" and output.resample
 

@@ -37,13 +37,15 @@ def digest(path: Path) -> str:
 
 
 def predict(model: Path, *args: str) -> int:
-    return main(["-q", "predict", "-m", str(model), "--device", "cpu", "--threads", "1", "--backend", "torch",
-                 "--no-qc", *args])
+    return main(
+        ["-q", "predict", "-m", str(model), "--device", "cpu", "--threads", "1", "--backend", "torch", "--no-qc", *args]
+    )
 
 
 def batch(model: Path, *args: str) -> int:
-    return main(["-q", "batch", *args, "-m", str(model), "--device", "cpu", "--threads", "1", "--backend", "torch",
-                 "--no-qc"])
+    return main(
+        ["-q", "batch", *args, "-m", str(model), "--device", "cpu", "--threads", "1", "--backend", "torch", "--no-qc"]
+    )
 
 
 def refusal(capsys: pytest.CaptureFixture[str]) -> str:

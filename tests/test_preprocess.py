@@ -13,8 +13,6 @@ import pytest
 import torch
 
 from medseg.errors import GeometryError
-from medseg.training.cache import build_cache, cache_key
-from medseg.training.dataset import load_dataset, read_case
 from medseg.model.plan import NetworkConfig, Normalization, Plan
 from medseg.model.preprocess import (
     PreprocessRecord,
@@ -25,6 +23,8 @@ from medseg.model.preprocess import (
     restore_labels,
     restore_probabilities,
 )
+from medseg.training.cache import build_cache, cache_key
+from medseg.training.dataset import load_dataset, read_case
 from medseg.volume import Volume
 
 CFG3 = NetworkConfig((16, 16, 16), 2, (32, 64), ((3, 3, 3), (3, 3, 3)), ((1, 1, 1), (2, 2, 2)))
@@ -32,8 +32,17 @@ CFG2 = NetworkConfig((16, 16), 2, (32, 64), ((3, 3), (3, 3)), ((1, 1), (2, 2)))
 
 
 def make_plan(spacing, norm=None, interpolation="linear", labels=None) -> Plan:
-    return Plan("t", ("MRI",), labels or {0: "background", 1: "a", 2: "b"}, spacing, (norm or Normalization("zscore"),), CFG3, CFG2, 0,
-                image_interpolation=interpolation)
+    return Plan(
+        "t",
+        ("MRI",),
+        labels or {0: "background", 1: "a", 2: "b"},
+        spacing,
+        (norm or Normalization("zscore"),),
+        CFG3,
+        CFG2,
+        0,
+        image_interpolation=interpolation,
+    )
 
 
 def oblique_affine(spacing=(0.8, 1.1, 2.5), angle=0.2) -> np.ndarray:
@@ -103,8 +112,9 @@ def test_restore_probabilities_is_trilinear_within_the_box() -> None:
     onehot = np.eye(3, dtype=np.float32)[preprocess_label(label, record)].transpose(3, 0, 1, 2)
     probs = restore_probabilities(onehot, record)
     assert probs.shape == (3, *shape) and probs.dtype == np.float32
-    full = torch.nn.functional.interpolate(torch.from_numpy(onehot)[None], size=record.canonical_shape,
-                                           mode="trilinear", align_corners=False)[0].numpy()
+    full = torch.nn.functional.interpolate(
+        torch.from_numpy(onehot)[None], size=record.canonical_shape, mode="trilinear", align_corners=False
+    )[0].numpy()
     expected = np.stack([from_canonical(channel, record) for channel in full])
     assert np.abs(probs - expected).max() < 1e-5
     assert dice(probs.argmax(0), label.array, 1) > 0.9
@@ -179,9 +189,10 @@ def test_record_json_round_trip_and_grid_errors() -> None:
     with pytest.raises(GeometryError, match="do not match"):
         restore_probabilities(np.zeros((2, 3, 3, 3), np.float32), record)
     with pytest.raises(GeometryError, match="different grids"):
-        preprocess_case([image, Volume(np.zeros((6, 7, 8), np.float32), np.eye(4))],
-                        replace(make_plan((1.0, 1.0, 1.0)), channels=("a", "b"),
-                                normalization=(Normalization("zscore"),) * 2))
+        preprocess_case(
+            [image, Volume(np.zeros((6, 7, 8), np.float32), np.eye(4))],
+            replace(make_plan((1.0, 1.0, 1.0)), channels=("a", "b"), normalization=(Normalization("zscore"),) * 2),
+        )
 
 
 @pytest.fixture(scope="module")

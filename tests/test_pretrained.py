@@ -25,7 +25,9 @@ def test_shipped_model_is_found_by_name(tmp_path, monkeypatch) -> None:
 
 def test_readme_main_command_segments_held_out_cases(tmp_path) -> None:
     out = tmp_path / "out"
-    code = main(["-q", "predict", "-m", "hippocampus", "-i", str(SAMPLES / "imagesTs"), "-o", str(out), "--backend", "torch"])
+    code = main(
+        ["-q", "predict", "-m", "hippocampus", "-i", str(SAMPLES / "imagesTs"), "-o", str(out), "--backend", "torch"]
+    )
     assert code == 0
     for image in sorted((SAMPLES / "imagesTs").glob("*.nii.gz")):
         ref = nib.load(SAMPLES / "labelsTs" / image.name)

@@ -25,7 +25,10 @@ DSB_BOUND, AP50_BOUND = 0.58, 0.82
 
 def test_readme_nuclei_command_finds_the_held_out_nuclei(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert main(["-q", "predict", "-m", "nuclei", "-i", str(SAMPLES / "images"), "-o", str(out), "--backend", "torch"]) == 0
+    assert (
+        main(["-q", "predict", "-m", "nuclei", "-i", str(SAMPLES / "images"), "-o", str(out), "--backend", "torch"])
+        == 0
+    )
     for image in sorted((SAMPLES / "images").glob("*.png")):
         written = np.asarray(Image.open(out / image.name))
         assert written.dtype == np.uint16 and written.shape == np.asarray(Image.open(image)).shape[:2]

@@ -63,8 +63,13 @@ def panels(path: Path) -> list[dict[str, np.ndarray]]:
     for left, right in runs:
         rows = np.flatnonzero(image[:, left:right].sum(1) > 0.5 * (right - left))
         top, bottom = rows.min(), rows.max() + 1
-        out.append({"rgb": rgb[top:bottom, left:right], "box": np.array((0, bottom - top, 0, right - left)),
-                    "structure": np.argwhere(coloured[top:bottom, left:right])})
+        out.append(
+            {
+                "rgb": rgb[top:bottom, left:right],
+                "box": np.array((0, bottom - top, 0, right - left)),
+                "structure": np.argwhere(coloured[top:bottom, left:right]),
+            }
+        )
     return out
 
 
@@ -77,14 +82,17 @@ def quadrant(panel: dict[str, np.ndarray]) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("grid", sorted(GRIDS))
-@pytest.mark.parametrize("corner, expected", [
-    # right, anterior, superior: top-left in every view (R left in axial/coronal, A left in sagittal)
-    ((1, 1, 1), {"sagittal": ("top", "left"), "coronal": ("top", "left"), "axial": ("top", "left")}),
-    # left, posterior, inferior: bottom-right in every view
-    ((-1, -1, -1), {"sagittal": ("bottom", "right"), "coronal": ("bottom", "right"), "axial": ("bottom", "right")}),
-    # right, posterior, superior: sagittal top-right, coronal top-left, axial bottom-left
-    ((1, -1, 1), {"sagittal": ("top", "right"), "coronal": ("top", "left"), "axial": ("bottom", "left")}),
-])
+@pytest.mark.parametrize(
+    "corner, expected",
+    [
+        # right, anterior, superior: top-left in every view (R left in axial/coronal, A left in sagittal)
+        ((1, 1, 1), {"sagittal": ("top", "left"), "coronal": ("top", "left"), "axial": ("top", "left")}),
+        # left, posterior, inferior: bottom-right in every view
+        ((-1, -1, -1), {"sagittal": ("bottom", "right"), "coronal": ("bottom", "right"), "axial": ("bottom", "right")}),
+        # right, posterior, superior: sagittal top-right, coronal top-left, axial bottom-left
+        ((1, -1, 1), {"sagittal": ("top", "right"), "coronal": ("top", "left"), "axial": ("bottom", "left")}),
+    ],
+)
 def test_structure_appears_on_its_anatomical_side(tmp_path, grid, corner, expected) -> None:
     image, labels = volume_with_corner(GRIDS[grid], corner)
     path = render_qc(image, labels, {1: "x"}, tmp_path / "qc.png")
@@ -99,10 +107,12 @@ def test_every_view_has_letters_at_its_edges(tmp_path) -> None:
         top, bottom, left, right = panel["box"]
         white = panel["rgb"].min(-1) > 200
         middle_row, middle_col = (top + bottom) // 2, (left + right) // 2
-        edges = {"left": white[middle_row - 10:middle_row + 10, left:left + 20],
-                 "right": white[middle_row - 10:middle_row + 10, right - 20:right],
-                 "top": white[top:top + 20, middle_col - 10:middle_col + 10],
-                 "bottom": white[bottom - 20:bottom, middle_col - 10:middle_col + 10]}
+        edges = {
+            "left": white[middle_row - 10 : middle_row + 10, left : left + 20],
+            "right": white[middle_row - 10 : middle_row + 10, right - 20 : right],
+            "top": white[top : top + 20, middle_col - 10 : middle_col + 10],
+            "bottom": white[bottom - 20 : bottom, middle_col - 10 : middle_col + 10],
+        }
         assert all(region.sum() > 5 for region in edges.values()), {k: int(v.sum()) for k, v in edges.items()}
 
 

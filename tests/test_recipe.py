@@ -61,7 +61,10 @@ def test_to_dict_round_trips(tmp_path: Path) -> None:
     [
         ("[optimizer]\nlrr = 0.1\n", r"\[optimizer\] unknown key 'lrr'; did you mean 'lr'\? valid: name, lr, momentum"),
         ("[optimiser]\nlr = 0.1\n", r"unknown section 'optimiser'; did you mean 'optimizer'\?"),
-        ('[model]\nfamily = "unett"\n', r"\[model\] family: unknown value 'unett'; did you mean 'unet'\? valid: unet, resenc_unet, deeplabv3plus, segnet"),
+        (
+            '[model]\nfamily = "unett"\n',
+            r"\[model\] family: unknown value 'unett'; did you mean 'unet'\? valid: unet, resenc_unet, deeplabv3plus, segnet",
+        ),
         ('[loss]\nname = "dice-ce"\n', r"did you mean 'dice_ce'\?"),
         ("[model]\nspatial_dims = 4\n", r"unknown value 4; did you mean '3'\? valid: 3, 2"),
         ('[optimizer]\nlr = "fast"\n', r"\[optimizer\] lr must be a number"),

@@ -39,8 +39,10 @@ def test_rtutils_roi_area_slice_and_geometry(shared_data: Path, phantom) -> None
     labels = read_rtstruct(path, phantom)
     assert labels.kind == "label" and labels.same_grid(phantom.volume)
     assert labels.meta.label_names == {1: "ROI-1"}
-    contours = [np.asarray(c.ContourData, float).reshape(-1, 3)
-                for c in pydicom.dcmread(path).ROIContourSequence[0].ContourSequence]
+    contours = [
+        np.asarray(c.ContourData, float).reshape(-1, 3)
+        for c in pydicom.dcmread(path).ROIContourSequence[0].ContourSequence
+    ]
     z = {float(c[0, 2]) for c in contours}
     assert z == {60.0}
     k = int(np.argmin(np.abs(phantom.frame_positions[:, 2] - 60.0)))
@@ -124,7 +126,9 @@ def test_polygon_mask_circle_area_and_hole_free_edges() -> None:
 
 def test_wrong_reference_series_is_named(shared_data: Path, phantom) -> None:
     path = shared_data / "dicom_seg_rtstruct_examples/pydicom_testfiles/rtstruct.dcm"  # needs force=True
-    with pytest.raises(DicomError, match=r"drawn on image series 1\.2\.826\.0\.1\.3680043\.8\.498\.2010020400001\.2\.1\.1"):
+    with pytest.raises(
+        DicomError, match=r"drawn on image series 1\.2\.826\.0\.1\.3680043\.8\.498\.2010020400001\.2\.1\.1"
+    ):
         read_rtstruct(path, phantom)
 
 

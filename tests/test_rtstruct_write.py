@@ -15,8 +15,9 @@ from medseg.io.dicom import discover_series, load_series, select_series
 from medseg.io.palette import label_colour
 from medseg.io.rtstruct import fill_contours, read_rtstruct
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("rt_utils") is None,
-                                reason='rt-utils is not installed (pip install "medseg[rtstruct]")')
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("rt_utils") is None, reason='rt-utils is not installed (pip install "medseg[rtstruct]")'
+)
 NAMES = {1: "ellipsoid", 2: "small sphere", 3: "ring"}
 
 
@@ -32,8 +33,12 @@ def structures_on(series) -> np.ndarray:
     i, j, k = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
     mm = lambda a, c, s: (a - c) * s  # noqa: E731
     labels = np.zeros(shape, np.uint8)
-    labels[(mm(i, 110, spacing[0]) / 40) ** 2 + (mm(j, 160, spacing[1]) / 30) ** 2 + (mm(k, 11, spacing[2]) / 25) ** 2 < 1] = 1
-    labels[(mm(i, 190, spacing[0]) / 8) ** 2 + (mm(j, 160, spacing[1]) / 8) ** 2 + (mm(k, 11, spacing[2]) / 10) ** 2 < 1] = 2
+    labels[
+        (mm(i, 110, spacing[0]) / 40) ** 2 + (mm(j, 160, spacing[1]) / 30) ** 2 + (mm(k, 11, spacing[2]) / 25) ** 2 < 1
+    ] = 1
+    labels[
+        (mm(i, 190, spacing[0]) / 8) ** 2 + (mm(j, 160, spacing[1]) / 8) ** 2 + (mm(k, 11, spacing[2]) / 10) ** 2 < 1
+    ] = 2
     labels[100:140, 30:70, 3] = 3
     labels[110:130, 40:60, 3] = 0
     return labels
@@ -55,9 +60,13 @@ def test_rtstruct_of_sample_export_reads_back_as_the_label_map(t1post, tmp_path:
         assert dice(array == value, back.array == value) >= 0.95
     ds = pydicom.dcmread(path)
     assert ds.Modality == "RTSTRUCT" and ds.Manufacturer == "medseg"
-    referenced = {item.ReferencedSOPInstanceUID for item in
-                  ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
-                  .RTReferencedSeriesSequence[0].ContourImageSequence}
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for item in ds.ReferencedFrameOfReferenceSequence[0]
+        .RTReferencedStudySequence[0]
+        .RTReferencedSeriesSequence[0]
+        .ContourImageSequence
+    }
     assert referenced == {str(d.SOPInstanceUID) for d in t1post.datasets}
     colours = {int(c.ReferencedROINumber): tuple(int(v) for v in c.ROIDisplayColor) for c in ds.ROIContourSequence}
     assert colours == {n: label_colour(n) for n in NAMES}
@@ -90,12 +99,21 @@ def test_predict_writes_rtstruct_for_dicom_input(sample_data: Path, tmp_path: Pa
     series = load_series(select_series(discover_series(sample_data / "dicom"), "T1post"))
     labels = series.volume.with_array(structures_on(series), kind="label")
     stats: dict = {}
-    outputs = _dicom_outputs("case", labels, NAMES, series, case_paths(tmp_path, "case"),
-                             OutputOptions(dicom_seg=False, rtstruct=True), stats)
+    outputs = _dicom_outputs(
+        "case",
+        labels,
+        NAMES,
+        series,
+        case_paths(tmp_path, "case"),
+        OutputOptions(dicom_seg=False, rtstruct=True),
+        stats,
+    )
     assert outputs == {"rtstruct": tmp_path / "case_rtstruct.dcm"} and not stats
     stats = {}
-    assert _dicom_outputs("case", labels, NAMES, None, case_paths(tmp_path, "nifti"),
-                          OutputOptions(rtstruct=True), stats) == {}
+    assert (
+        _dicom_outputs("case", labels, NAMES, None, case_paths(tmp_path, "nifti"), OutputOptions(rtstruct=True), stats)
+        == {}
+    )
     assert stats["rtstruct_skipped"] == "the input is not a DICOM series"
     shutil.rmtree(tmp_path)
 
@@ -107,8 +125,26 @@ def test_predict_rtstruct_of_the_sample_export_matches_its_labels(sample_data: P
     from medseg.io.files import read_volume_file
 
     out = tmp_path / "out"
-    assert main(["predict", "-m", "hippocampus", "-i", str(sample_data / "dicom"), "--series", "T1post",
-                 "-o", str(out), "--rtstruct", "--backend", "torch", "--no-qc"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "-m",
+                "hippocampus",
+                "-i",
+                str(sample_data / "dicom"),
+                "--series",
+                "T1post",
+                "-o",
+                str(out),
+                "--rtstruct",
+                "--backend",
+                "torch",
+                "--no-qc",
+            ]
+        )
+        == 0
+    )
     (labels_path,) = out.glob("*.nii.gz")
     labels = read_volume_file(labels_path, kind="label")
     series = load_series(select_series(discover_series(sample_data / "dicom"), "T1post"))

@@ -75,7 +75,9 @@ def test_uid_and_position_that_disagree_are_refused(shared_data: Path, tmp_path:
     first = frames[0].DerivationImageSequence[0].SourceImageSequence[0]
     second = frames[1].DerivationImageSequence[0].SourceImageSequence[0]
     first.ReferencedSOPInstanceUID, second.ReferencedSOPInstanceUID = (
-        second.ReferencedSOPInstanceUID, first.ReferencedSOPInstanceUID)
+        second.ReferencedSOPInstanceUID,
+        first.ReferencedSOPInstanceUID,
+    )
     ds.save_as(tmp_path / "swapped.dcm")
     with pytest.raises(GeometryError, match="references slice .* but its plane position lies on slice"):
         read_seg(tmp_path / "swapped.dcm", ct3)
@@ -161,8 +163,8 @@ def asymmetric_labels(shape: tuple[int, int, int]) -> np.ndarray:
     labels = np.zeros(shape, dtype=np.uint8)
     labels[5:40, 8:18, 2:6] = 1
     labels[5:15, 18:50, 2:6] = 1  # the L's foot
-    labels[i // 2:i // 2 + 12, j - 30:j - 4, k - 4:k - 1] = 2
-    labels[i - 25:i - 3, 3:9, 1] = 3
+    labels[i // 2 : i // 2 + 12, j - 30 : j - 4, k - 4 : k - 1] = 2
+    labels[i - 25 : i - 3, 3:9, 1] = 3
     return labels
 
 
@@ -202,8 +204,10 @@ def test_write_seg_round_trip_on_real_series(shared_data: Path, tmp_path: Path, 
     "folder, nifti",
     [
         (TCIA_T1, "dicom_tcia_brain_tumor_progression/ref_dcm2niix/PGBM-003_11_T1post.nii.gz"),
-        ("dicom_dcm_qa_decubitus/dicom/HFDL_2_t1_fl2d_sag",
-         "dicom_dcm_qa_decubitus/ref_dcm2niix/HFDL_2_t1_fl2d_sag_t1_fl2d_sag_20220407152351.nii.gz"),
+        (
+            "dicom_dcm_qa_decubitus/dicom/HFDL_2_t1_fl2d_sag",
+            "dicom_dcm_qa_decubitus/ref_dcm2niix/HFDL_2_t1_fl2d_sag_t1_fl2d_sag_20220407152351.nii.gz",
+        ),
     ],
 )
 def test_written_seg_lands_on_the_same_world_positions_of_dcm2niix_grid(
@@ -234,7 +238,10 @@ def test_write_seg_on_enhanced_multiframe_source(shared_data: Path, tmp_path: Pa
     path = write_seg(series.volume.with_array(labels, kind="label"), series, tmp_path / "mf.dcm")
     assert np.array_equal(read_seg(path, series).array, labels)
     seg = pydicom.dcmread(path, stop_before_pixels=True)
-    frames = {int(i.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber) for i in seg.PerFrameFunctionalGroupsSequence}
+    frames = {
+        int(i.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber)
+        for i in seg.PerFrameFunctionalGroupsSequence
+    }
     assert frames == {1, 3}
 
 
@@ -257,8 +264,11 @@ def test_write_seg_refuses_bad_labels(shared_data: Path, tmp_path: Path, ct3) ->
         write_seg(ct3.volume.with_array(np.zeros(shape, np.uint8), kind="label"), ct3, tmp_path / "b.dcm")
     resampled = load(shared_data / CT2, resample=True)
     with pytest.raises(GeometryError, match="without resampling"):
-        write_seg(resampled.volume.with_array(np.ones(resampled.volume.spatial_shape, np.uint8), kind="label"),
-                  resampled, tmp_path / "c.dcm")
+        write_seg(
+            resampled.volume.with_array(np.ones(resampled.volume.spatial_shape, np.uint8), kind="label"),
+            resampled,
+            tmp_path / "c.dcm",
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -270,11 +280,14 @@ def _shift(mm: float) -> np.ndarray:
 
 def test_segment_codes_from_names() -> None:
     coding = segment_codes("liver")
-    assert (coding.category.meaning, coding.type.code, coding.type.scheme) == ("Anatomical Structure", "10200004", "SCT")
+    assert (coding.category.meaning, coding.type.code, coding.type.scheme) == (
+        "Anatomical Structure",
+        "10200004",
+        "SCT",
+    )
     assert segment_codes("adrenal gland").type.meaning == "Adrenal gland"
     coding = segment_codes("tumour core 2")
     assert (coding.category.meaning, coding.type.meaning, coding.modifier) == ("Tissue", "Tissue", None)
-
 
 
 # ---------------------------------------------------------------------------- anonymised sources, SEG metadata
@@ -301,10 +314,14 @@ def test_seg_round_trips_on_every_loadable_dicom2nifti_series(shared_data: Path,
     for n, series in enumerate(loadable_series(shared_data / D2N)):
         before = header_state(series)
         anonymised += any(k not in series.datasets[0] for k in ANONYMISED)
-        labels = asymmetric_labels(series.volume.spatial_shape) if min(series.volume.spatial_shape[:2]) >= 50 \
+        labels = (
+            asymmetric_labels(series.volume.spatial_shape)
+            if min(series.volume.spatial_shape[:2]) >= 50
             else _small_labels(series.volume.spatial_shape)
-        path = write_seg(series.volume.with_array(labels, kind="label"), series, tmp_path / f"{n}.dcm",
-                         {1: "a", 2: "b", 3: "c"})
+        )
+        path = write_seg(
+            series.volume.with_array(labels, kind="label"), series, tmp_path / f"{n}.dcm", {1: "a", 2: "b", 3: "c"}
+        )
         back = read_seg(path, series)
         assert back.same_grid(series.volume) and np.array_equal(back.array, labels), series.info.uid
         header = pydicom.dcmread(path, stop_before_pixels=True)
@@ -318,8 +335,8 @@ def test_seg_round_trips_on_every_loadable_dicom2nifti_series(shared_data: Path,
 def _small_labels(shape: tuple[int, int, int]) -> np.ndarray:
     labels = np.zeros(shape, dtype=np.uint8)
     labels[2:9, 3:20, 0] = 1
-    labels[shape[0] - 8:shape[0] - 2, 1:4, -1] = 2
-    labels[10:14, shape[1] - 6:shape[1] - 1, shape[2] // 2] = 3
+    labels[shape[0] - 8 : shape[0] - 2, 1:4, -1] = 2
+    labels[10:14, shape[1] - 6 : shape[1] - 1, shape[2] // 2] = 3
     return labels
 
 
@@ -331,7 +348,9 @@ def test_seg_without_frame_of_reference_uses_one_derived_from_the_series(shared_
     second = write_seg(series.volume.with_array(labels, kind="label"), series, tmp_path / "b.dcm")
     uids = {pydicom.dcmread(p, stop_before_pixels=True).FrameOfReferenceUID for p in (first, second)}
     assert uids == {derived_frame_of_reference(str(series.datasets[0].SeriesInstanceUID))}
-    measures = pydicom.dcmread(first, stop_before_pixels=True).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    measures = (
+        pydicom.dcmread(first, stop_before_pixels=True).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    )
     assert float(measures.SliceThickness) == pytest.approx(series.volume.spacing[2], rel=1e-5)
 
 
@@ -366,10 +385,19 @@ def test_seg_names_the_model_and_carries_the_given_codes(shared_data: Path, tmp_
     labels[100:150, 200:260, 1] = 1
     labels[300:320, 40:90, 0:3] = 2
     sct = lambda code, meaning: CodedTerm(code, "SCT", meaning)  # noqa: E731
-    codes = {1: SegmentCoding(sct("91723000", "Anatomical Structure"), sct("5366008", "Hippocampus"),
-                              sct("255549009", "Anterior"))}
-    path = write_seg(ct3.volume.with_array(labels, kind="label"), ct3, tmp_path / "seg.dcm",
-                     {1: "Anterior", 2: "liver"}, model_name="hippocampus", codes=codes)
+    codes = {
+        1: SegmentCoding(
+            sct("91723000", "Anatomical Structure"), sct("5366008", "Hippocampus"), sct("255549009", "Anterior")
+        )
+    }
+    path = write_seg(
+        ct3.volume.with_array(labels, kind="label"),
+        ct3,
+        tmp_path / "seg.dcm",
+        {1: "Anterior", 2: "liver"},
+        model_name="hippocampus",
+        codes=codes,
+    )
     header = pydicom.dcmread(path, stop_before_pixels=True)
     assert "hippocampus" in header.SeriesDescription and header.ManufacturerModelName == "hippocampus"
     assert header.SoftwareVersions == __version__

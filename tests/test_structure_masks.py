@@ -46,8 +46,9 @@ def breast_grid(shared_data: Path) -> Volume:
 
 
 def test_partial_overlap_segments_each_equal_dcmqi_source_maps(shared_data: Path, ct3) -> None:
-    maps = [read_volume_file(shared_data / SEG_DIR / f"partial_overlaps-{n}.nrrd", kind="label").array
-            for n in (1, 2, 3)]
+    maps = [
+        read_volume_file(shared_data / SEG_DIR / f"partial_overlaps-{n}.nrrd", kind="label").array for n in (1, 2, 3)
+    ]
     structures = read_seg_masks(shared_data / SEG_DIR / "partial_overlaps.dcm", ct3)
     masks = structures.masks.array
     assert masks.shape == (*ct3.volume.spatial_shape, 5) and structures.masks.same_grid(ct3.volume)
@@ -87,7 +88,7 @@ def test_breast_plan_rois_overlap_body_and_every_roi_keeps_its_voxels(shared_dat
     assert "ROIs overlap: 'BODY' and 'Borders' share" in caplog.text and "'BODY' and 'Heart' share" in caplog.text
     assert "'Tumor Bed' and 'Tumor Bed Block' share" in caplog.text
     assert np.count_nonzero(labels.array == 1) < np.count_nonzero(masks[..., 0])  # the label map lost BODY voxels
-    assert np.array_equal(labels.array == heart + 1, masks[..., heart] & ~np.any(masks[..., heart + 1:], axis=3))
+    assert np.array_equal(labels.array == heart + 1, masks[..., heart] & ~np.any(masks[..., heart + 1 :], axis=3))
 
 
 def test_convert_masks_writes_one_channel_per_structure(shared_data: Path, tmp_path: Path, caplog) -> None:

@@ -14,8 +14,7 @@ import pytest
 
 from medseg.cli import main
 from medseg.inference import PredictOptions, Predictor
-from medseg.inference.suitability import (Finding, UnsuitableInputError, channel_modality, check_input,
-                                          check_labels)
+from medseg.inference.suitability import Finding, UnsuitableInputError, channel_modality, check_input, check_labels
 from medseg.io.files import read_volume_file
 from medseg.model.plan import Plan
 from medseg.pretrained import PRETRAINED_DIR
@@ -62,8 +61,27 @@ def test_a_real_hippocampus_case_gets_no_warning(predictor: Predictor) -> None:
 
 def test_an_all_zero_volume_warns_and_strict_refuses(zero_file: Path, tmp_path: Path, caplog) -> None:
     out = tmp_path / "out"
-    assert main(["predict", "-m", "hippocampus", "-i", str(zero_file), "-o", str(out), "--no-qc", "--backend", "torch",
-                 "--device", "cpu", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "-m",
+                "hippocampus",
+                "-i",
+                str(zero_file),
+                "-o",
+                str(out),
+                "--no-qc",
+                "--backend",
+                "torch",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     expected = {"check": "constant", "message": "the image is constant (every voxel is 0): there is nothing to segment"}
     (case,) = json.loads((out / "medseg_run.json").read_text())["cases"]
     assert case["warnings"] == [expected]
@@ -72,11 +90,33 @@ def test_an_all_zero_volume_warns_and_strict_refuses(zero_file: Path, tmp_path: 
     assert lines == [f"blank: {expected['message']}"]  # one line per problem per case
 
     strict = tmp_path / "strict"
-    assert main(["predict", "-m", "hippocampus", "-i", str(zero_file), "-o", str(strict), "--no-qc",
-                 "--backend", "torch", "--device", "cpu", "--threads", "1", "--strict"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "-m",
+                "hippocampus",
+                "-i",
+                str(zero_file),
+                "-o",
+                str(strict),
+                "--no-qc",
+                "--backend",
+                "torch",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--strict",
+            ]
+        )
+        == 2
+    )
     manifest = json.loads((strict / "medseg_run.json").read_text())
-    assert manifest["cases"] == [] and "does not suit the model (--strict): the image is constant" in \
-        manifest["failures"][0]["error"]
+    assert (
+        manifest["cases"] == []
+        and "does not suit the model (--strict): the image is constant" in manifest["failures"][0]["error"]
+    )
     assert not (strict / "blank.nii.gz").exists()
 
 
@@ -90,8 +130,23 @@ def test_a_real_head_ct_is_not_an_mr_hippocampus(shared_data: Path, shipped_plan
     assert "the image is CT (DICOM Modality) but the model was trained on MR (MRI)" in [f.message for f in findings]
     # without the DICOM header (e.g. converted to NIfTI) its intensities still give it away
     assert "intensity" in checks(check_input([ct.with_meta(modality=None)], shipped_plan))
-    code = main(["predict", "-m", "hippocampus", "-i", str(folder), "-o", str(tmp_path / "out"), "--resample",
-                 "--strict", "--backend", "torch", "--device", "cpu"])
+    code = main(
+        [
+            "predict",
+            "-m",
+            "hippocampus",
+            "-i",
+            str(folder),
+            "-o",
+            str(tmp_path / "out"),
+            "--resample",
+            "--strict",
+            "--backend",
+            "torch",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2 and "the image is CT (DICOM Modality)" in capsys.readouterr().err
 
 
@@ -121,22 +176,28 @@ def test_python_api_returns_warnings_and_refuses_when_strict(zero_file: Path) ->
 def _fingerprinted(plan: Plan, **extra) -> Plan:
     from dataclasses import replace
 
-    fingerprint = {"spacing": {"min": [1.0] * 3, "max": [1.0] * 3}, "shape": {"min": [30] * 3, "max": [50] * 3},
-                   "intensity": [{"channel": "CT", "p00_5": -100.0, "p99_5": 300.0, "min": -1000.0}],
-                   "label_volume_ml": {"1": {"min": 2.0, "median": 3.0, "max": 4.0}}, **extra}
+    fingerprint = {
+        "spacing": {"min": [1.0] * 3, "max": [1.0] * 3},
+        "shape": {"min": [30] * 3, "max": [50] * 3},
+        "intensity": [{"channel": "CT", "p00_5": -100.0, "p99_5": 300.0, "min": -1000.0}],
+        "label_volume_ml": {"1": {"min": 2.0, "median": 3.0, "max": 4.0}},
+        **extra,
+    }
     return replace(plan, fingerprint=fingerprint)
 
 
 def test_near_constant_and_absolute_intensity_rules() -> None:
     plan = _fingerprinted(make_plan(scheme="zscore"))
     from dataclasses import replace
+
     from medseg.model.plan import Normalization
 
     ct = replace(plan, channels=("CT",), normalization=(Normalization("ct", -100.0, 300.0, 50.0, 80.0),))
     array = np.zeros((40, 40, 40), np.float32)
     array[0, 0, :5] = 7.0  # 5 voxels of 64,000
     assert [f.message for f in check_input([Volume(array, np.eye(4))], plan)] == [
-        "the image is nearly constant (100.0% of the voxels are 0)"]
+        "the image is nearly constant (100.0% of the voxels are 0)"
+    ]
     raw = np.random.default_rng(0).uniform(2000, 4000, (40, 40, 40)).astype(np.float32)  # stored values, no rescale
     found = check_input([Volume(raw, np.eye(4))], ct)
     assert checks(found) == {"intensity"} and "lie in the training foreground range [-100, 300]" in found[0].message
@@ -148,8 +209,9 @@ def test_near_constant_and_absolute_intensity_rules() -> None:
 def test_size_rules_with_and_without_a_fingerprint() -> None:
     noise = np.random.default_rng(1).normal(size=(120, 40, 40)).astype(np.float32)
     found = check_input([Volume(noise, np.eye(4))], _fingerprinted(make_plan()))
-    assert [f.message for f in found] == ["the image spans 120 x 40 x 40 mm, more than 2x the largest training image "
-                                          "(50 x 50 x 50 mm)"]
+    assert [f.message for f in found] == [
+        "the image spans 120 x 40 x 40 mm, more than 2x the largest training image (50 x 50 x 50 mm)"
+    ]
     small = np.random.default_rng(1).normal(size=(40, 40, 5)).astype(np.float32)
     bare = make_plan(patch=(16, 16, 16))  # no fingerprint: only the patch bounds the size
     assert checks(check_input([Volume(small, np.eye(4))], bare)) == {"size"}
@@ -161,10 +223,12 @@ def test_predicted_volume_rule() -> None:
     plan = _fingerprinted(make_plan())
     labels = np.zeros((40, 40, 40), np.uint8)
     assert [f.message for f in check_labels(Volume(labels, np.eye(4), "label"), plan)] == [
-        "nothing predicted as Anterior, though every training case has 2-4 mL of it"]
+        "nothing predicted as Anterior, though every training case has 2-4 mL of it"
+    ]
     labels[:30, :30, :30] = 1  # 27 mL
     assert [f.message for f in check_labels(Volume(labels, np.eye(4), "label"), plan)] == [
-        "predicted Anterior volume 27 mL is more than 3x outside the training range 2-4 mL per case"]
+        "predicted Anterior volume 27 mL is more than 3x outside the training range 2-4 mL per case"
+    ]
     labels[:] = 0
     labels[:15, :15, :15] = 1  # 3.4 mL
     assert check_labels(Volume(labels, np.eye(4), "label"), plan) == []
@@ -173,7 +237,14 @@ def test_predicted_volume_rule() -> None:
 
 def test_channel_modalities() -> None:
     assert [channel_modality(n, "zscore") for n in ("MRI", "T1w", "t1gd", "FLAIR", "ADC", "CT", "PET")] == [
-        "MR", "MR", "MR", "MR", "MR", "CT", None]
+        "MR",
+        "MR",
+        "MR",
+        "MR",
+        "MR",
+        "CT",
+        None,
+    ]
     assert channel_modality("venous", "ct") == "CT"
     assert Finding("size", "x").to_dict() == {"check": "size", "message": "x"}
 
@@ -203,8 +274,26 @@ def test_batch_records_warnings_per_case_and_strict_fails_the_case(zero_file: Pa
     failed = execute_case(strict, strict.load(threads=1), case, tmp_path / "strict")
     assert not failed.ok and "the image is constant" in failed.error
 
-    row = CaseRow(case.case_id, "file", "blank.nii.gz", None, None, None, None, "done", None, 1, 1, "w0", 1.0,
-                  {}, dict(outcome.stats), "hippocampus", "v", ())
+    row = CaseRow(
+        case.case_id,
+        "file",
+        "blank.nii.gz",
+        None,
+        None,
+        None,
+        None,
+        "done",
+        None,
+        1,
+        1,
+        "w0",
+        1.0,
+        {},
+        dict(outcome.stats),
+        "hippocampus",
+        "v",
+        (),
+    )
     table = summary_csv([row], pseudonymised=False).splitlines()
     assert table[0].split(",")[-2:] == ["warnings", "error"]
     assert "the image is constant (every voxel is 0)" in table[1]

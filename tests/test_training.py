@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError
-from medseg.training.checkpoint import Progress, load_checkpoint, save_checkpoint
+from medseg.model.plan import NetworkConfig, Normalization, Plan
 from medseg.model.runtime import cpu_supports_bf16, resolve_precision
+from medseg.training.checkpoint import Progress, load_checkpoint, save_checkpoint
 from medseg.training.optim import LRSchedule, build_optimizer, clip_gradients, schedule_factor
 from medseg.training.progress import BarState, TrainingBar, bar_state, format_seconds, format_state
-from medseg.model.plan import NetworkConfig, Normalization, Plan
 from medseg.training.recipe import OptimizerConfig
 from medseg.training.splits import make_splits, splits_for_run
 from medseg.training.trainer import TrainOptions, train
@@ -51,8 +51,9 @@ def test_default_optimizer_is_nnunet_sgd() -> None:
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.01, 0.99, True, 3e-5)
 
 
-@pytest.mark.parametrize("name,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
-                                      ("rmsprop", torch.optim.RMSprop)])
+@pytest.mark.parametrize(
+    "name,cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)]
+)
 def test_other_optimizers(name: str, cls: type) -> None:
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(2))], replace(OptimizerConfig(), name=name, lr=1e-3))
     assert isinstance(opt, cls) and opt.param_groups[0]["lr"] == 1e-3
@@ -153,8 +154,15 @@ def test_tiny_3d_run_writes_run_folder_and_model_folder(tiny_data: Path, shared_
     run = tmp_path / "run"
     folder = train(tiny_recipe(tiny_data), TrainOptions(run, progress_bar=False))
     assert folder == run / "model"
-    for name in ("recipe.json", "plan.json", "splits.json", "checkpoint_last.pt", "checkpoint_best.pt",
-                 "training_log.csv", "curves.png"):
+    for name in (
+        "recipe.json",
+        "plan.json",
+        "splits.json",
+        "checkpoint_last.pt",
+        "checkpoint_best.pt",
+        "training_log.csv",
+        "curves.png",
+    ):
         assert (run / name).is_file(), name
     for name in ("model.json", "plan.json", "weights.safetensors", "training_log.csv", "curves.png"):
         assert (folder / name).is_file(), name
@@ -227,7 +235,7 @@ def test_resume_with_a_larger_time_budget_trains_on(tiny_data: Path, tmp_path: P
     train(recipe, TrainOptions(run, resume=True, minutes=minutes, progress_bar=False))
     second = torch.load(run / "checkpoint_last.pt", weights_only=True)
     assert second["progress"]["iteration"] > first["progress"]["iteration"]
-    new_rows = log_rows(run)[len(first["progress"]["history"]):]
+    new_rows = log_rows(run)[len(first["progress"]["history"]) :]
     assert new_rows and all(float(r["lr"]) > 0 for r in new_rows)
     assert not all(torch.equal(first["network"][k], second["network"][k]) for k in first["network"])
     assert second["schedule"]["budget_seconds"] == pytest.approx(minutes * 60)
@@ -267,8 +275,9 @@ def test_2d_run_trains_on_slices_and_validates_whole_volumes(tiny_data: Path, tm
 def test_postprocessing_is_kept_only_where_it_raises_mean_dice() -> None:
     from medseg.training.validation import ValidationResult, decide_postprocessing
 
-    result = ValidationResult(("a", "b"), (1, 2), np.array([[0.80, 0.70], [0.60, 0.90]]),
-                              np.array([[0.85, 0.70], [0.60, 0.85]]))
+    result = ValidationResult(
+        ("a", "b"), (1, 2), np.array([[0.80, 0.70], [0.60, 0.90]]), np.array([[0.85, 0.70], [0.60, 0.85]])
+    )
     decision = decide_postprocessing(result, LABELS)
     assert decision["keep_largest_component"] == [1]  # class 1 gains, class 2 loses on average
     assert decision["dice_with"]["Anterior"] == pytest.approx(0.725)
@@ -283,8 +292,16 @@ def test_a_small_unet_learns_the_hippocampus(shared_data: Path, tmp_path: Path) 
     (tmp_path / "cases.csv").write_text("case,image,label\n" + rows)
     (tmp_path / "cases.json").write_text(json.dumps({"labels": LABELS, "modality": {"0": "MRI"}}))
     config = NetworkConfig((32, 48, 32), 2, (8, 16, 32, 64), ((3, 3, 3),) * 4, ((1, 1, 1),) + ((2, 2, 2),) * 3)
-    plan = Plan("hippo20", ("MRI",), LABELS, (1.0, 1.0, 1.0), (Normalization("zscore"),), config,
-                NetworkConfig((48, 32), 16, (8, 16, 32, 64), ((3, 3),) * 4, ((1, 1),) + ((2, 2),) * 3), slice_axis=0)
+    plan = Plan(
+        "hippo20",
+        ("MRI",),
+        LABELS,
+        (1.0, 1.0, 1.0),
+        (Normalization("zscore"),),
+        config,
+        NetworkConfig((48, 32), 16, (8, 16, 32, 64), ((3, 3),) * 4, ((1, 1),) + ((2, 2),) * 3),
+        slice_axis=0,
+    )
     plan.save(tmp_path / "plan.json")
     recipe = tiny_recipe(tmp_path, budget={"epochs": 4, "iterations_per_epoch": 250}, validation={"every": 4})
     folder = train(recipe, TrainOptions(tmp_path / "run", progress_bar=False))
@@ -301,7 +318,7 @@ def test_cli_train_and_its_user_errors(tiny_data: Path, tmp_path: Path, capsys) 
         f'[dataset]\npath = "{tiny_data / "cases.csv"}"\n'
         f'[plan]\nfile = "{tiny_data / "plan.json"}"\n'
         '[model]\nfamily = "resenc_unet"\n'
-        '[budget]\nepochs = 1\niterations_per_epoch = 1\n'
+        "[budget]\nepochs = 1\niterations_per_epoch = 1\n"
         f'[runtime]\ndevice = "cpu"\nworkers = 0\ncache_dir = "{tiny_data / "cache"}"\n'
     )
     run = tmp_path / "run"

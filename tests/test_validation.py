@@ -21,8 +21,18 @@ from medseg.volume import Volume
 from tests.training_stubs import LABELS, tiny_recipe, write_tiny_data
 
 #: 10 real cases: the fixed 80/20 split validates 2 of them
-CASES = ("hippocampus_003", "hippocampus_004", "hippocampus_007", "hippocampus_008", "hippocampus_019",
-         "hippocampus_020", "hippocampus_023", "hippocampus_024", "hippocampus_025", "hippocampus_033")
+CASES = (
+    "hippocampus_003",
+    "hippocampus_004",
+    "hippocampus_007",
+    "hippocampus_008",
+    "hippocampus_019",
+    "hippocampus_020",
+    "hippocampus_023",
+    "hippocampus_024",
+    "hippocampus_025",
+    "hippocampus_033",
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,8 +60,25 @@ def predicted_then_evaluated(model: Path, images: Path, labels: Path, out: Path,
     ``--backend torch``: with the optional OpenVINO package installed, predict's ``auto`` backend
     on a CPU is OpenVINO, another runtime with its own rounding; validation runs PyTorch.
     """
-    assert main(["-q", "predict", "-m", str(model), "-i", str(images), "-o", str(out), "--backend", "torch",
-                 "--no-qc", *extra]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                "-m",
+                str(model),
+                "-i",
+                str(images),
+                "-o",
+                str(out),
+                "--backend",
+                "torch",
+                "--no-qc",
+                *extra,
+            ]
+        )
+        == 0
+    )
     dice = evaluated_dice(out, labels, out.with_suffix(".csv"))
     return {LABELS[label]: value for label, value in dice.items()}
 
@@ -99,8 +126,13 @@ def test_the_largest_component_choice_scores_like_predict_auto() -> None:
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     s = np.s_
     reference = blocks((24, 24, 24), (1, s[2:8, 2:8, 2:8]), (2, s[12:18, 2:8, 2:8]), (2, s[12:16, 14:18, 14:18]))
-    prediction = blocks((24, 24, 24), (1, s[2:8, 2:8, 3:8]), (1, s[2:4, 14:16, 20:22]),
-                        (2, s[12:18, 2:8, 2:8]), (2, s[12:16, 14:18, 15:18]))
+    prediction = blocks(
+        (24, 24, 24),
+        (1, s[2:8, 2:8, 3:8]),
+        (1, s[2:4, 14:16, 20:22]),
+        (2, s[12:18, 2:8, 2:8]),
+        (2, s[12:16, 14:18, 15:18]),
+    )
     ref, pred = Volume(reference, affine, "label"), Volume(prediction, affine, "label")
     plain, kept = score_case("c", pred, ref, [1, 2], LABELS)
     result = ValidationResult(("c",), (1, 2), np.array([plain]), np.array([kept]))

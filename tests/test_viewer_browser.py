@@ -103,9 +103,11 @@ def test_empty_label_map_draws_no_label_colour(browser: Browser, hippocampus, tm
     page = write_case_viewer("empty", image, empty, NAMES, tmp_path / "empty_viewer.html")
     open_viewer(browser, page.as_uri())
     rgb = screenshot_rgb(browser)  # every view, the 3D render included
-    rect = browser.evaluate("(() => { const r = document.getElementById('medseg-canvas').getBoundingClientRect();"
-                            " return [r.left, r.top, r.right, r.bottom].map(Math.round); })()")
-    canvas = rgb[rect[1]:rect[3], rect[0]:rect[2]].reshape(-1, 3)
+    rect = browser.evaluate(
+        "(() => { const r = document.getElementById('medseg-canvas').getBoundingClientRect();"
+        " return [r.left, r.top, r.right, r.bottom].map(Math.round); })()"
+    )
+    canvas = rgb[rect[1] : rect[3], rect[0] : rect[2]].reshape(-1, 3)
     assert np.count_nonzero(classify(canvas, list(range(1, 13)))) == 0
     assert canvas.std() > 10  # the image itself is drawn
 
@@ -120,7 +122,9 @@ def test_oblique_dicom_series_overlay_matches_the_labels(browser: Browser, sampl
     labels[((ii - 110) / 40.0) ** 2 + ((jj - 160) / 60.0) ** 2 + ((kk - 11) / 6.0) ** 2 < 1] = 1
     labels[(np.abs(ii - 190) < 25) & (np.abs(jj - 120) < 15) & (np.abs(kk - 11) < 4)] = 3
     volume = series.volume.with_array(labels, kind="label")
-    page = write_case_viewer("t1post", series.volume, volume, {1: "ellipsoid", 3: "box"}, tmp_path / "t1post_viewer.html")
+    page = write_case_viewer(
+        "t1post", series.volume, volume, {1: "ellipsoid", 3: "box"}, tmp_path / "t1post_viewer.html"
+    )
     open_viewer(browser, page.as_uri())
     show_axial_opaque(browser)
     shown, expected = shown_and_expected(browser, labels, volume.affine, [1, 3])
@@ -145,8 +149,26 @@ def batch_output(tmp_path_factory, sample_data: Path) -> Path:
         shutil.copy(sample_data / "hippocampus" / "imagesTs" / f"{case}.nii.gz", inputs)
     (inputs / "broken.nii.gz").write_bytes(b"not a NIfTI file")
     out = tmp_path_factory.mktemp("batch_run") / "out"
-    run = subprocess.run([sys.executable, "-m", "medseg", "batch", str(inputs), "-m", "hippocampus", "-o", str(out),
-                          "--device", "cpu", "--threads", "1"], capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medseg",
+            "batch",
+            str(inputs),
+            "-m",
+            "hippocampus",
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 3, run.stderr[-2000:]  # one case failed
     copied = tmp_path_factory.mktemp("copied") / "results"
     shutil.copytree(out, copied)  # a copied folder must keep working (relative links only)
@@ -164,15 +186,18 @@ def test_report_from_a_copied_folder_shows_the_viewer_failures_first(browser: Br
     labels = read_volume_file(next(batch_output.rglob(f"{first}.nii.gz")), kind="label")
     time.sleep(0.3)
     rgb = screenshot_rgb(browser)
-    rect = browser.evaluate("(() => { const r = document.querySelector('#viewer-panel iframe').getBoundingClientRect();"
-                            " return [r.left, r.top, r.right, r.bottom].map(Math.round); })()")
-    panel = classify(rgb[rect[1]:rect[3], rect[0]:rect[2]].reshape(-1, 3), [1, 2])
+    rect = browser.evaluate(
+        "(() => { const r = document.querySelector('#viewer-panel iframe').getBoundingClientRect();"
+        " return [r.left, r.top, r.right, r.bottom].map(Math.round); })()"
+    )
+    panel = classify(rgb[rect[1] : rect[3], rect[0] : rect[2]].reshape(-1, 3), [1, 2])
     present = {int(v) for v in np.unique(np.asarray(labels.array)) if v}
     assert present and all(np.count_nonzero(panel == v) > 50 for v in present)
-    browser.evaluate("(() => { const box = document.querySelector('#filters input[value=\"done\"]');"
-                     " box.click(); })()")
-    visible = browser.evaluate("Array.from(document.querySelectorAll('tbody tr'))"
-                               ".filter(r => r.style.display !== 'none').map(r => r.dataset.status)")
+    browser.evaluate("(() => { const box = document.querySelector('#filters input[value=\"done\"]'); box.click(); })()")
+    visible = browser.evaluate(
+        "Array.from(document.querySelectorAll('tbody tr'))"
+        ".filter(r => r.style.display !== 'none').map(r => r.dataset.status)"
+    )
     assert visible == ["failed"]
     _save_docs_screenshot(browser, batch_output, rgb)
 
@@ -189,16 +214,22 @@ def _save_docs_screenshot(browser: Browser, batch_output: Path, report: np.ndarr
     page = next(batch_output.rglob("*_viewer.html"))
     browser.open(page.as_uri())
     browser.wait_for("document.body.dataset.viewer === 'ready'", 60)
-    browser.evaluate("(async () => { const v = window.medsegViewer.viewer;"
-                     " v.show(v.nv.scene.crosshairPos, 'crosshair');"
-                     " await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); })()")
+    browser.evaluate(
+        "(async () => { const v = window.medsegViewer.viewer;"
+        " v.show(v.nv.scene.crosshairPos, 'crosshair');"
+        " await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); })()"
+    )
     DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(screenshot_rgb(browser)).quantize(colors=256).save(DOCS_SCREENSHOT, optimize=True)
 
 
 def test_medseg_view_serves_the_folder_on_localhost(browser: Browser, batch_output: Path) -> None:
-    server = subprocess.Popen([sys.executable, "-m", "medseg", "view", str(batch_output), "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "medseg", "view", str(batch_output), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = server.stdout.readline()
         assert first.startswith(f"serving {batch_output} on http://127.0.0.1:")

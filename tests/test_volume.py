@@ -9,9 +9,7 @@ from medseg.errors import GeometryError, InputError
 from medseg.io import read_volume, write_volume
 from medseg.volume import Volume
 
-OBLIQUE = np.array(
-    [[0.9, 0.1, 0.0, 10.0], [0.0, -1.2, 0.2, -5.0], [0.05, 0.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0]]
-)
+OBLIQUE = np.array([[0.9, 0.1, 0.0, 10.0], [0.0, -1.2, 0.2, -5.0], [0.05, 0.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0]])
 
 
 @pytest.fixture()
@@ -84,7 +82,6 @@ def test_nifti_label_has_qform_sform_and_sidecar(tmp_path) -> None:
     import json
 
     import nibabel as nib
-
     from scipy.spatial.transform import Rotation
 
     oblique = np.eye(4)  # a rigid oblique grid: qform can represent it exactly

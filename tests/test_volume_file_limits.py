@@ -63,7 +63,9 @@ def test_a_tiny_gzip_claiming_a_large_volume_is_refused_before_allocating(tmp_pa
 
 def test_a_header_beyond_the_size_limit_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = bomb(tmp_path / "huge.nii.gz", (32767, 32767, 32767))
-    with pytest.raises(InputError, match=r"claims 32767x32767x32767 int16 voxels \(64\.0 TiB\), more than the limit of 16\.0 GiB"):
+    with pytest.raises(
+        InputError, match=r"claims 32767x32767x32767 int16 voxels \(64\.0 TiB\), more than the limit of 16\.0 GiB"
+    ):
         read_volume_file(path)
     monkeypatch.setenv(MAX_GB_ENV, "0.0001")  # ~105 KiB: a real 200 KiB image is now refused
     image = tmp_path / "real.nii.gz"
@@ -105,13 +107,18 @@ def test_truncated_raw_nrrd_and_metaimage_are_refused_before_allocating(suffix: 
     np.testing.assert_array_equal(read_volume_file(path).array, array.transpose(2, 1, 0))  # honest: unchanged
     data = tmp_path / "a.raw" if suffix == ".mhd" else path
     data.write_bytes(data.read_bytes()[:-2000])
-    with pytest.raises(InputError, match=r"claims 40x30x20 16-bit signed integer voxels \(46\.9 KiB\) but the file holds 44\.9 KiB"):
+    with pytest.raises(
+        InputError, match=r"claims 40x30x20 16-bit signed integer voxels \(46\.9 KiB\) but the file holds 44\.9 KiB"
+    ):
         read_volume_file(path)
 
 
 def test_a_huge_nrrd_header_is_refused_without_reading(tmp_path: Path) -> None:
     path = tmp_path / "huge.nrrd"
-    path.write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 30000 30000 30000\nendian: little\nencoding: gzip\n\n" + b"\x1f\x8b")
+    path.write_bytes(
+        b"NRRD0004\ntype: float\ndimension: 3\nsizes: 30000 30000 30000\nendian: little\nencoding: gzip\n\n"
+        + b"\x1f\x8b"
+    )
     raised, peak = peak_bytes(read_volume_file, path)
     assert isinstance(raised, InputError) and "more than the limit" in str(raised) and peak < 16 * 1024**2
 

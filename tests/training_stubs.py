@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from medseg.model.plan import NetworkConfig, Normalization, Plan
 from medseg.training.recipe import Recipe
@@ -19,7 +20,11 @@ def write_tiny_data(root: Path, source: Path, cases: Sequence[str]) -> Path:
     (root / "cases.csv").write_text("case,image,label\n" + rows)
     (root / "cases.json").write_text(json.dumps({"name": "hippo4", "labels": LABELS, "modality": {"0": "MRI"}}))
     plan = Plan(
-        "hippo4", ("MRI",), LABELS, (1.0, 1.0, 1.0), (Normalization("zscore"),),
+        "hippo4",
+        ("MRI",),
+        LABELS,
+        (1.0, 1.0, 1.0),
+        (Normalization("zscore"),),
         NetworkConfig((16, 24, 16), 2, (4, 8, 16), ((3, 3, 3),) * 3, ((1, 1, 1), (2, 2, 2), (2, 2, 2))),
         NetworkConfig((24, 16), 4, (4, 8, 16), ((3, 3),) * 3, ((1, 1), (2, 2), (2, 2))),
         slice_axis=0,
@@ -31,8 +36,11 @@ def write_tiny_data(root: Path, source: Path, cases: Sequence[str]) -> Path:
 def tiny_recipe(root: Path, **sections: dict[str, Any]) -> Recipe:
     """A recipe on the tiny data in ``root``; ``sections`` update the given sections' keys."""
     data: dict[str, Any] = {
-        "name": "tiny", "dataset": {"path": str(root / "cases.csv")}, "plan": {"file": str(root / "plan.json")},
-        "model": {"family": "unet", "spatial_dims": 3}, "budget": {"epochs": 2, "iterations_per_epoch": 2},
+        "name": "tiny",
+        "dataset": {"path": str(root / "cases.csv")},
+        "plan": {"file": str(root / "plan.json")},
+        "model": {"family": "unet", "spatial_dims": 3},
+        "budget": {"epochs": 2, "iterations_per_epoch": 2},
         "validation": {"every": 1},
         "runtime": {"device": "cpu", "workers": 0, "cache_dir": str(root / "cache")},
     }

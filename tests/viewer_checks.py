@@ -92,8 +92,9 @@ def canvas_samples(browser: Browser, affine: np.ndarray, step: int = 4) -> tuple
     return np.array(data["points"], dtype=np.int64), voxels
 
 
-def shown_and_expected(browser: Browser, labels: np.ndarray, affine: np.ndarray,
-                       values: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def shown_and_expected(
+    browser: Browser, labels: np.ndarray, affine: np.ndarray, values: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """For canvas pixels that show a voxel: the label their colour shows and the label the map holds there."""
     rgb = screenshot_rgb(browser)
     points, voxels = canvas_samples(browser, affine)

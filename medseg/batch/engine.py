@@ -13,9 +13,10 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from medseg.batch.ledger import OutputFile
 from medseg.cases import InputCase, safe_join
@@ -93,8 +94,13 @@ def execute_case(engine: Engine, state: Any, case: InputCase, outdir: Path) -> C
             result = engine.run_case(state, case, folder)
         outputs = checksum_outputs(getattr(result, "outputs", {}) or {}, Path(outdir))
         return CaseOutcome(
-            case.case_id, True, name, time.perf_counter() - start, outputs,
-            _plain(getattr(result, "timings", {}) or {}), _plain(getattr(result, "stats", {}) or {}),
+            case.case_id,
+            True,
+            name,
+            time.perf_counter() - start,
+            outputs,
+            _plain(getattr(result, "timings", {}) or {}),
+            _plain(getattr(result, "stats", {}) or {}),
         )
     except Exception as exc:  # one bad case must not stop the batch
         return CaseOutcome(case.case_id, False, name, time.perf_counter() - start, error=error_text(exc, case.redact))

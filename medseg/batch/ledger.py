@@ -24,9 +24,9 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from medseg.errors import OutputError
 
@@ -173,7 +173,7 @@ class Ledger:
         self._check_version()
 
     # ---------------------------------------------------------------- plumbing
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -183,10 +183,10 @@ class Ledger:
         """Close the database connection."""
         self._db.close()
 
-    def _tx(self) -> "sqlite3.Connection":
+    def _tx(self) -> sqlite3.Connection:
         return _Transaction(self._db)  # type: ignore[return-value]
 
-    def transaction(self) -> "sqlite3.Connection":
+    def transaction(self) -> sqlite3.Connection:
         """One transaction around many changes (``with ledger.transaction(): ...``): one commit, one fsync."""
         return self._tx()
 
@@ -243,8 +243,14 @@ class Ledger:
 
     # ---------------------------------------------------------------- cases
     def upsert_case(
-        self, case_id: str, kind: str, source: str, series_uid: str | None = None, modality: str | None = None,
-        description: str | None = None, n_slices: int | None = None,
+        self,
+        case_id: str,
+        kind: str,
+        source: str,
+        series_uid: str | None = None,
+        modality: str | None = None,
+        description: str | None = None,
+        n_slices: int | None = None,
     ) -> None:
         """Insert a case as pending, or refresh its descriptive fields (status untouched)."""
         with self._tx():
@@ -275,8 +281,14 @@ class Ledger:
             )
 
     def mark_done(
-        self, case_id: str, outputs: Iterable[OutputFile], timings: Mapping, stats: Mapping, seconds: float,
-        model_id: str, model_version: str,
+        self,
+        case_id: str,
+        outputs: Iterable[OutputFile],
+        timings: Mapping,
+        stats: Mapping,
+        seconds: float,
+        model_id: str,
+        model_version: str,
     ) -> None:
         """A case finished: its outputs (with checksums), timings and stats, in one transaction."""
         with self._tx():
@@ -291,7 +303,9 @@ class Ledger:
                 (time.time(), seconds, _dumps(timings), _dumps(stats), model_id, model_version, case_id),
             )
 
-    def mark_failed(self, case_id: str, error: str, timings: Mapping | None = None, seconds: float | None = None) -> None:
+    def mark_failed(
+        self, case_id: str, error: str, timings: Mapping | None = None, seconds: float | None = None
+    ) -> None:
         """A case failed with a one-line ``error``; the batch goes on."""
         with self._tx():
             self._db.execute("DELETE FROM outputs WHERE case_id = ?", (case_id,))
@@ -314,11 +328,23 @@ class Ledger:
         for r in self._db.execute(f"SELECT * FROM cases WHERE {where} ORDER BY case_id", params):
             result.append(
                 CaseRow(
-                    case_id=r["case_id"], kind=r["kind"], source=r["source"], series_uid=r["series_uid"],
-                    modality=r["modality"], description=r["description"], n_slices=r["n_slices"],
-                    status=r["status"], error=r["error"], attempts=r["attempts"], run_id=r["run_id"],
-                    worker=r["worker"], seconds=r["seconds"], timings=_loads(r["timings"]),
-                    stats=_loads(r["stats"]), model_id=r["model_id"], model_version=r["model_version"],
+                    case_id=r["case_id"],
+                    kind=r["kind"],
+                    source=r["source"],
+                    series_uid=r["series_uid"],
+                    modality=r["modality"],
+                    description=r["description"],
+                    n_slices=r["n_slices"],
+                    status=r["status"],
+                    error=r["error"],
+                    attempts=r["attempts"],
+                    run_id=r["run_id"],
+                    worker=r["worker"],
+                    seconds=r["seconds"],
+                    timings=_loads(r["timings"]),
+                    stats=_loads(r["stats"]),
+                    model_id=r["model_id"],
+                    model_version=r["model_version"],
                     outputs=tuple(outputs.get(r["case_id"], ())),
                 )
             )
@@ -331,16 +357,40 @@ class Ledger:
             self._db.execute(
                 """INSERT OR REPLACE INTO pushes(case_id, name, destination, sha256, study_uid, series_uid,
                    sop_instance_uid, status, error, seconds, pushed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (row.case_id, row.name, row.destination, row.sha256, row.study_uid, row.series_uid,
-                 row.sop_instance_uid, row.status, row.error, row.seconds, time.time()),
+                (
+                    row.case_id,
+                    row.name,
+                    row.destination,
+                    row.sha256,
+                    row.study_uid,
+                    row.series_uid,
+                    row.sop_instance_uid,
+                    row.status,
+                    row.error,
+                    row.seconds,
+                    time.time(),
+                ),
             )
 
     def pushes(self, destination: str | None = None) -> list[PushRow]:
         """Recorded pushes (to one destination, or all), ordered by case and output name."""
         sql = "SELECT * FROM pushes" + (" WHERE destination = ?" if destination else "") + " ORDER BY case_id, name"
         rows = self._db.execute(sql, (destination,) if destination else ())
-        return [PushRow(r["case_id"], r["name"], r["destination"], r["sha256"], r["study_uid"], r["series_uid"],
-                        r["sop_instance_uid"], r["status"], r["error"], r["seconds"]) for r in rows]
+        return [
+            PushRow(
+                r["case_id"],
+                r["name"],
+                r["destination"],
+                r["sha256"],
+                r["study_uid"],
+                r["series_uid"],
+                r["sop_instance_uid"],
+                r["status"],
+                r["error"],
+                r["seconds"],
+            )
+            for r in rows
+        ]
 
     def counts(self) -> dict[str, int]:
         """Number of cases per status."""

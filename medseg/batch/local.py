@@ -23,8 +23,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from medseg.batch.executor import Event, Finished, Loaded, Lost, StartFailed
 from medseg.batch.engine import Engine, error_text, execute_case, worker_name
+from medseg.batch.executor import Event, Finished, Loaded, Lost, StartFailed
 from medseg.cases import InputCase
 from medseg.errors import MedsegError
 
@@ -182,7 +182,9 @@ class LocalExecutor:
         self._slots[self._slots.index(slot)] = self._spawn()
         if slot.case_id is None:
             return []
-        return [Lost(slot.name, slot.case_id, f"worker process {reason} while running this case (out of memory or a crash)")]
+        return [
+            Lost(slot.name, slot.case_id, f"worker process {reason} while running this case (out of memory or a crash)")
+        ]
 
     def stop(self, abort: bool = False) -> None:
         """Ask workers to finish (or kill them when ``abort``) and reap them."""

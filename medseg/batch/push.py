@@ -38,8 +38,10 @@ class PushSummary:
 
     def line(self) -> str:
         """One line for the terminal."""
-        return (f"push to {self.destination}: {self.sent} sent, {self.present} already there, "
-                f"{self.unchanged} pushed before, {self.failed} failed")
+        return (
+            f"push to {self.destination}: {self.sent} sent, {self.present} already there, "
+            f"{self.unchanged} pushed before, {self.failed} failed"
+        )
 
 
 def push_results(ledger: Ledger, outdir: Path, archive: Archive) -> PushSummary:
@@ -66,7 +68,9 @@ def push_results(ledger: Ledger, outdir: Path, archive: Archive) -> PushSummary:
 
 def _results(ledger: Ledger) -> list[tuple[CaseRow, OutputFile]]:
     """(case, output) for every DICOM result of every done case."""
-    return [(row, out) for row in ledger.rows(where="status = 'done'") for out in row.outputs if out.name in DICOM_RESULTS]
+    return [
+        (row, out) for row in ledger.rows(where="status = 'done'") for out in row.outputs if out.name in DICOM_RESULTS
+    ]
 
 
 def _push_one(ledger: Ledger, outdir: Path, archive: Archive, row: CaseRow, output: OutputFile) -> str:
@@ -78,15 +82,35 @@ def _push_one(ledger: Ledger, outdir: Path, archive: Archive, row: CaseRow, outp
     try:
         receipt = push_file(archive, outdir / output.path)
     except MedsegError as exc:
-        ledger.record_push(PushRow(row.case_id, output.name, destination, output.sha256, None, None, None, "failed",
-                                   error_text(exc), None))
+        ledger.record_push(
+            PushRow(
+                row.case_id, output.name, destination, output.sha256, None, None, None, "failed", error_text(exc), None
+            )
+        )
         log.warning("%s: %s not pushed: %s", row.case_id, output.name, error_text(exc))
         if isinstance(exc, ArchiveDownError):
             raise
         return "failed"
     status = "sent" if receipt.sent else "present"
-    ledger.record_push(PushRow(row.case_id, output.name, destination, output.sha256, receipt.study_uid,
-                               receipt.series_uid, receipt.sop_instance_uid, status, None, round(receipt.seconds, 4)))
-    log.info("%s: %s %s (%s)", row.case_id, output.name, "pushed and verified" if receipt.sent else
-             "already in the archive", destination)
+    ledger.record_push(
+        PushRow(
+            row.case_id,
+            output.name,
+            destination,
+            output.sha256,
+            receipt.study_uid,
+            receipt.series_uid,
+            receipt.sop_instance_uid,
+            status,
+            None,
+            round(receipt.seconds, 4),
+        )
+    )
+    log.info(
+        "%s: %s %s (%s)",
+        row.case_id,
+        output.name,
+        "pushed and verified" if receipt.sent else "already in the archive",
+        destination,
+    )
     return status

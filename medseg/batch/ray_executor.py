@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medseg.batch.executor import Event, Finished, Loaded, Lost, StartFailed
 from medseg.batch.engine import Engine, error_text, execute_case
+from medseg.batch.executor import Event, Finished, Loaded, Lost, StartFailed
 from medseg.cases import InputCase
 from medseg.errors import ConfigError, MedsegError
 from medseg.io.atomic import atomic_write_text
@@ -84,8 +84,16 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, engine: Engine, outdir: Path, workers: int, threads: int, timeout: float | None = None,
-                 address: str | None = None, gpus_per_worker: float = 0.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        outdir: Path,
+        workers: int,
+        threads: int,
+        timeout: float | None = None,
+        address: str | None = None,
+        gpus_per_worker: float = 0.0,
+    ) -> None:
         self.engine, self.outdir, self.workers, self.threads = engine, Path(outdir), workers, threads
         self.timeout, self.address, self.gpus = timeout, address, gpus_per_worker
         self._actors: list[_Actor] = []
@@ -98,7 +106,9 @@ class RayExecutor:
         """Connect to (or start) Ray and create the actors; they load the model in parallel."""
         ray = require_ray()
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, ignore_reinit_error=True, logging_level=logging.WARNING)
+            ray.init(
+                address=self.address, include_dashboard=False, ignore_reinit_error=True, logging_level=logging.WARNING
+            )
             self._owns_ray = True
         atomic_write_text(self.outdir / TOKEN_NAME, self._token)
         self._remote = ray.remote(num_cpus=self.threads, num_gpus=self.gpus, max_restarts=0)(CaseActor)
@@ -154,7 +164,9 @@ class RayExecutor:
         except RayActorError as exc:
             if not actor.ready:
                 self._actors.remove(actor)
-                return [StartFailed(actor.name or "ray actor", f"the Ray actor died while loading the model ({exc})", False)]
+                return [
+                    StartFailed(actor.name or "ray actor", f"the Ray actor died while loading the model ({exc})", False)
+                ]
             return [self._replace(actor, f"the Ray worker died while running this case ({type(exc).__name__})")]
         except Exception as exc:  # a task-level failure (serialisation, ...): the actor lives on
             case_id, actor.case_id = actor.case_id, None

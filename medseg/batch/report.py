@@ -30,7 +30,13 @@ from medseg.io.palette import colour_hex, label_colour
 SUMMARY_NAME = "summary.csv"
 REPORT_NAME = "report.html"
 TIMING_KEYS = ("read", "preprocess", "network", "inverse", "write")
-_STATUS_COLOURS = {"done": "#1a7f37", "failed": "#cf222e", "skipped": "#6e7781", "running": "#9a6700", "pending": "#9a6700"}
+_STATUS_COLOURS = {
+    "done": "#1a7f37",
+    "failed": "#cf222e",
+    "skipped": "#6e7781",
+    "running": "#9a6700",
+    "pending": "#9a6700",
+}
 #: Row order of the report: failures first.
 STATUS_ORDER = ("failed", "running", "pending", "done", "skipped")
 VIEWER_FRAME = "medseg-viewer"
@@ -47,8 +53,11 @@ def label_rows(stats: Mapping) -> list[dict[str, Any]]:
         return [{"name": str(k), "volume_ml": float(v)} for k, v in volumes.items() if isinstance(v, (int, float))]
     labels = stats.get("labels")
     items = labels.values() if isinstance(labels, Mapping) else labels if isinstance(labels, list) else []
-    return [dict(item, name=str(item.get("name", item.get("label", "?")))) for item in items
-            if isinstance(item, Mapping) and isinstance(item.get("volume_ml"), (int, float))]
+    return [
+        dict(item, name=str(item.get("name", item.get("label", "?"))))
+        for item in items
+        if isinstance(item, Mapping) and isinstance(item.get("volume_ml"), (int, float))
+    ]
 
 
 def label_volumes(stats: Mapping) -> dict[str, float]:
@@ -64,7 +73,11 @@ def _output(row: CaseRow, name: str) -> str | None:
 def case_warnings(stats: Mapping) -> list[str]:
     """The suitability warnings inference recorded for a case (``stats["warnings"]``: messages)."""
     items = stats.get("warnings")
-    return [str(w.get("message", "")) if isinstance(w, Mapping) else str(w) for w in items] if isinstance(items, list) else []
+    return (
+        [str(w.get("message", "")) if isinstance(w, Mapping) else str(w) for w in items]
+        if isinstance(items, list)
+        else []
+    )
 
 
 def qc_image(row: CaseRow) -> str | None:
@@ -131,8 +144,13 @@ def summary_csv(rows: list[CaseRow], pseudonymised: bool) -> str:
         values += [_num(by_name.get(name, {}).get("volume_ml")) for name in labels]
         values += [_num(by_name.get(name, {}).get("intensity_mean")) for name in labels]
         values += [_count(object_count(row.stats))] if objects else []
-        values += [row.model_id or "", row.model_version or "", ";".join(o.path for o in row.outputs),
-                   " | ".join(case_warnings(row.stats)), row.error or ""]
+        values += [
+            row.model_id or "",
+            row.model_version or "",
+            ";".join(o.path for o in row.outputs),
+            " | ".join(case_warnings(row.stats)),
+            row.error or "",
+        ]
         writer.writerow(values)
     return buffer.getvalue()
 
@@ -191,8 +209,12 @@ def report_html(rows: list[CaseRow], pseudonymised: bool, title: str = "medseg b
         counts[row.status] = counts.get(row.status, 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     models = sorted({f"{r.model_id} ({r.model_version})" for r in rows if r.model_id})
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["case", "status", "QC", "viewer", *([] if pseudonymised else ["source"])])
-    head += "".join(f"<th>{_swatch(value)}{html.escape(name)} (ml)<br><small>mean ± sd</small></th>" for name, value in labels)
+    head = "".join(
+        f"<th>{html.escape(h)}</th>" for h in ["case", "status", "QC", "viewer", *([] if pseudonymised else ["source"])]
+    )
+    head += "".join(
+        f"<th>{_swatch(value)}{html.escape(name)} (ml)<br><small>mean ± sd</small></th>" for name, value in labels
+    )
     objects = _has_objects(rows)
     head += "<th>objects</th>" if objects else ""
     head += "<th>time (s)</th><th>warnings</th><th>error</th>"
@@ -219,8 +241,10 @@ def _swatch(value: int | None) -> str:
 def _filters(counts: Mapping[str, int]) -> str:
     """One checkbox per status present, failures first."""
     statuses = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts) - set(STATUS_ORDER))
-    return " ".join(f'<label><input type="checkbox" value="{html.escape(s)}" checked> {html.escape(s)} ({counts[s]})</label>'
-                    for s in statuses)
+    return " ".join(
+        f'<label><input type="checkbox" value="{html.escape(s)}" checked> {html.escape(s)} ({counts[s]})</label>'
+        for s in statuses
+    )
 
 
 def _viewer_panel(rows: list[CaseRow]) -> str:
@@ -229,21 +253,37 @@ def _viewer_panel(rows: list[CaseRow]) -> str:
     if first is None:
         return ""
     page = html.escape(viewer_page(first) or "")
-    return (f'<div id="viewer-panel"><p>Viewer: <strong id="viewer-case">{html.escape(first.case_id)}</strong> '
-            f'(pick another case with its "view" link)</p>'
-            f'<iframe name="{VIEWER_FRAME}" src="{page}" title="NiiVue viewer"></iframe></div>')
+    return (
+        f'<div id="viewer-panel"><p>Viewer: <strong id="viewer-case">{html.escape(first.case_id)}</strong> '
+        f'(pick another case with its "view" link)</p>'
+        f'<iframe name="{VIEWER_FRAME}" src="{page}" title="NiiVue viewer"></iframe></div>'
+    )
 
 
 def _html_row(row: CaseRow, labels: list[str], pseudonymised: bool, objects: bool = False) -> str:
     by_name = {item["name"]: item for item in label_rows(row.stats)}
     qc = qc_image(row)
-    thumb = f'<a href="{html.escape(qc)}"><img src="{html.escape(qc)}" alt="QC of {html.escape(row.case_id)}"></a>' if qc else ""
+    thumb = (
+        f'<a href="{html.escape(qc)}"><img src="{html.escape(qc)}" alt="QC of {html.escape(row.case_id)}"></a>'
+        if qc
+        else ""
+    )
     page = viewer_page(row)
-    view = (f'<a href="{html.escape(page)}" target="{VIEWER_FRAME}" data-case="{html.escape(row.case_id)}">view</a> · '
-            f'<a href="{html.escape(page)}" target="_blank">open</a>') if page else ""
+    view = (
+        (
+            f'<a href="{html.escape(page)}" target="{VIEWER_FRAME}" data-case="{html.escape(row.case_id)}">view</a> · '
+            f'<a href="{html.escape(page)}" target="_blank">open</a>'
+        )
+        if page
+        else ""
+    )
     colour = _STATUS_COLOURS.get(row.status, "#000")
-    cells = [f"<td>{html.escape(row.case_id)}</td>", f'<td style="color:{colour}">{html.escape(row.status)}</td>',
-             f"<td>{thumb}</td>", f"<td>{view}</td>"]
+    cells = [
+        f"<td>{html.escape(row.case_id)}</td>",
+        f'<td style="color:{colour}">{html.escape(row.status)}</td>',
+        f"<td>{thumb}</td>",
+        f"<td>{view}</td>",
+    ]
     if not pseudonymised:
         cells.append(f"<td>{html.escape(row.source)}</td>")
     cells += [f'<td class="num">{_label_cell(by_name.get(n))}</td>' for n in labels]

@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from medseg.batch.executor import Executor, Event, Loaded, Lost, StartFailed
 from medseg.batch.engine import CASES_DIR, Engine, ModelIdentity, case_dir, remove_part_files, sha256_file
+from medseg.batch.executor import Event, Executor, Loaded, Lost, StartFailed
 from medseg.batch.ledger import LEDGER_NAME, CaseRow, Ledger
 from medseg.cases import Discovery, InputCase, Skipped
 from medseg.cases.privacy import redact
@@ -104,7 +104,9 @@ def decide(case: InputCase, row: CaseRow | None, outdir: Path, force: bool, retr
         problem = verify_outputs(row, outdir)  # type: ignore[arg-type]
         return (True, f"done before but {problem}") if problem else (False, "done")
     if status == "failed":
-        return (True, "failed before; --retry-failed") if retry_failed else (False, "failed before (use --retry-failed)")
+        return (
+            (True, "failed before; --retry-failed") if retry_failed else (False, "failed before (use --retry-failed)")
+        )
     if status == "running":
         return True, "interrupted before"
     return True, "new" if row is None or status == "skipped" else "pending"
@@ -115,7 +117,7 @@ def decide(case: InputCase, row: CaseRow | None, outdir: Path, force: bool, retr
 def locked_outdir(outdir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``outdir`` (released by the OS even on ``kill -9``)."""
     ensure_writable_dir(outdir)
-    handle = open(outdir / LOCK_NAME, "a+")
+    handle = open(outdir / LOCK_NAME, "a+")  # noqa: SIM115 (held open for the whole run, closed below)
     try:
         try:
             import fcntl
@@ -124,7 +126,9 @@ def locked_outdir(outdir: Path) -> Iterator[None]:
         except ImportError:  # no flock on this platform: run unlocked
             pass
         except OSError:
-            raise OutputError(f"another `medseg batch` is writing to {outdir}; wait for it or choose another output folder") from None
+            raise OutputError(
+                f"another `medseg batch` is writing to {outdir}; wait for it or choose another output folder"
+            ) from None
         yield
     finally:
         handle.close()
@@ -175,8 +179,13 @@ def _sync_items(ledger: Ledger, discovery: Discovery, rows: dict[str, CaseRow]) 
     for item in items:
         kind = getattr(item, "kind", "dicom")
         ledger.upsert_case(
-            item.case_id, kind, redact(item.source, item.redact), item.series_uid, item.modality,
-            redact(item.description, item.redact) if item.description else item.description, item.n_slices,
+            item.case_id,
+            kind,
+            redact(item.source, item.redact),
+            item.series_uid,
+            item.modality,
+            redact(item.description, item.redact) if item.description else item.description,
+            item.n_slices,
         )
         previous = rows.get(item.case_id)
         if isinstance(item, Skipped):
@@ -187,7 +196,9 @@ def _sync_items(ledger: Ledger, discovery: Discovery, rows: dict[str, CaseRow]) 
 
 
 # ----------------------------------------------------------------------------- the run
-def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, options: BatchOptions, ledger: Ledger) -> BatchSummary:
+def run_batch(
+    discovery: Discovery, engine: Engine, identity: ModelIdentity, options: BatchOptions, ledger: Ledger
+) -> BatchSummary:
     """Run every case of ``discovery`` that :func:`decide` selects; the ledger records each step.
 
     Needs the output folder locked (:func:`locked_outdir`) and ``ledger`` open in it.
@@ -214,9 +225,18 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
             skipped_done += 1
         else:
             kept_failed += 1
-    run_id = ledger.begin_run(options.executor, options.workers, {"force": options.force, "retry_failed": options.retry_failed, **options.extra})
-    log.info("%d case(s) to run, %d already done, %d failed before, %d series not selected",
-             len(queue), skipped_done, kept_failed, len(discovery.skipped))
+    run_id = ledger.begin_run(
+        options.executor,
+        options.workers,
+        {"force": options.force, "retry_failed": options.retry_failed, **options.extra},
+    )
+    log.info(
+        "%d case(s) to run, %d already done, %d failed before, %d series not selected",
+        len(queue),
+        skipped_done,
+        kept_failed,
+        len(discovery.skipped),
+    )
     done, failed = 0, unrunnable
     if queue:
         executor = make_executor(engine, options)
@@ -226,7 +246,13 @@ def run_batch(discovery: Discovery, engine: Engine, identity: ModelIdentity, opt
     statuses = {r.case_id: r.status for r in ledger.rows()}
     any_failed = any(statuses.get(c.case_id) == "failed" for c in discovery.cases)
     return BatchSummary(
-        run_id, done + failed, done, failed, skipped_done, kept_failed, len(discovery.skipped),
+        run_id,
+        done + failed,
+        done,
+        failed,
+        skipped_done,
+        kept_failed,
+        len(discovery.skipped),
         EXIT_SOME_FAILED if any_failed else EXIT_OK,
     )
 
@@ -240,8 +266,15 @@ def make_executor(engine: Engine, options: BatchOptions) -> Executor:
     if options.executor == "ray":
         from medseg.batch.ray_executor import RayExecutor
 
-        return RayExecutor(engine, options.outdir, options.workers, options.threads_per_worker(), options.timeout,
-                          address=options.ray_address, gpus_per_worker=options.gpus_per_worker)
+        return RayExecutor(
+            engine,
+            options.outdir,
+            options.workers,
+            options.threads_per_worker(),
+            options.timeout,
+            address=options.ray_address,
+            gpus_per_worker=options.gpus_per_worker,
+        )
     raise ConfigError(f"unknown executor {options.executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
@@ -255,7 +288,9 @@ class _Tally:
     model_recorded: bool = False
 
 
-def drive(executor: Executor, queue: deque[InputCase], ledger: Ledger, run_id: int, identity: ModelIdentity, progress: bool) -> tuple[int, int]:
+def drive(
+    executor: Executor, queue: deque[InputCase], ledger: Ledger, run_id: int, identity: ModelIdentity, progress: bool
+) -> tuple[int, int]:
     """Feed ``queue`` to ``executor`` and record every event; returns (done, failed) counts.
 
     The temporary files of a case whose worker was lost (killed, timed out) are removed at once,
@@ -309,8 +344,15 @@ def _record(event: Event, ledger: Ledger, run_id: int, identity: ModelIdentity, 
     outcome = event.outcome  # Finished
     if outcome.ok:
         _record_model_once(ledger, identity, tally)
-        ledger.mark_done(outcome.case_id, outcome.outputs, outcome.timings, outcome.stats, outcome.seconds,
-                         identity.id, identity.version)
+        ledger.mark_done(
+            outcome.case_id,
+            outcome.outputs,
+            outcome.timings,
+            outcome.stats,
+            outcome.seconds,
+            identity.id,
+            identity.version,
+        )
         tally.done += 1
         log.info("%s done in %.1f s", outcome.case_id, outcome.seconds)
     else:
@@ -344,7 +386,19 @@ def dry_run_lines(discovery: Discovery, outdir: Path, force: bool, retry_failed:
 
 
 __all__ = [
-    "BatchOptions", "BatchSummary", "decide", "verify_outputs", "locked_outdir", "run_batch", "drive",
-    "dry_run_lines", "pseudonym_secret", "check_model", "record_model", "sync_ledger", "EXIT_OK", "EXIT_SOME_FAILED",
+    "EXIT_OK",
+    "EXIT_SOME_FAILED",
     "EXIT_USER_ERROR",
+    "BatchOptions",
+    "BatchSummary",
+    "check_model",
+    "decide",
+    "drive",
+    "dry_run_lines",
+    "locked_outdir",
+    "pseudonym_secret",
+    "record_model",
+    "run_batch",
+    "sync_ledger",
+    "verify_outputs",
 ]

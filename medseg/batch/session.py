@@ -8,17 +8,32 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from medseg.batch.archive_engine import CACHE_DIR, ArchiveEngine, clear_cache
 from medseg.batch.engine import Engine, case_dir
 from medseg.batch.ledger import LEDGER_NAME, Ledger
 from medseg.batch.report import write_pseudonym_map, write_reports
-from medseg.batch.runner import SECRET_KEY, BatchOptions, BatchSummary, dry_run_lines, locked_outdir, pseudonym_secret, run_batch
-from medseg.cases import (Discovery, Namer, SelectionRules, check_output_outside_input, check_planned_outputs,
-                          discover_cases)
+from medseg.batch.runner import (
+    SECRET_KEY,
+    BatchOptions,
+    BatchSummary,
+    dry_run_lines,
+    locked_outdir,
+    pseudonym_secret,
+    run_batch,
+)
+from medseg.cases import (
+    Discovery,
+    Namer,
+    SelectionRules,
+    check_output_outside_input,
+    check_planned_outputs,
+    discover_cases,
+)
 from medseg.cases.privacy import redact, redacting_logs
 from medseg.errors import ConfigError, InputError
 from medseg.io.atomic import remove_temp_files_of
@@ -76,14 +91,21 @@ def naming(ledger: Ledger, pseudonymise: bool) -> Namer:
     previous = ledger.get_meta(NAMING_KEY)
     if previous and previous != mode:
         flag = "pass --pseudonymise again" if previous == "pseudonymised" else "run without --pseudonymise"
-        raise ConfigError(f"{ledger.path.parent} was made with {previous} case names; {flag}, or use another output folder")
+        raise ConfigError(
+            f"{ledger.path.parent} was made with {previous} case names; {flag}, or use another output folder"
+        )
     ledger.set_meta(NAMING_KEY, mode)
     return Namer(pseudonym_secret(ledger)) if pseudonymise else Namer()
 
 
 def run_session(
-    input_path: Path | ArchiveSource, make_engine: Callable[[], Engine], options: BatchOptions,
-    rules: SelectionRules, pseudonymise: bool = False, mapping: Path | None = None, series: str | None = None,
+    input_path: Path | ArchiveSource,
+    make_engine: Callable[[], Engine],
+    options: BatchOptions,
+    rules: SelectionRules,
+    pseudonymise: bool = False,
+    mapping: Path | None = None,
+    series: str | None = None,
     archive: ArchiveOptions | None = None,
 ) -> SessionResult:
     """Discover cases in ``input_path`` (a path, or a DICOM archive), run them into ``options.outdir``,
@@ -149,14 +171,26 @@ def mapping_items(discovery: Discovery) -> list[tuple[str, str, str, str, str]]:
     """(case, PatientID, study UID, series UID, source) per case; a PatientID or source that holds the
     patient's name is redacted (the UIDs still lead back to the study)."""
     return [
-        (c.case_id, redact(c.patient_id or "", c.redact), c.study_uid or "", c.series_uid or "", redact(c.source, c.redact))
+        (
+            c.case_id,
+            redact(c.patient_id or "", c.redact),
+            c.study_uid or "",
+            c.series_uid or "",
+            redact(c.source, c.redact),
+        )
         for c in discovery.cases
     ]
 
 
 def dry_run(
-    input_path: Path | ArchiveSource, outdir: Path, rules: SelectionRules, pseudonymise: bool, force: bool, retry_failed: bool,
-    series: str | None = None, channels: int = 1,
+    input_path: Path | ArchiveSource,
+    outdir: Path,
+    rules: SelectionRules,
+    pseudonymise: bool,
+    force: bool,
+    retry_failed: bool,
+    series: str | None = None,
+    channels: int = 1,
 ) -> list[tuple[str, str, str]]:
     """``(case_id, action, reason)`` per case and skipped series; writes nothing.
 

@@ -79,9 +79,18 @@ class Session:
 
 
 # ----------------------------------------------------------------------------- watch
-def watch(source: ArchiveSource, make_engine: Callable[[], Engine], options: BatchOptions, rules: SelectionRules,
-          every: WatchOptions, archive: ArchiveOptions | None = None, series: str | None = None,
-          pseudonymise: bool = False, mapping: Path | None = None, stop: Callable[[], bool] = lambda: False) -> int:
+def watch(
+    source: ArchiveSource,
+    make_engine: Callable[[], Engine],
+    options: BatchOptions,
+    rules: SelectionRules,
+    every: WatchOptions,
+    archive: ArchiveOptions | None = None,
+    series: str | None = None,
+    pseudonymise: bool = False,
+    mapping: Path | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
     """Poll ``source`` and process every complete new series once; returns the number of cycles run.
 
     Runs until ``stop()`` is true, ``every.cycles`` cycles are done, or the process is interrupted.
@@ -99,8 +108,9 @@ def watch(source: ArchiveSource, make_engine: Callable[[], Engine], options: Bat
             connection.close()
 
 
-def _watch_cycle(session: Session, ledger: Ledger, namer: Namer, archive: Archive, source: ArchiveSource,
-                 tracker: SettleTracker) -> None:
+def _watch_cycle(
+    session: Session, ledger: Ledger, namer: Namer, archive: Archive, source: ArchiveSource, tracker: SettleTracker
+) -> None:
     """One poll: query, keep the complete and unhandled series, run them, push. An archive that stays
     down for the whole back-off budget ends the cycle (the next one tries again); other archive
     errors (refused credentials, unknown AE title) stop the watch."""
@@ -109,12 +119,14 @@ def _watch_cycle(session: Session, ledger: Ledger, namer: Namer, archive: Archiv
     try:
         found = archive.find_series(source.wanted)
         handled = _handled_sources(ledger, session.options.retry_failed)
-        ready = [s for s in tracker.ready(found)
-                 if archive.address.series_location(s.study_uid, s.series_uid) not in handled]
+        ready = [
+            s for s in tracker.ready(found) if archive.address.series_location(s.study_uid, s.series_uid) not in handled
+        ]
         if ready:
             log.info("%d new complete series in %s", len(ready), source)
-            discovery = archive_discovery(archive, ready, session.rules, namer, session.series,
-                                          session.engine.in_channels())
+            discovery = archive_discovery(
+                archive, ready, session.rules, namer, session.series, session.engine.in_channels()
+            )
             _run(session, ledger, namer, discovery)
     except ArchiveDownError as exc:
         log.warning("%s; polling again next cycle", exc)
@@ -142,9 +154,18 @@ class ListenOptions:
     allowed: tuple[str, ...] = ()
 
 
-def listen(server: ListenOptions, make_engine: Callable[[], Engine], options: BatchOptions, rules: SelectionRules,
-           every: WatchOptions, archive: ArchiveOptions | None = None, series: str | None = None,
-           pseudonymise: bool = False, mapping: Path | None = None, stop: Callable[[], bool] = lambda: False) -> int:
+def listen(
+    server: ListenOptions,
+    make_engine: Callable[[], Engine],
+    options: BatchOptions,
+    rules: SelectionRules,
+    every: WatchOptions,
+    archive: ArchiveOptions | None = None,
+    series: str | None = None,
+    pseudonymise: bool = False,
+    mapping: Path | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
     """Receive series as a C-STORE SCP and process each complete one once; returns the cycles run."""
     from medseg.pacs.scp import StorageServer
 
@@ -162,8 +183,9 @@ def listen(server: ListenOptions, make_engine: Callable[[], Engine], options: Ba
             scp.stop()
 
 
-def _listen_cycle(session: Session, ledger: Ledger, namer: Namer, spool: Path, settle: float,
-                  unreadable: dict[Path, float]) -> None:
+def _listen_cycle(
+    session: Session, ledger: Ledger, namer: Namer, spool: Path, settle: float, unreadable: dict[Path, float]
+) -> None:
     """Run every complete series folder of the spool; remove the folders whose cases are all settled.
 
     A folder that cannot be read as input is reported once and left alone until it changes
@@ -192,15 +214,19 @@ def _folder_discovery(session: Session, namer: Namer, folder: Path) -> Discovery
     """The cases of one received series folder, with sources relative to OUTDIR."""
     from medseg.cases import discover_cases
 
-    discovery = discover_cases(folder, session.rules, namer, series=session.series, channels=session.engine.in_channels())
+    discovery = discover_cases(
+        folder, session.rules, namer, series=session.series, channels=session.engine.in_channels()
+    )
     return _relocated(discovery, folder, Path(session.options.outdir))
 
 
 def _relocated(discovery: Discovery, folder: Path, outdir: Path) -> Discovery:
     """Sources as ``.incoming/<study>/<series>`` (relative to OUTDIR) instead of ``.``."""
     where = folder.relative_to(outdir).as_posix()
-    return Discovery(tuple(replace(c, source=where) for c in discovery.cases),
-                     tuple(replace(s, source=where) for s in discovery.skipped))
+    return Discovery(
+        tuple(replace(c, source=where) for c in discovery.cases),
+        tuple(replace(s, source=where) for s in discovery.skipped),
+    )
 
 
 def _all_done(ledger: Ledger, discovery: Discovery) -> bool:
@@ -215,9 +241,16 @@ def _remove_empty_parent(folder: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- shared
-def _session(make_engine: Callable[[], Engine], source: ArchiveSource | None, options: BatchOptions,
-             rules: SelectionRules, archive: ArchiveOptions, series: str | None, pseudonymise: bool,
-             mapping: Path | None) -> Session:
+def _session(
+    make_engine: Callable[[], Engine],
+    source: ArchiveSource | None,
+    options: BatchOptions,
+    rules: SelectionRules,
+    archive: ArchiveOptions,
+    series: str | None,
+    pseudonymise: bool,
+    mapping: Path | None,
+) -> Session:
     outdir = Path(options.outdir)
     engine = session_engine(make_engine(), source if source is not None else outdir, outdir, archive)
     return Session(engine, engine.identity(), options, rules, archive, series, pseudonymise, mapping)

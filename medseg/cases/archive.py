@@ -28,12 +28,15 @@ if TYPE_CHECKING:
     from medseg.io.dicom import SeriesInfo
     from medseg.pacs import Archive, ArchiveSource, RemoteSeries
 
-_ONE_CHANNEL = ("the model takes {channels} channels and a DICOM series is one; retrieve the series, convert "
-                "them with 'medseg convert' and list them in a manifest")
+_ONE_CHANNEL = (
+    "the model takes {channels} channels and a DICOM series is one; retrieve the series, convert "
+    "them with 'medseg convert' and list them in a manifest"
+)
 
 
-def discover_archive(source: ArchiveSource, rules: SelectionRules, namer: Namer, series: str | None = None,
-                     channels: int = 1) -> Discovery:
+def discover_archive(
+    source: ArchiveSource, rules: SelectionRules, namer: Namer, series: str | None = None, channels: int = 1
+) -> Discovery:
     """Every case in the archive that ``source.wanted`` and the ``rules`` (or ``series``) select.
 
     Raises InputError when the query finds no series at all (saying which filters were used).
@@ -48,8 +51,14 @@ def discover_archive(source: ArchiveSource, rules: SelectionRules, namer: Namer,
         archive.close()
 
 
-def archive_discovery(archive: Archive, found: Sequence[RemoteSeries], rules: SelectionRules, namer: Namer,
-                      series: str | None = None, channels: int = 1) -> Discovery:
+def archive_discovery(
+    archive: Archive,
+    found: Sequence[RemoteSeries],
+    rules: SelectionRules,
+    namer: Namer,
+    series: str | None = None,
+    channels: int = 1,
+) -> Discovery:
     """Cases and skipped series for the series ``found`` in ``archive`` (headers fetched, no pixels).
 
     Promises the case ids, skip reasons and ``--series`` choice an export folder holding the same
@@ -87,9 +96,16 @@ def _case(info: SeriesInfo, remote: RemoteSeries, archive: Archive, namer: Namer
 def _non_image(series: RemoteSeries, archive: Archive, namer: Namer) -> Skipped:
     """A SEG, RTSTRUCT, SR, ... series: skipped with the reason the rules give, without fetching headers."""
     case_id = namer.series_id(series.patient_id, series.study_uid, series.series_number, series.description)
-    return Skipped(case_id, archive.address.series_location(series.study_uid, series.series_uid),
-                   f"not an image series (modality {series.modality or '?'})", series.series_uid, series.modality,
-                   series.description, series.instances, name_parts(series.patient_name))
+    return Skipped(
+        case_id,
+        archive.address.series_location(series.study_uid, series.series_uid),
+        f"not an image series (modality {series.modality or '?'})",
+        series.series_uid,
+        series.modality,
+        series.description,
+        series.instances,
+        name_parts(series.patient_name),
+    )
 
 
 def fetch_case(case: InputCase, archive: Archive, folder: Path) -> InputCase:

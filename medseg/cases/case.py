@@ -83,10 +83,18 @@ class Skipped:
         return self.series_uid or self.source
 
     @classmethod
-    def of(cls, case: InputCase, reason: str) -> "Skipped":
+    def of(cls, case: InputCase, reason: str) -> Skipped:
         """``case`` not run, because of ``reason``."""
-        return cls(case.case_id, case.source, reason, case.series_uid, case.modality, case.description,
-                   case.n_slices, case.redact)
+        return cls(
+            case.case_id,
+            case.source,
+            reason,
+            case.series_uid,
+            case.modality,
+            case.description,
+            case.n_slices,
+            case.redact,
+        )
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ import logging
 import os
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from medseg.cases.case import Discovery, InputCase, Skipped
 from medseg.cases.manifest import read_manifest
@@ -53,8 +54,14 @@ _NAMED = SelectionRules(exclude=(), min_slices=1)
 _Item = TypeVar("_Item", InputCase, Skipped)
 
 
-def discover_cases(input_path: str | Path | ArchiveSource, rules: SelectionRules | None = None,
-                   namer: Namer | None = None, *, series: str | None = None, channels: int = 1) -> Discovery:
+def discover_cases(
+    input_path: str | Path | ArchiveSource,
+    rules: SelectionRules | None = None,
+    namer: Namer | None = None,
+    *,
+    series: str | None = None,
+    channels: int = 1,
+) -> Discovery:
     """The cases in ``input_path`` (a volume file, a folder, one DICOM file, a CSV manifest, or a DICOM
     archive given as an :class:`~medseg.pacs.ArchiveSource`, see :mod:`medseg.cases.archive`).
 
@@ -92,17 +99,22 @@ def _refuse_archive_text(text: str | Path) -> None:
     from medseg.pacs.address import is_archive_address
 
     if is_archive_address(str(text)):
-        raise InputError(f"{text} is an archive address; 'medseg batch' and 'medseg watch' read archives, "
-                         "this command reads files and folders")
+        raise InputError(
+            f"{text} is an archive address; 'medseg batch' and 'medseg watch' read archives, "
+            "this command reads files and folders"
+        )
 
 
-def _find(path: Path, rules: SelectionRules, namer: Namer, series: str | None,
-          channels: int, names: list[str]) -> tuple[list[InputCase], list[Skipped]]:
+def _find(
+    path: Path, rules: SelectionRules, namer: Namer, series: str | None, channels: int, names: list[str]
+) -> tuple[list[InputCase], list[Skipped]]:
     """Cases and skipped items of an existing input, by its kind; adds the patient name parts seen to ``names``."""
     if path.is_file() and path.suffix.lower() == ".csv":
         if series is not None and str(series).strip():
-            raise ConfigError(f"--series does not apply to the CSV manifest {path}; give each row's series in a "
-                              "'series' column instead")
+            raise ConfigError(
+                f"--series does not apply to the CSV manifest {path}; give each row's series in a "
+                "'series' column instead"
+            )
         return read_manifest(path, namer), []
     if path.is_file() and is_volume_file(path):
         return _select_files(_file_cases([path], path.parent, namer, channels), rules, series)
@@ -112,8 +124,9 @@ def _find(path: Path, rules: SelectionRules, namer: Namer, series: str | None,
 
 
 # ----------------------------------------------------------------------------- folders
-def _scan_folder(root: Path, rules: SelectionRules, namer: Namer, series: str | None,
-                 channels: int, names: list[str]) -> tuple[list[InputCase], list[Skipped]]:
+def _scan_folder(
+    root: Path, rules: SelectionRules, namer: Namer, series: str | None, channels: int, names: list[str]
+) -> tuple[list[InputCase], list[Skipped]]:
     walk = walk_files(root)
     files = sorted(p for p in walk.files if has_volume_suffix(p))
     cases, skipped = _select_files(_file_cases(files, root, namer, channels), rules, series)
@@ -128,8 +141,9 @@ def _scan_folder(root: Path, rules: SelectionRules, namer: Namer, series: str | 
     return cases, skipped
 
 
-def _select_files(file_cases: list[InputCase], rules: SelectionRules,
-                  series: str | None) -> tuple[list[InputCase], list[Skipped]]:
+def _select_files(
+    file_cases: list[InputCase], rules: SelectionRules, series: str | None
+) -> tuple[list[InputCase], list[Skipped]]:
     """The volume-file cases that run, and those skipped with the reason: every one when the rules
     say ``files = false``, or when ``--series`` names DICOM series (volume files are not series)."""
     if not rules.files:
@@ -147,8 +161,10 @@ def _report_unlisted(root: Path, walk: Walk, found_any: bool) -> None:
     folder, reason = walk.unlisted[0]
     more = f" (and {len(walk.unlisted) - 1} more)" if len(walk.unlisted) > 1 else ""
     if not found_any:
-        raise InputError(f"{short_path(root)}: no NIfTI/NRRD/MHA or DICOM files found; folder {short_path(folder)} "
-                         f"cannot be listed ({reason}){more}; move the files to a shorter or readable path")
+        raise InputError(
+            f"{short_path(root)}: no NIfTI/NRRD/MHA or DICOM files found; folder {short_path(folder)} "
+            f"cannot be listed ({reason}){more}; move the files to a shorter or readable path"
+        )
     log.warning("skipping folder %s: cannot be listed (%s)%s", short_path(folder), reason, more)
 
 
@@ -188,15 +204,16 @@ def _file_cases(files: Sequence[Path], root: Path, namer: Namer, channels: int) 
                 "case_0001.nii.gz, ... (one per channel), or list them in a CSV manifest"
             )
         groups[match["case"]][int(match["channel"])] = f
-    return colour + [_file_case(stem, _channel_files(stem, by_channel, channels, root), root, namer)
-                     for stem, by_channel in sorted(groups.items())]
+    return colour + [
+        _file_case(stem, _channel_files(stem, by_channel, channels, root), root, namer)
+        for stem, by_channel in sorted(groups.items())
+    ]
 
 
 def _channel_files(stem: str, by_channel: dict[int, Path], channels: int, root: Path) -> tuple[Path, ...]:
     if sorted(by_channel) != list(range(channels)):
         raise InputError(
-            f"case {stem} in {root} has channel files {sorted(by_channel)}; the model needs "
-            f"channels 0..{channels - 1}"
+            f"case {stem} in {root} has channel files {sorted(by_channel)}; the model needs channels 0..{channels - 1}"
         )
     return tuple(by_channel[c] for c in range(channels))
 
@@ -214,8 +231,9 @@ def _file_case(stem: str, images: tuple[Path, ...], root: Path, namer: Namer) ->
 
 
 # ----------------------------------------------------------------------------- DICOM
-def _dicom_file_cases(path: Path, namer: Namer, series: str | None,
-                      channels: int, names: list[str]) -> tuple[list[InputCase], list[Skipped]]:
+def _dicom_file_cases(
+    path: Path, namer: Namer, series: str | None, channels: int, names: list[str]
+) -> tuple[list[InputCase], list[Skipped]]:
     """The series holding the DICOM file ``path`` (found among its folder's series)."""
     from medseg.io.dicom import discover_series
 
@@ -231,24 +249,30 @@ def _dicom_file_cases(path: Path, namer: Namer, series: str | None,
     return _series_cases(holding, path.parent, namer, series_reasons(holding, _NAMED, series), channels)
 
 
-def _series_cases(infos: Sequence[SeriesInfo], root: Path, namer: Namer, reasons: Sequence[str | None],
-                  channels: int) -> tuple[list[InputCase], list[Skipped]]:
+def _series_cases(
+    infos: Sequence[SeriesInfo], root: Path, namer: Namer, reasons: Sequence[str | None], channels: int
+) -> tuple[list[InputCase], list[Skipped]]:
     """Each series as a case, or as skipped with its reason."""
     cases: list[InputCase] = []
     skipped: list[Skipped] = []
     for info, reason in zip(infos, reasons):
         case = series_case(info, root, namer)
         if reason is None and channels != 1:
-            reason = (f"the model takes {channels} channels and a DICOM series is one; convert the series to "
-                      "case_0000.nii.gz, case_0001.nii.gz, ... with 'medseg convert' or list them in a manifest")
+            reason = (
+                f"the model takes {channels} channels and a DICOM series is one; convert the series to "
+                "case_0000.nii.gz, case_0001.nii.gz, ... with 'medseg convert' or list them in a manifest"
+            )
         if reason is None:
             cases.append(case)
         else:
             skipped.append(Skipped.of(case, reason))
     hidden = sum(namer.hides_patient_id(info.patient_id or "", patient_name_parts(info)) for info in infos)
     if hidden:
-        log.warning("the PatientID of %d series holds (a part of) the patient's name; their case ids start with "
-                    "a hash (H...) instead of the PatientID", hidden)
+        log.warning(
+            "the PatientID of %d series holds (a part of) the patient's name; their case ids start with "
+            "a hash (H...) instead of the PatientID",
+            hidden,
+        )
     return cases, skipped
 
 
@@ -260,18 +284,28 @@ def series_case(info: SeriesInfo, root: Path | None = None, namer: Namer | None 
         with contextlib.suppress(ValueError):  # a series outside root keeps its full path
             source = folder.relative_to(root).as_posix() or "."
     name_parts = patient_name_parts(info)
-    case_id = (namer or Namer()).series_id(info.patient_id or "", info.study_uid or "", info.series_number,
-                                         info.description or "", name_parts)
+    case_id = (namer or Namer()).series_id(
+        info.patient_id or "", info.study_uid or "", info.series_number, info.description or "", name_parts
+    )
     return InputCase(
-        case_id=case_id, kind="dicom", source=source, series=info, series_uid=info.uid, study_uid=info.study_uid,
-        patient_id=info.patient_id, modality=info.modality, description=info.description, n_slices=info.n_slices,
+        case_id=case_id,
+        kind="dicom",
+        source=source,
+        series=info,
+        series_uid=info.uid,
+        study_uid=info.study_uid,
+        patient_id=info.patient_id,
+        modality=info.modality,
+        description=info.description,
+        n_slices=info.n_slices,
         redact=name_parts,
     )
 
 
 # ----------------------------------------------------------------------------- unique ids
-def _without_names(cases: list[InputCase], skipped: list[Skipped], namer: Namer,
-                   names: Sequence[str]) -> tuple[list[InputCase], list[Skipped]]:
+def _without_names(
+    cases: list[InputCase], skipped: list[Skipped], namer: Namer, names: Sequence[str]
+) -> tuple[list[InputCase], list[Skipped]]:
     """Volume files found beside DICOM series: the series' patient names redacted from their ids (and
     from what is stored about them), as files carry no name of their own."""
     terms = tuple(sorted(set(names), key=len, reverse=True))

@@ -46,7 +46,9 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
         if "case" not in header or "image" not in header:
-            raise InputError(f"{path}: a manifest needs the columns 'case' and 'image', found {', '.join(header) or 'none'}")
+            raise InputError(
+                f"{path}: a manifest needs the columns 'case' and 'image', found {', '.join(header) or 'none'}"
+            )
         image_columns = ["image"] + [h for h in header if h.startswith("image") and h != "image"]
         rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     return image_columns, rows
@@ -57,6 +59,11 @@ def _row_case(path: Path, name: str, cells: list[str], series: str | None, namer
     missing = [str(p) for p in images if not p.exists()]
     terms = dicom_name_parts(p for p in images if p.is_dir() or (p.is_file() and not is_volume_file(p)))
     return InputCase(
-        case_id=namer.manifest_id(name, terms), kind="manifest", source=";".join(cells), images=images,
-        series_select=series, problem=f"input not found: {', '.join(missing)}" if missing else None, redact=terms,
+        case_id=namer.manifest_id(name, terms),
+        kind="manifest",
+        source=";".join(cells),
+        images=images,
+        series_select=series,
+        problem=f"input not found: {', '.join(missing)}" if missing else None,
+        redact=terms,
     )

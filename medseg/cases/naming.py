@@ -90,8 +90,14 @@ class Namer:
         """The pseudonym of one study of one patient: ``P`` + 12 hex digits of an HMAC."""
         return "P" + self._token("study", patient_id, study_uid)
 
-    def series_id(self, patient_id: str, study_uid: str, series_number: int | None, description: str,
-                  name_parts: Sequence[str] = ()) -> str:
+    def series_id(
+        self,
+        patient_id: str,
+        study_uid: str,
+        series_number: int | None,
+        description: str,
+        name_parts: Sequence[str] = (),
+    ) -> str:
         """Case id of a DICOM series; ``name_parts`` are the patient's name terms (to keep out of it).
 
         Readable: ``<PatientID>_<study hash>_S<number>_<description>``, the description with the

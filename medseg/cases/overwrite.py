@@ -14,8 +14,8 @@ Two checks, both raising a one-line :class:`~medseg.errors.ConfigError` (exit co
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from medseg.cases.case import InputCase
 from medseg.errors import ConfigError
@@ -31,7 +31,9 @@ def check_output_outside_input(input_path: str | Path, outdir: str | Path) -> No
     """
     source, target = Path(input_path).resolve(), Path(outdir).resolve()
     if source.is_dir() and (target == source or source in target.parents):
-        raise ConfigError(f"the output folder {outdir} is inside the input {input_path}; choose an output folder outside it")
+        raise ConfigError(
+            f"the output folder {outdir} is inside the input {input_path}; choose an output folder outside it"
+        )
     if source.is_file() and target == source.parent:
         raise ConfigError(
             f"the output folder {outdir} holds the input {input_path}: outputs would overwrite or mix with "
@@ -39,8 +41,9 @@ def check_output_outside_input(input_path: str | Path, outdir: str | Path) -> No
         )
 
 
-def check_planned_outputs(cases: Sequence[InputCase], outputs: PlannedOutputs,
-                          run_files: Mapping[Path, str] | None = None) -> None:
+def check_planned_outputs(
+    cases: Sequence[InputCase], outputs: PlannedOutputs, run_files: Mapping[Path, str] | None = None
+) -> None:
     """Refuse, before anything runs, outputs that would overwrite an input or another case's output.
 
     ``outputs(case)`` yields what ``case`` will write: file paths, or folders the case owns entirely

@@ -16,9 +16,10 @@ import functools
 import logging
 import re
 import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from medseg.io.dicom import SeriesInfo
@@ -27,8 +28,20 @@ REDACTED = "[redacted]"
 #: Fewest letters a name part needs to be redacted on its own (shorter ones only inside the whole name).
 MIN_LETTERS = 3
 #: Spellings of letters that ASCII exports and file names use instead (besides the accent-less letter).
-_SPELLINGS = {"ä": ("ae",), "ö": ("oe",), "ü": ("ue",), "ß": ("ss",), "ø": ("o", "oe"), "æ": ("ae",),
-              "å": ("aa",), "œ": ("oe",), "ł": ("l",), "đ": ("d",), "ð": ("d",), "þ": ("th",)}
+_SPELLINGS = {
+    "ä": ("ae",),
+    "ö": ("oe",),
+    "ü": ("ue",),
+    "ß": ("ss",),
+    "ø": ("o", "oe"),
+    "æ": ("ae",),
+    "å": ("aa",),
+    "œ": ("oe",),
+    "ł": ("l",),
+    "đ": ("d",),
+    "ð": ("d",),
+    "þ": ("th",),
+}
 #: Not inside a longer word: no letter on that side, or a lower-to-upper case change (CamelCase).
 _START = r"(?:(?<![^\W\d_])|(?-i:(?<=[a-z])(?=[A-Z])))"
 _END = r"(?:(?![^\W\d_])|(?-i:(?<=[a-z])(?=[A-Z])))"

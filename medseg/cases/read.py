@@ -27,13 +27,17 @@ def case_series(case: InputCase) -> SeriesInfo | None:
     if case.series is not None:
         return case.series
     if case.remote is not None:
-        raise InputError(f"case {case.case_id} lives in an archive ({case.source}); retrieve it first "
-                         "(medseg.cases.archive.fetch_case)")
+        raise InputError(
+            f"case {case.case_id} lives in an archive ({case.source}); retrieve it first "
+            "(medseg.cases.archive.fetch_case)"
+        )
     folders = [p for p in case.images if p.is_dir()]
     if not folders:
         return None
     if len(case.images) > 1:
-        raise InputError(f"case {case.case_id}: a DICOM folder must be the only image of a case; convert the channels to NIfTI first")
+        raise InputError(
+            f"case {case.case_id}: a DICOM folder must be the only image of a case; convert the channels to NIfTI first"
+        )
     from medseg.io.dicom import discover_series, select_series
 
     infos = discover_series(folders[0])
@@ -45,8 +49,9 @@ def case_series(case: InputCase) -> SeriesInfo | None:
     return select_series(infos, case.series_select)
 
 
-def read_case(case: InputCase, resample: bool = False, *, allow_missing_slices: bool = False,
-              values: str = "rescaled") -> tuple[list[Volume], DicomSeries | None]:
+def read_case(
+    case: InputCase, resample: bool = False, *, allow_missing_slices: bool = False, values: str = "rescaled"
+) -> tuple[list[Volume], DicomSeries | None]:
     """The 3D channel volumes of ``case`` and, for DICOM input, the loaded ``DicomSeries`` (else None).
     A colour 2D image (PNG, TIFF) gives one volume per colour channel.
 

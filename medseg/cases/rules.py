@@ -11,9 +11,10 @@ the reason.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from medseg.errors import ConfigError, DicomError, did_you_mean
 
@@ -50,7 +51,9 @@ class SelectionRules:
             except re.error as exc:
                 raise ConfigError(f"select: invalid description regex {pattern!r} ({exc}); fix the pattern") from None
         for value in self.orientation:
-            if value.lower() not in ("axial", "coronal", "sagittal") and not re.fullmatch(r"[LRAPSI]{3}", value.upper()):
+            if value.lower() not in ("axial", "coronal", "sagittal") and not re.fullmatch(
+                r"[LRAPSI]{3}", value.upper()
+            ):
                 raise ConfigError(
                     f"select.orientation: unknown value {value!r}; use axial, coronal, sagittal or axis codes like LPS"
                 )
@@ -72,7 +75,9 @@ class SelectionRules:
         if info.n_slices < self.min_slices:
             return f"{info.n_slices} slice(s), fewer than min_slices={self.min_slices}"
         if self.orientation and not _orientation_matches(info.orientation, self.orientation):
-            return f"orientation {info.orientation} ({slice_plane(info.orientation)}) not in {', '.join(self.orientation)}"
+            return (
+                f"orientation {info.orientation} ({slice_plane(info.orientation)}) not in {', '.join(self.orientation)}"
+            )
         return None
 
 
@@ -97,13 +102,17 @@ def load_rules(path: Path | None) -> SelectionRules:
     data = _read_toml(path)
     unknown = set(data) - {"select"}
     if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {', '.join(sorted(unknown))}; a batch recipe has one [select] table")
+        raise ConfigError(
+            f"{path}: unknown table(s) {', '.join(sorted(unknown))}; a batch recipe has one [select] table"
+        )
     table = data.get("select", {})
     names = [f.name for f in fields(SelectionRules)]
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in names:
-            raise ConfigError(f"{path}: unknown key select.{key}; {did_you_mean(key, names)}valid keys: {', '.join(names)}")
+            raise ConfigError(
+                f"{path}: unknown key select.{key}; {did_you_mean(key, names)}valid keys: {', '.join(names)}"
+            )
         values[key] = _coerce(path, key, value)
     return SelectionRules(**values)
 

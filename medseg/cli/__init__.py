@@ -14,11 +14,11 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ("series", "convert", "plan", "train", "evaluate", "predict", "export", "batch", "watch", "listen",
-            "view")
+COMMANDS = ("series", "convert", "plan", "train", "evaluate", "predict", "export", "batch", "watch", "listen", "view")
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,9 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available subcommand registered."""
     from medseg.version import __version__
 
-    parser = Parser(
-        prog="medseg", description="Segment medical volumes from DICOM exports and NIfTI/NRRD/MHA files."
-    )
+    parser = Parser(prog="medseg", description="Segment medical volumes from DICOM exports and NIfTI/NRRD/MHA files.")
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")

@@ -23,26 +23,44 @@ _FILTERS = ("study_uid", "series_uid", "patient_id", "modality", "series_descrip
 def add_archive_options(parser: argparse.ArgumentParser, filters: bool = True) -> None:
     """Add ``--push-to``, the connection options and (with ``filters``) the series filters to ``parser``."""
     group = parser.add_argument_group("DICOM archive (see docs/pacs.md)")
-    group.add_argument("--push-to", metavar="URL",
-                       help="send every DICOM SEG written to this archive (http(s)://HOST/dicom-web or "
-                       "dimse://AET@HOST:PORT), once, checking that it arrived")
-    group.add_argument("--pacs-config", type=Path, metavar="TOML",
-                       help="credentials, CA bundle, time-outs per archive (default: MEDSEG_PACS_USERNAME/"
-                       "MEDSEG_PACS_PASSWORD or MEDSEG_PACS_TOKEN from the environment)")
+    group.add_argument(
+        "--push-to",
+        metavar="URL",
+        help="send every DICOM SEG written to this archive (http(s)://HOST/dicom-web or "
+        "dimse://AET@HOST:PORT), once, checking that it arrived",
+    )
+    group.add_argument(
+        "--pacs-config",
+        type=Path,
+        metavar="TOML",
+        help="credentials, CA bundle, time-outs per archive (default: MEDSEG_PACS_USERNAME/"
+        "MEDSEG_PACS_PASSWORD or MEDSEG_PACS_TOKEN from the environment)",
+    )
     group.add_argument("--calling-aet", metavar="AET", help="medseg's AE title towards DIMSE archives (default MEDSEG)")
-    group.add_argument("--max-wait", type=float, metavar="SECONDS",
-                       help="how long to wait for an unreachable archive before giving up (default 600)")
-    group.add_argument("--keep-cache", action="store_true",
-                       help="keep the series retrieved (OUTDIR/.archive-cache) or received (OUTDIR/.incoming) "
-                       "(default: removed once their cases are done)")
+    group.add_argument(
+        "--max-wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for an unreachable archive before giving up (default 600)",
+    )
+    group.add_argument(
+        "--keep-cache",
+        action="store_true",
+        help="keep the series retrieved (OUTDIR/.archive-cache) or received (OUTDIR/.incoming) "
+        "(default: removed once their cases are done)",
+    )
     if not filters:
         return
     group.add_argument("--study-uid", metavar="UID", help="only this study")
     group.add_argument("--series-uid", metavar="UID", help="only this series")
     group.add_argument("--patient-id", metavar="ID", help="only this patient")
     group.add_argument("--modality", action="append", default=[], metavar="MOD", help="only this modality (repeatable)")
-    group.add_argument("--series-description", metavar="REGEX", help="only series whose description matches (case-insensitive)")
-    group.add_argument("--study-date", metavar="RANGE", help="only studies in this date range: YYYYMMDD-YYYYMMDD (either end optional)")
+    group.add_argument(
+        "--series-description", metavar="REGEX", help="only series whose description matches (case-insensitive)"
+    )
+    group.add_argument(
+        "--study-date", metavar="RANGE", help="only studies in this date range: YYYYMMDD-YYYYMMDD (either end optional)"
+    )
 
 
 def archive_settings(args: argparse.Namespace, address: str) -> ArchiveSettings:
@@ -65,7 +83,9 @@ def archive_input(args: argparse.Namespace) -> Path | ArchiveSource:
         return ArchiveSource(archive_settings(args, args.input), series_filter(args))
     given = [f"--{name.replace('_', '-')}" for name in _FILTERS if getattr(args, name, None)]
     if given:
-        raise ConfigError(f"{', '.join(given)} filter(s) archive series; INPUT {args.input} is a path (use --recipe there)")
+        raise ConfigError(
+            f"{', '.join(given)} filter(s) archive series; INPUT {args.input} is a path (use --recipe there)"
+        )
     return Path(args.input)
 
 
@@ -74,9 +94,15 @@ def series_filter(args: argparse.Namespace) -> SeriesFilter:
     from medseg.pacs import SeriesFilter, parse_date_range
 
     start, end = parse_date_range(args.study_date) if args.study_date else (None, None)
-    return SeriesFilter(study_uid=args.study_uid, series_uid=args.series_uid, patient_id=args.patient_id,
-                        modality=tuple(args.modality), description=args.series_description, date_from=start,
-                        date_to=end)
+    return SeriesFilter(
+        study_uid=args.study_uid,
+        series_uid=args.series_uid,
+        patient_id=args.patient_id,
+        modality=tuple(args.modality),
+        description=args.series_description,
+        date_from=start,
+        date_to=end,
+    )
 
 
 def archive_options(args: argparse.Namespace) -> ArchiveOptions:

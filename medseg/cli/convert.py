@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from medseg.cli.options import add_dicom_reader_options
 
@@ -38,26 +39,44 @@ SEG_SUFFIX = ".dcm"
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``convert`` subcommand."""
     parser = subparsers.add_parser(
-        "convert", help="convert DICOM series, DICOM SEG/RTSTRUCT and NIfTI/NRRD/MHA files",
+        "convert",
+        help="convert DICOM series, DICOM SEG/RTSTRUCT and NIfTI/NRRD/MHA files",
         description="Convert one input to one output file, format by OUTPUT suffix (.nii.gz, .nii, .nrrd, "
-                    ".mha, .mhd; .dcm writes a DICOM SEG from a label file). INPUT is a DICOM folder or file, "
-                    "a DICOM SEG or RTSTRUCT file (converted to a label map on its image series), or a "
-                    "NIfTI/NRRD/MHA file.",
+        ".mha, .mhd; .dcm writes a DICOM SEG from a label file). INPUT is a DICOM folder or file, "
+        "a DICOM SEG or RTSTRUCT file (converted to a label map on its image series), or a "
+        "NIfTI/NRRD/MHA file.",
     )
-    parser.add_argument("input", type=Path, metavar="INPUT", help="DICOM folder/file, SEG/RTSTRUCT file, or volume file")
+    parser.add_argument(
+        "input", type=Path, metavar="INPUT", help="DICOM folder/file, SEG/RTSTRUCT file, or volume file"
+    )
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="output file; its suffix picks the format")
-    parser.add_argument("--series", metavar="SEL",
-                        help="which DICOM series: index from 'medseg series', SeriesInstanceUID or description "
-                             "pattern (needed when a folder holds several image series)")
+    parser.add_argument(
+        "--series",
+        metavar="SEL",
+        help="which DICOM series: index from 'medseg series', SeriesInstanceUID or description "
+        "pattern (needed when a folder holds several image series)",
+    )
     add_dicom_reader_options(parser)
-    parser.add_argument("--reference", type=Path, metavar="DICOM_FOLDER",
-                        help="folder holding the image series a SEG/RTSTRUCT refers to (default: search the "
-                             "folder INPUT is in), or the series to write a DICOM SEG for")
-    parser.add_argument("--roi", dest="rois", action="append", metavar="NAME",
-                        help="RTSTRUCT only: convert this ROI (repeat for several; default all, in file order)")
-    parser.add_argument("--masks", action="store_true",
-                        help="SEG/RTSTRUCT only: write one mask per structure (4D, channel n-1 = structure n) so "
-                             "overlapping ROIs/segments lose nothing")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        metavar="DICOM_FOLDER",
+        help="folder holding the image series a SEG/RTSTRUCT refers to (default: search the "
+        "folder INPUT is in), or the series to write a DICOM SEG for",
+    )
+    parser.add_argument(
+        "--roi",
+        dest="rois",
+        action="append",
+        metavar="NAME",
+        help="RTSTRUCT only: convert this ROI (repeat for several; default all, in file order)",
+    )
+    parser.add_argument(
+        "--masks",
+        action="store_true",
+        help="SEG/RTSTRUCT only: write one mask per structure (4D, channel n-1 = structure n) so "
+        "overlapping ROIs/segments lose nothing",
+    )
     parser.set_defaults(func=run)
 
 
@@ -87,8 +106,15 @@ def run(args: argparse.Namespace) -> int:
 
         write_colour_tables(volume.meta.label_names, target)
     on_series = f" on image series {volume.meta.series_uid}" if kind in ("seg", "rtstruct") else ""
-    log.info("wrote %s: %s %s, spacing %s mm, %s%s", target, volume.kind, "x".join(map(str, volume.shape)),
-             " x ".join(f"{s:.4g}" for s in volume.spacing), volume.orientation, on_series)
+    log.info(
+        "wrote %s: %s %s, spacing %s mm, %s%s",
+        target,
+        volume.kind,
+        "x".join(map(str, volume.shape)),
+        " x ".join(f"{s:.4g}" for s in volume.spacing),
+        volume.orientation,
+        on_series,
+    )
     return 0
 
 
@@ -97,7 +123,6 @@ def _output_kind(target: Path) -> str:
     from medseg.errors import ConfigError
     from medseg.io.atomic import full_suffix
     from medseg.io.files import VOLUME_SUFFIXES
-
     from medseg.io.segnrrd import SEG_NRRD_SUFFIX
 
     suffix = full_suffix(target).lower()
@@ -150,7 +175,7 @@ def _sop_class(path: Path) -> str:
         return ""
 
 
-def _read(source: Path, kind: str, args: argparse.Namespace) -> "Volume":
+def _read(source: Path, kind: str, args: argparse.Namespace) -> Volume:
     """The 3D volume INPUT stands for (image, or label map for SEG/RTSTRUCT/labelled files)."""
     from medseg.io.files import read_volume_file
 
@@ -163,12 +188,15 @@ def _read(source: Path, kind: str, args: argparse.Namespace) -> "Volume":
     from medseg.io.dicom import load_volume
 
     return load_volume(
-        source, select=args.series, resample=args.resample, allow_missing_slices=args.allow_missing_slices,
+        source,
+        select=args.series,
+        resample=args.resample,
+        allow_missing_slices=args.allow_missing_slices,
         values=args.values,
     ).require_3d()
 
 
-def _read_labels(source: Path, kind: str, args: argparse.Namespace) -> "Volume":
+def _read_labels(source: Path, kind: str, args: argparse.Namespace) -> Volume:
     """A SEG or RTSTRUCT rasterised onto the image series it refers to (4D masks with ``--masks``)."""
     if getattr(args, "masks", False):
         return _read_masks(source, kind, args).masks
@@ -182,7 +210,7 @@ def _read_labels(source: Path, kind: str, args: argparse.Namespace) -> "Volume":
     return read_rtstruct(source, series, args.rois)
 
 
-def _read_masks(source: Path, kind: str, args: argparse.Namespace) -> "StructureMasks":
+def _read_masks(source: Path, kind: str, args: argparse.Namespace) -> StructureMasks:
     """One mask per SEG segment or RTSTRUCT ROI; says which structures overlap."""
     from medseg.io.rtstruct import open_rtstruct, read_rtstruct_masks, referenced_series_uids
     from medseg.io.seg import read_seg_masks, seg_referenced_series_uids
@@ -194,8 +222,13 @@ def _read_masks(source: Path, kind: str, args: argparse.Namespace) -> "Structure
         structures = read_rtstruct_masks(source, series, args.rois)
     what = "segments" if kind == "seg" else "ROIs"
     message = structures.overlap_message(what)
-    log.info("%s: %d %s, one mask each%s", source, len(structures.names), what,
-             f"; {message} (kept in every mask)" if message else "; none overlap")
+    log.info(
+        "%s: %d %s, one mask each%s",
+        source,
+        len(structures.names),
+        what,
+        f"; {message} (kept in every mask)" if message else "; none overlap",
+    )
     return structures
 
 
@@ -216,7 +249,7 @@ def _write_seg_nrrd(source: Path, kind: str, target: Path, args: argparse.Namesp
     log.info("wrote Slicer segmentation %s", target)
 
 
-def reference_series(source: Path, uids: Sequence[str], args: argparse.Namespace) -> "DicomSeries":
+def reference_series(source: Path, uids: Sequence[str], args: argparse.Namespace) -> DicomSeries:
     """Load the image series ``uids`` names, from ``--reference`` or the folder INPUT is in.
 
     ``--series`` overrides the match by UID. Never guesses: a missing or ambiguous series is a
@@ -260,7 +293,9 @@ def _write_seg(source: Path, kind: str, target: Path, args: argparse.Namespace) 
     if kind != "volume":
         raise ConfigError("a .dcm OUTPUT (DICOM SEG) needs a label NIfTI/NRRD/MHA file as INPUT")
     if not args.reference:
-        raise ConfigError("writing a DICOM SEG needs --reference DICOM_FOLDER holding the image series the labels lie on")
+        raise ConfigError(
+            "writing a DICOM SEG needs --reference DICOM_FOLDER holding the image series the labels lie on"
+        )
     labels = read_volume_file(source, kind="label").require_3d()
     series = load_series(select_series(discover_series(args.reference), args.series), min_slices=1)
     write_seg(labels, series, target, read_label_names(source) or None)

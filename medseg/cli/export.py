@@ -19,17 +19,22 @@ FORMATS = ("onnx", "nnunet")
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` parser."""
     p = subparsers.add_parser(
-        "export", help="export a trained model to ONNX (for --backend onnxruntime / openvino) or nnU-Net v2",
+        "export",
+        help="export a trained model to ONNX (for --backend onnxruntime / openvino) or nnU-Net v2",
         description="--format onnx (default): write model.onnx (dynamic batch axis; spatial axes = the plan's "
         "patch size unless --dynamic-spatial), plan.json and medseg_export.json (labels, channels, preprocessing, "
         "windowing). --format nnunet: write an nnU-Net v2 model folder (dataset.json, plans.json, "
         "fold_N/checkpoint_final.pth) for nnUNetv2_predict_from_modelfolder; 3D 'unet' models only.",
     )
-    p.add_argument("-m", "--model", required=True, type=resolve_model_path, metavar="MODEL", help="trained model folder")
+    p.add_argument(
+        "-m", "--model", required=True, type=resolve_model_path, metavar="MODEL", help="trained model folder"
+    )
     p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="export folder")
     # checked in run() so a wrong value gets medseg's one-line error with the closest choice
     p.add_argument("--format", default="onnx", metavar="{onnx,nnunet}", help="what to write (default onnx)")
-    p.add_argument("--dynamic-spatial", action="store_true", help="onnx: dynamic spatial axes instead of the patch size")
+    p.add_argument(
+        "--dynamic-spatial", action="store_true", help="onnx: dynamic spatial axes instead of the patch size"
+    )
     p.add_argument("--fold", type=int, metavar="N", help="nnunet: the fold folder to write, fold_N (default 0)")
     p.set_defaults(func=run)
 
@@ -65,6 +70,12 @@ def export_nnunet(args: argparse.Namespace) -> int:
 
     fold = 0 if args.fold is None else args.fold
     out = write_nnunet_model(args.model, args.output, fold)
-    log.info("wrote nnU-Net v2 model folder %s (dataset.json, plans.json, fold_%d/checkpoint_final.pth); run it "
-             "with: nnUNetv2_predict_from_modelfolder -m %s -f %d -i IN -o OUT", out, fold, out, fold)
+    log.info(
+        "wrote nnU-Net v2 model folder %s (dataset.json, plans.json, fold_%d/checkpoint_final.pth); run it "
+        "with: nnUNetv2_predict_from_modelfolder -m %s -f %d -i IN -o OUT",
+        out,
+        fold,
+        out,
+        fold,
+    )
     return 0

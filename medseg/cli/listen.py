@@ -20,11 +20,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "kill -9 loses nothing. Stop with Ctrl-C (exit 130).",
     )
     p.add_argument("--port", type=int, required=True, metavar="N", help="TCP port to listen on")
-    p.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
-                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     p.add_argument("--ae-title", default="MEDSEG", metavar="AET", help="medseg's AE title (default MEDSEG)")
-    p.add_argument("--allow", action="append", default=[], metavar="AET",
-                   help="accept only these calling AE titles (repeatable; default: any)")
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="AET",
+        help="accept only these calling AE titles (repeatable; default: any)",
+    )
     add_cycle_options(p, settle=10.0)
     add_archive_options(p, filters=False)
     p.set_defaults(func=run)
@@ -39,8 +48,21 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")
-    server = ListenOptions(check_ae_title(args.ae_title, "--ae-title"), args.bind, args.port,
-                           tuple(check_ae_title(a, "--allow") for a in args.allow))
-    listen(server, lambda: make_engine(args), batch_options(args), load_rules(args.recipe), cycle_options(args),
-           archive_options(args), args.series, args.pseudonymise, args.mapping)
+    server = ListenOptions(
+        check_ae_title(args.ae_title, "--ae-title"),
+        args.bind,
+        args.port,
+        tuple(check_ae_title(a, "--allow") for a in args.allow),
+    )
+    listen(
+        server,
+        lambda: make_engine(args),
+        batch_options(args),
+        load_rules(args.recipe),
+        cycle_options(args),
+        archive_options(args),
+        args.series,
+        args.pseudonymise,
+        args.mapping,
+    )
     return 0

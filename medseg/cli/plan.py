@@ -18,9 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("dataset", type=Path, help="dataset folder (with dataset.json) or CSV manifest")
-    parser.add_argument("-o", "--output", type=Path, default=Path("plan.json"), help="plan file to write (default: plan.json)")
-    parser.add_argument("--memory-gb", type=float, default=8.0, help="accelerator memory budget for training (default: 8)")
-    parser.add_argument("--max-cases", type=int, default=None, help="fingerprint only this many cases, spread evenly (default: all)")
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("plan.json"), help="plan file to write (default: plan.json)"
+    )
+    parser.add_argument(
+        "--memory-gb", type=float, default=8.0, help="accelerator memory budget for training (default: 8)"
+    )
+    parser.add_argument(
+        "--max-cases", type=int, default=None, help="fingerprint only this many cases, spread evenly (default: all)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="threads reading cases (default: 2)")
     parser.set_defaults(func=run)
 
@@ -60,9 +66,11 @@ def summary(plan) -> str:
         )
     if plan.instances is not None:
         o = plan.instances
-        lines.append(f"objects: diameter p5/p50/p95 {'/'.join(f'{d:g}' for d in o.diameter)} voxels, smallest kept "
-                     f"{o.min_size}, anchors {'/'.join(map(str, o.anchor_sizes))} x {'/'.join(f'{r:g}' for r in o.aspect_ratios)}, "
-                     f"tile overlap {o.tile_overlap}" + (" (pixel grid: no resampling)" if plan.pixel_grid else ""))
+        lines.append(
+            f"objects: diameter p5/p50/p95 {'/'.join(f'{d:g}' for d in o.diameter)} voxels, smallest kept "
+            f"{o.min_size}, anchors {'/'.join(map(str, o.anchor_sizes))} x {'/'.join(f'{r:g}' for r in o.aspect_ratios)}, "
+            f"tile overlap {o.tile_overlap}" + (" (pixel grid: no resampling)" if plan.pixel_grid else "")
+        )
     return "\n".join(lines)
 
 

@@ -23,15 +23,29 @@ log = logging.getLogger("medseg.predict")
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``predict`` parser."""
     p = subparsers.add_parser(
-        "predict", help="segment scans (NIfTI/NRRD/MHA files, folders, DICOM exports, CSV manifests) with trained models",
+        "predict",
+        help="segment scans (NIfTI/NRRD/MHA files, folders, DICOM exports, CSV manifests) with trained models",
         description="Segment scans with one model folder or an ensemble of them. Writes, per case, the "
         "label volume on the exact source grid, statistics, a QC picture and (DICOM input) a DICOM SEG.",
     )
-    p.add_argument("-m", "--model", action="append", required=True, type=resolve_model_path, metavar="MODEL",
-                   help="trained model folder, a shipped model name (hippocampus), or a 'medseg export' folder for the ONNX backends; repeat for an ensemble")
-    p.add_argument("-i", "--input", required=True, type=Path, metavar="INPUT",
-                   help="a volume file, a folder of them (searched recursively), a DICOM series folder or export, "
-                   "or a CSV manifest (case,image[,...])")
+    p.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        required=True,
+        type=resolve_model_path,
+        metavar="MODEL",
+        help="trained model folder, a shipped model name (hippocampus), or a 'medseg export' folder for the ONNX backends; repeat for an ensemble",
+    )
+    p.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        type=Path,
+        metavar="INPUT",
+        help="a volume file, a folder of them (searched recursively), a DICOM series folder or export, "
+        "or a CSV manifest (case,image[,...])",
+    )
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
     add_prediction_options(p)
     p.set_defaults(func=run)
@@ -73,15 +87,27 @@ def run(args: argparse.Namespace) -> int:
             _predict_all(predictor, cases, args.output, outputs, args.quiet, record)
         finally:
             _write_manifest(predictor, outputs, record, cases, args, started)
-    log.info("segmented %d of %d case(s) into %s in %.1f s (manifest: %s)", len(record.results), len(cases),
-             args.output, time.perf_counter() - started, MANIFEST_NAME)
+    log.info(
+        "segmented %d of %d case(s) into %s in %.1f s (manifest: %s)",
+        len(record.results),
+        len(cases),
+        args.output,
+        time.perf_counter() - started,
+        MANIFEST_NAME,
+    )
     if record.failures and len(cases) == 1:
         raise MedsegError(record.failures[0]["error"])
     return 3 if record.failures else 0
 
 
-def _write_manifest(predictor: Predictor, outputs: OutputOptions, record: RunRecord, cases: list[InputCase],
-                    args: argparse.Namespace, started: float) -> None:
+def _write_manifest(
+    predictor: Predictor,
+    outputs: OutputOptions,
+    record: RunRecord,
+    cases: list[InputCase],
+    args: argparse.Namespace,
+    started: float,
+) -> None:
     """Write ``medseg_run.json`` for what ``record`` holds; when the run ended early, say why and
     which cases did not run. A manifest that cannot be written while another error ends the run is
     logged, so that error is the one reported."""
@@ -89,8 +115,15 @@ def _write_manifest(predictor: Predictor, outputs: OutputOptions, record: RunRec
     from medseg.inference.outputs import MANIFEST_NAME, build_manifest, write_json
 
     timings = {"load_models": record.load_seconds, "total": time.perf_counter() - started}
-    manifest = build_manifest(predictor, outputs, record.results, record.failures, timings,
-                              _scrubbed([str(args.input)], cases), _scrubbed(["medseg", *sys.argv[1:]], cases))
+    manifest = build_manifest(
+        predictor,
+        outputs,
+        record.results,
+        record.failures,
+        timings,
+        _scrubbed([str(args.input)], cases),
+        _scrubbed(["medseg", *sys.argv[1:]], cases),
+    )
     if record.aborted:
         finished = {r.case_id for r in record.results} | {f["case_id"] for f in record.failures}
         manifest["aborted"] = record.aborted
@@ -121,8 +154,11 @@ def find_cases(input_path: Path, outdir: Path, series: str | None, channels: int
     _log_skipped(found)
     if not found.cases:
         raise InputError(f"nothing to segment in {input_path}: {_redacted(found.why_nothing(), found)}")
-    check_planned_outputs(found.cases, lambda case: planned_outputs(outdir, case.case_id),
-                          {outdir / MANIFEST_NAME: f"run manifest {MANIFEST_NAME}"})
+    check_planned_outputs(
+        found.cases,
+        lambda case: planned_outputs(outdir, case.case_id),
+        {outdir / MANIFEST_NAME: f"run manifest {MANIFEST_NAME}"},
+    )
     return list(found.cases)
 
 
@@ -145,8 +181,9 @@ def _scrubbed(texts: list[str], cases: list[InputCase]) -> list[str]:
     return [redact(text, terms) for text in texts]
 
 
-def _predict_all(predictor: Predictor, cases: list[InputCase], out_dir: Path, options: OutputOptions,
-                 quiet: bool, record: RunRecord) -> None:
+def _predict_all(
+    predictor: Predictor, cases: list[InputCase], out_dir: Path, options: OutputOptions, quiet: bool, record: RunRecord
+) -> None:
     """Predict every case into ``record``; one bad case is logged and recorded, the others go on.
 
     An output that cannot be written (disk full, file-size limit: OutputError) ends the run, as
@@ -174,7 +211,11 @@ def _predict_all(predictor: Predictor, cases: list[InputCase], out_dir: Path, op
                 if len(cases) > 1:  # a single case's error is the run's one-line error
                     log.error("%s: %s", case.case_id, error)
             except BaseException as exc:
-                why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"internal error: {type(exc).__name__}: {exc}"
+                why = (
+                    "interrupted"
+                    if isinstance(exc, KeyboardInterrupt)
+                    else f"internal error: {type(exc).__name__}: {exc}"
+                )
                 record.aborted = f"stopped at case {case.case_id}: {_fail(record, case, why)}"
                 raise
 

@@ -18,9 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("folder", help="DICOM export folder (or one DICOM file)")
-    parser.add_argument(
-        "--all", action="store_true", help="also show series number, patient ID, file count and folder"
-    )
+    parser.add_argument("--all", action="store_true", help="also show series number, patient ID, file count and folder")
     parser.set_defaults(func=run)
 
 

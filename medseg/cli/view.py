@@ -10,7 +10,8 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``view`` parser."""
     p = subparsers.add_parser(
-        "view", help="serve an output folder on 127.0.0.1 and print the address of its report or viewer pages",
+        "view",
+        help="serve an output folder on 127.0.0.1 and print the address of its report or viewer pages",
         description="Serve OUT (from 'medseg predict' or 'medseg batch') on 127.0.0.1 and print the address to "
         "open: the batch report, else each case's interactive NiiVue viewer. Everything is local: the viewer "
         "needs no network. Stop with Ctrl-C. The pages also open straight from the folder (file://).",

@@ -33,12 +33,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_cycle_options(p: argparse.ArgumentParser, settle: float) -> None:
     """Model, output, cycle timing, batch and prediction options (shared with ``listen``)."""
-    p.add_argument("-m", "--model", type=resolve_model_path, action="append", default=[], required=True,
-                   metavar="FOLDER", help="trained model folder or a shipped model name (hippocampus); repeat for an ensemble")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder (ledger, cases/, report)")
-    p.add_argument("--interval", type=float, default=30.0, metavar="SECONDS", help="seconds between cycles (default 30)")
-    p.add_argument("--settle", type=float, default=settle, metavar="SECONDS",
-                   help=f"a series counts as complete when it has not grown for this long (default {settle:g})")
+    p.add_argument(
+        "-m",
+        "--model",
+        type=resolve_model_path,
+        action="append",
+        default=[],
+        required=True,
+        metavar="FOLDER",
+        help="trained model folder or a shipped model name (hippocampus); repeat for an ensemble",
+    )
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder (ledger, cases/, report)"
+    )
+    p.add_argument(
+        "--interval", type=float, default=30.0, metavar="SECONDS", help="seconds between cycles (default 30)"
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=settle,
+        metavar="SECONDS",
+        help=f"a series counts as complete when it has not grown for this long (default {settle:g})",
+    )
     p.add_argument("--cycles", type=int, metavar="N", help="stop after N cycles (default: run until interrupted)")
     add_batch_options(p, dry_run=False)
     add_prediction_options(p)
@@ -50,7 +67,9 @@ def cycle_options(args: argparse.Namespace) -> WatchOptions:
     from medseg.errors import ConfigError
 
     if args.interval <= 0 or args.settle < 0:
-        raise ConfigError(f"--interval must be positive and --settle zero or more, got {args.interval} and {args.settle}")
+        raise ConfigError(
+            f"--interval must be positive and --settle zero or more, got {args.interval} and {args.settle}"
+        )
     if args.cycles is not None and args.cycles < 1:
         raise ConfigError(f"--cycles must be at least 1, got {args.cycles}")
     return WatchOptions(interval=args.interval, settle=args.settle, cycles=args.cycles)
@@ -66,8 +85,19 @@ def run(args: argparse.Namespace) -> int:
     args.input = args.source
     source = archive_input(args)
     if not isinstance(source, ArchiveSource):
-        raise ConfigError(f"{args.source} is not an archive; watch polls http(s)://HOST/dicom-web or dimse://AET@HOST:PORT "
-                          "(for a folder, run 'medseg batch' again)")
-    watch(source, lambda: make_engine(args), batch_options(args), load_rules(args.recipe), cycle_options(args),
-          archive_options(args), args.series, args.pseudonymise, args.mapping)
+        raise ConfigError(
+            f"{args.source} is not an archive; watch polls http(s)://HOST/dicom-web or dimse://AET@HOST:PORT "
+            "(for a folder, run 'medseg batch' again)"
+        )
+    watch(
+        source,
+        lambda: make_engine(args),
+        batch_options(args),
+        load_rules(args.recipe),
+        cycle_options(args),
+        archive_options(args),
+        args.series,
+        args.pseudonymise,
+        args.mapping,
+    )
     return 0

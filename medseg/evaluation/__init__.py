@@ -13,7 +13,18 @@ from medseg.evaluation.pairs import CasePair, match_cases
 from medseg.evaluation.report import ClassSummary, format_summary, metrics_csv, summarize, write_metrics_csv
 
 __all__ = [
-    "CaseScores", "CasePair", "ClassMetrics", "ClassSummary", "class_dice", "class_metrics", "evaluate",
-    "evaluate_pair", "evaluate_volumes", "format_summary", "match_cases", "metrics_csv", "summarize",
+    "CasePair",
+    "CaseScores",
+    "ClassMetrics",
+    "ClassSummary",
+    "class_dice",
+    "class_metrics",
+    "evaluate",
+    "evaluate_pair",
+    "evaluate_volumes",
+    "format_summary",
+    "match_cases",
+    "metrics_csv",
+    "summarize",
     "write_metrics_csv",
 ]

@@ -79,15 +79,26 @@ def _coco(images: Sequence[tuple[np.ndarray, np.ndarray | None]], three_d: bool)
         for n, box in enumerate(np.asarray(boxes, dtype=np.float64)):
             d = len(box) // 2
             size = np.asarray(box[d:]) - np.asarray(box[:d])
-            bbox = [float(v) for v in box] if three_d else [float(box[0]), float(box[1]), float(size[0]), float(size[1])]
-            annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "bbox": bbox,
-                          "area": float(np.prod(size)), "iscrowd": 0}
+            bbox = (
+                [float(v) for v in box] if three_d else [float(box[0]), float(box[1]), float(size[0]), float(size[1])]
+            )
+            annotation = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": 1,
+                "bbox": bbox,
+                "area": float(np.prod(size)),
+                "iscrowd": 0,
+            }
             if scores is not None:
                 annotation["score"] = float(scores[n])
             annotations.append(annotation)
     coco = COCO()
-    coco.dataset = {"images": [{"id": i} for i in range(1, len(images) + 1)],
-                    "categories": [{"id": 1, "name": "object"}], "annotations": annotations}
+    coco.dataset = {
+        "images": [{"id": i} for i in range(1, len(images) + 1)],
+        "categories": [{"id": 1, "name": "object"}],
+        "annotations": annotations,
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -37,14 +37,16 @@ def check_same_grid(prediction: Volume, reference: Volume, case: str) -> None:
         )
 
 
-def evaluate_volumes(case: str, prediction: Volume, reference: Volume, classes: Sequence[int] | None = None,
-                     tolerance_mm: float = 1.0) -> CaseScores:
+def evaluate_volumes(
+    case: str, prediction: Volume, reference: Volume, classes: Sequence[int] | None = None, tolerance_mm: float = 1.0
+) -> CaseScores:
     """Metrics of one case; ``classes`` default to the non-zero values found in either volume."""
     prediction, reference = prediction.require_3d(), reference.require_3d()
     check_same_grid(prediction, reference, case)
     if not reference.meta.spacing_known:
-        log.warning("case %s: the pixel size is unknown (e.g. a PNG): HD95 and the NSD tolerance are in pixels, not mm",
-                    case)
+        log.warning(
+            "case %s: the pixel size is unknown (e.g. a PNG): HD95 and the NSD tolerance are in pixels, not mm", case
+        )
     pred, ref = np.asarray(prediction.array), np.asarray(reference.array)
     if classes is None:
         classes = sorted(int(v) for v in set(np.unique(pred)) | set(np.unique(ref)) if v != 0)
@@ -73,8 +75,13 @@ def fill_absent_classes(results: Sequence[CaseScores]) -> list[CaseScores]:
     return filled
 
 
-def evaluate(prediction: str | Path, reference: str | Path, classes: Sequence[int] | None = None,
-             tolerance_mm: float = 1.0, on_case: Callable[[CaseScores], None] | None = None) -> list[CaseScores]:
+def evaluate(
+    prediction: str | Path,
+    reference: str | Path,
+    classes: Sequence[int] | None = None,
+    tolerance_mm: float = 1.0,
+    on_case: Callable[[CaseScores], None] | None = None,
+) -> list[CaseScores]:
     """Evaluate a prediction file/folder against a reference file/folder (matched by case name).
 
     ``classes`` None: every non-zero label value found in any case (a class absent from both

@@ -39,7 +39,7 @@ class InstanceEvaluation:
     def summary(self) -> dict[str, float | int]:
         """Means over images (DSB score, AP@0.5), summed counts, box mAP/AP50/AP75."""
         images = self.images
-        mean = (lambda values: float(np.mean(values)) if values else math.nan)  # noqa: E731
+        mean = lambda values: float(np.mean(values)) if values else math.nan  # noqa: E731
         return {
             "images": len(images),
             "dsb_score": mean([s.dsb_score for s in images]),
@@ -64,8 +64,9 @@ def image_boxes(prediction: np.ndarray, reference: np.ndarray, scores: dict[int,
     return ImageBoxes(true_boxes, pred_boxes, values)
 
 
-def evaluate_instance_volumes(case: str, prediction: Volume, reference: Volume,
-                              scores: dict[int, float] | None = None) -> tuple[InstanceScores, ImageBoxes]:
+def evaluate_instance_volumes(
+    case: str, prediction: Volume, reference: Volume, scores: dict[int, float] | None = None
+) -> tuple[InstanceScores, ImageBoxes]:
     """Score one predicted instance map against its reference (same grid, checked)."""
     prediction, reference = prediction.require_3d(), reference.require_3d()
     check_same_grid(prediction, reference, case)
@@ -89,8 +90,9 @@ def evaluate_instance_pair(pair: CasePair) -> tuple[InstanceScores, ImageBoxes]:
     return evaluate_instance_volumes(pair.case, prediction, reference, scores_beside(pair.prediction))
 
 
-def evaluate_instances(prediction: str | Path, reference: str | Path,
-                       on_case: Callable[[InstanceScores], None] | None = None) -> InstanceEvaluation:
+def evaluate_instances(
+    prediction: str | Path, reference: str | Path, on_case: Callable[[InstanceScores], None] | None = None
+) -> InstanceEvaluation:
     """Evaluate a prediction file/folder against a reference file/folder of instance maps."""
     scores, boxes = [], []
     for pair in match_cases(Path(prediction), Path(reference)):
@@ -113,8 +115,17 @@ def instance_csv(images: Sequence[InstanceScores]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*INSTANCE_COLUMNS, *(f"precision_{t:.2f}" for t in thresholds)])
     for s in images:
-        writer.writerow([s.case, s.n_true, s.n_pred, s.matched50, f"{s.ap50:.6g}", f"{s.dsb_score:.6g}",
-                         *(f"{s.precision(t):.6g}" for t in s.thresholds)])
+        writer.writerow(
+            [
+                s.case,
+                s.n_true,
+                s.n_pred,
+                s.matched50,
+                f"{s.ap50:.6g}",
+                f"{s.dsb_score:.6g}",
+                *(f"{s.precision(t):.6g}" for t in s.thresholds),
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -130,9 +141,11 @@ def write_instance_reports(evaluation: InstanceEvaluation, csv_path: Path) -> Pa
 def format_instance_summary(evaluation: InstanceEvaluation) -> str:
     """The printed summary: image count, DSB score, AP@0.5, box mAP/AP50/AP75 and counts."""
     s = evaluation.summary()
-    return "\n".join([
-        f"{s['images']} image(s); objects: {s['true']} true, {s['predicted']} predicted, {s['matched50']} matched at IoU > 0.5",
-        f"DSB score (mean IoU 0.50-0.95): {s['dsb_score']:.4f}",
-        f"AP@0.5 (TP/(TP+FP+FN)):          {s['ap50']:.4f}",
-        f"box mAP (COCO 0.50:0.95):        {s['box_map']:.4f}   AP50 {s['box_ap50']:.4f}   AP75 {s['box_ap75']:.4f}",
-    ])
+    return "\n".join(
+        [
+            f"{s['images']} image(s); objects: {s['true']} true, {s['predicted']} predicted, {s['matched50']} matched at IoU > 0.5",
+            f"DSB score (mean IoU 0.50-0.95): {s['dsb_score']:.4f}",
+            f"AP@0.5 (TP/(TP+FP+FN)):          {s['ap50']:.4f}",
+            f"box mAP (COCO 0.50:0.95):        {s['box_map']:.4f}   AP50 {s['box_ap50']:.4f}   AP75 {s['box_ap75']:.4f}",
+        ]
+    )

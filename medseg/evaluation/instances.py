@@ -89,8 +89,9 @@ def _compact(labels: np.ndarray) -> np.ndarray:
     return (inverse.reshape(labels.shape) + offset).astype(np.intp)
 
 
-def score_instances(case: str, prediction: np.ndarray, reference: np.ndarray,
-                    thresholds: tuple[float, ...] = DSB_THRESHOLDS) -> InstanceScores:
+def score_instances(
+    case: str, prediction: np.ndarray, reference: np.ndarray, thresholds: tuple[float, ...] = DSB_THRESHOLDS
+) -> InstanceScores:
     """Match ``prediction`` to ``reference`` at each threshold (each must be >= 0.5, see the module)."""
     if min(thresholds) < 0.5:
         raise ValueError(f"thresholds below 0.5 need an assignment step; got {min(thresholds)}")

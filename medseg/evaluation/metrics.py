@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -73,10 +73,10 @@ def _monai_metrics(pred: torch.Tensor, ref: torch.Tensor, spacing: Sequence[floa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # MONAI-internal deprecation notices
         dice = compute_dice(pred, ref, include_background=True, ignore_empty=False)[0]
-        hd95 = compute_hausdorff_distance(pred, ref, include_background=True, percentile=95,
-                                          spacing=list(spacing))[0]
-        nsd = compute_surface_dice(pred, ref, class_thresholds=[tolerance_mm] * n, include_background=True,
-                                   spacing=list(spacing))[0]
+        hd95 = compute_hausdorff_distance(pred, ref, include_background=True, percentile=95, spacing=list(spacing))[0]
+        nsd = compute_surface_dice(
+            pred, ref, class_thresholds=[tolerance_mm] * n, include_background=True, spacing=list(spacing)
+        )[0]
     return dice, hd95, nsd
 
 
@@ -93,14 +93,20 @@ def class_dice(prediction: np.ndarray, reference: np.ndarray, classes: Sequence[
     both = [c for c, (p, r) in zip(classes, counts) if p and r]
     computed: dict[int, float] = {}
     if both:
-        dice = compute_dice(_onehot(prediction, both), _onehot(reference, both), include_background=True,
-                            ignore_empty=False)[0]
+        dice = compute_dice(
+            _onehot(prediction, both), _onehot(reference, both), include_background=True, ignore_empty=False
+        )[0]
         computed = {c: float(d) for c, d in zip(both, dice)}
     return [computed[c] if c in computed else EMPTY_SCORES[presence(p, r)][0] for c, (p, r) in zip(classes, counts)]
 
 
-def class_metrics(prediction: np.ndarray, reference: np.ndarray, classes: Sequence[int],
-                  spacing: Sequence[float], tolerance_mm: float = 1.0) -> list[ClassMetrics]:
+def class_metrics(
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    classes: Sequence[int],
+    spacing: Sequence[float],
+    tolerance_mm: float = 1.0,
+) -> list[ClassMetrics]:
     """Dice, HD95 (mm) and NSD at ``tolerance_mm`` for each label value in ``classes``.
 
     Needs integer label arrays of the same shape and the voxel spacing in mm along their axes.

@@ -63,9 +63,15 @@ class ObjectRecord:
         """A flat dict for CSV/JSON; size columns are ``area_px``/``area_mm2`` (2D) or
         ``volume_voxels``/``volume_mm3`` (3D); ``None`` for unknown values."""
         size_name, size_mm_name = ("area_px", "area_mm2") if dims == 2 else ("volume_voxels", "volume_mm3")
-        row: dict[str, object] = {"instance": self.instance, "class": self.class_value,
-                                  "score": _round(self.score, 6), size_name: self.size, size_mm_name: _round(self.size_mm, 6),
-                                  "diameter_px": _round(self.diameter, 4), "diameter_mm": _round(self.diameter_mm, 6)}
+        row: dict[str, object] = {
+            "instance": self.instance,
+            "class": self.class_value,
+            "score": _round(self.score, 6),
+            size_name: self.size,
+            size_mm_name: _round(self.size_mm, 6),
+            "diameter_px": _round(self.diameter, 4),
+            "diameter_mm": _round(self.diameter_mm, 6),
+        }
         row.update(zip(BOX_COLUMNS, self.box))
         row.update(zip(BOX_MM_COLUMNS, self.box_mm or (None,) * 6))
         row.update(zip(CENTROID_COLUMNS, (round(c, 4) for c in self.centroid)))
@@ -101,9 +107,22 @@ class ObjectTable:
     def columns(self) -> list[str]:
         """The CSV columns, in order (also for an empty table)."""
         size = ["area_px", "area_mm2"] if self.dims == 2 else ["volume_voxels", "volume_mm3"]
-        return (["instance", "class", "score", *size, "diameter_px", "diameter_mm", *BOX_COLUMNS, *BOX_MM_COLUMNS,
-                 *CENTROID_COLUMNS, *CENTROID_MM_COLUMNS] + [f"mean_intensity_{c}" for c in range(self.channels)]
-                + ["touching", "on_border"])
+        return (
+            [
+                "instance",
+                "class",
+                "score",
+                *size,
+                "diameter_px",
+                "diameter_mm",
+                *BOX_COLUMNS,
+                *BOX_MM_COLUMNS,
+                *CENTROID_COLUMNS,
+                *CENTROID_MM_COLUMNS,
+            ]
+            + [f"mean_intensity_{c}" for c in range(self.channels)]
+            + ["touching", "on_border"]
+        )
 
     def rows(self) -> list[dict[str, object]]:
         """One flat dict per object (see :meth:`ObjectRecord.row`)."""
@@ -111,10 +130,16 @@ class ObjectTable:
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict: the image's geometry and the rows."""
-        return {"case": self.case, "dims": self.dims, "shape": list(self.shape),
-                "spacing_mm": list(self.spacing_mm) if self.spacing_mm else None,
-                "spacing_known": self.spacing_mm is not None, "channels": self.channels,
-                "count": len(self.objects), "objects": self.rows()}
+        return {
+            "case": self.case,
+            "dims": self.dims,
+            "shape": list(self.shape),
+            "spacing_mm": list(self.spacing_mm) if self.spacing_mm else None,
+            "spacing_known": self.spacing_mm is not None,
+            "channels": self.channels,
+            "count": len(self.objects),
+            "objects": self.rows(),
+        }
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -132,8 +157,13 @@ class _Context:
     with_intensity: bool
 
 
-def measure_objects(instances: Volume, image: Volume | None = None, classes: Mapping[int, int] | None = None,
-                    scores: Mapping[int, float] | None = None, case: str = "") -> ObjectTable:
+def measure_objects(
+    instances: Volume,
+    image: Volume | None = None,
+    classes: Mapping[int, int] | None = None,
+    scores: Mapping[int, float] | None = None,
+    case: str = "",
+) -> ObjectTable:
     """Measure every instance (non-zero value) of ``instances``.
 
     Needs an integer instance map and, when given, ``image`` on the same grid (its channels last,
@@ -146,12 +176,24 @@ def measure_objects(instances: Volume, image: Volume | None = None, classes: Map
     intensity = _intensity(image, instances) if image is not None else None
     known = instances.meta.spacing_known and (image is None or image.meta.spacing_known)
     context = _Context(
-        affine=instances.affine, shape=instances.spatial_shape, dims=2 if instances.spatial_shape[2] == 1 else 3,
+        affine=instances.affine,
+        shape=instances.spatial_shape,
+        dims=2 if instances.spatial_shape[2] == 1 else 3,
         voxel_mm=abs(float(np.linalg.det(instances.affine[:3, :3]))) if known else None,
-        touching=touching_ids(labels), classes=classes or {}, scores=scores or {}, with_intensity=intensity is not None)
+        touching=touching_ids(labels),
+        classes=classes or {},
+        scores=scores or {},
+        with_intensity=intensity is not None,
+    )
     records = tuple(_record(region, context) for region in regionprops(labels, intensity_image=intensity))
-    return ObjectTable(case or _case(instances), context.dims, instances.spatial_shape,
-                       instances.spacing if known else None, _channels(image), records)
+    return ObjectTable(
+        case or _case(instances),
+        context.dims,
+        instances.spatial_shape,
+        instances.spacing if known else None,
+        _channels(image),
+        records,
+    )
 
 
 def _spatial_labels(instances: Volume) -> np.ndarray:
@@ -165,8 +207,10 @@ def _spatial_labels(instances: Volume) -> np.ndarray:
 
 def _intensity(image: Volume, instances: Volume) -> np.ndarray:
     if not image.same_grid(instances):
-        raise GeometryError(f"the image (shape {image.spatial_shape}) and its instance map (shape "
-                            f"{instances.spatial_shape}) lie on different grids; measure on the image's grid")
+        raise GeometryError(
+            f"the image (shape {image.spatial_shape}) and its instance map (shape "
+            f"{instances.spatial_shape}) lie on different grids; measure on the image's grid"
+        )
     return np.asarray(image.array, dtype=np.float64)
 
 
@@ -189,8 +233,12 @@ def _record(region: RegionProperties, ctx: _Context) -> ObjectRecord:
     known = ctx.voxel_mm is not None
     score = ctx.scores.get(iid)
     return ObjectRecord(
-        instance=iid, class_value=int(ctx.classes.get(iid, 1)), score=None if score is None else float(score),
-        size=size, size_mm=size_mm, diameter=equivalent_diameter(size, ctx.dims),
+        instance=iid,
+        class_value=int(ctx.classes.get(iid, 1)),
+        score=None if score is None else float(score),
+        size=size,
+        size_mm=size_mm,
+        diameter=equivalent_diameter(size, ctx.dims),
         diameter_mm=equivalent_diameter(size_mm, ctx.dims) if size_mm is not None else None,
         box=box,  # type: ignore[arg-type]
         box_mm=world_box(box, ctx.affine, ctx.dims) if known else None,
@@ -251,7 +299,11 @@ def read_object_scores(path: Path) -> dict[int, float] | None:
         return None
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-        scores = {int(o["instance"]): float(o["score"]) for o in payload.get("objects", []) if o.get("score") is not None}
+        scores = {
+            int(o["instance"]): float(o["score"]) for o in payload.get("objects", []) if o.get("score") is not None
+        }
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InputError(f"{path} cannot be read as an objects table ({type(exc).__name__}: {exc}); fix or remove it") from None
+        raise InputError(
+            f"{path} cannot be read as an objects table ({type(exc).__name__}: {exc}); fix or remove it"
+        ) from None
     return scores or None

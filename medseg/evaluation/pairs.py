@@ -35,7 +35,9 @@ def volume_files(folder: Path) -> dict[str, Path]:
         if is_volume_file(path):
             name = case_name(path)
             if name in files:
-                raise InputError(f"{folder} holds two files for case {name!r} ({files[name].name}, {path.name}); keep one")
+                raise InputError(
+                    f"{folder} holds two files for case {name!r} ({files[name].name}, {path.name}); keep one"
+                )
             files[name] = path
     return files
 
@@ -66,7 +68,9 @@ def match_cases(prediction: Path, reference: Path) -> list[CasePair]:
         return [CasePair(case_name(reference), prediction, reference)]
     if not (pred_files and ref_files):
         folder = prediction if pred_files else reference
-        raise InputError(f"{folder} is a folder of label files but the other path is not; pass two files or two folders")
+        raise InputError(
+            f"{folder} is a folder of label files but the other path is not; pass two files or two folders"
+        )
     missing = sorted(set(ref_files) - set(pred_files))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -30,8 +30,19 @@ def metrics_csv(results: Sequence[CaseScores], names: Mapping[int, str] | None =
     writer.writerow(COLUMNS)
     for result in results:
         for m in result.metrics:
-            writer.writerow([result.case, m.label, names.get(m.label, ""), _number(m.dice), _number(m.hd95),
-                             _number(m.nsd), m.presence, m.ref_voxels, m.pred_voxels])
+            writer.writerow(
+                [
+                    result.case,
+                    m.label,
+                    names.get(m.label, ""),
+                    _number(m.dice),
+                    _number(m.hd95),
+                    _number(m.nsd),
+                    m.presence,
+                    m.ref_voxels,
+                    m.pred_voxels,
+                ]
+            )
     return buffer.getvalue()
 
 
@@ -72,25 +83,45 @@ def summarize(results: Sequence[CaseScores]) -> list[ClassSummary]:
         stat = lambda a, f: float(f(a)) if a.size else math.nan  # noqa: E731
         both = sum(m.presence == BOTH for m in ms)
         neither = sum(m.presence == NEITHER for m in ms)
-        rows.append(ClassSummary(label, len(ms), stat(dice, np.mean), stat(dice, np.median), stat(finite, np.mean),
-                                 stat(finite, np.median), int(hd.size - finite.size), stat(nsd, np.mean),
-                                 stat(nsd, np.median), both, neither, len(ms) - both - neither))
+        rows.append(
+            ClassSummary(
+                label,
+                len(ms),
+                stat(dice, np.mean),
+                stat(dice, np.median),
+                stat(finite, np.mean),
+                stat(finite, np.median),
+                int(hd.size - finite.size),
+                stat(nsd, np.mean),
+                stat(nsd, np.median),
+                both,
+                neither,
+                len(ms) - both - neither,
+            )
+        )
     return rows
 
 
-def format_summary(rows: Sequence[ClassSummary], names: Mapping[int, str] | None = None,
-                   tolerance_mm: float = 1.0) -> str:
+def format_summary(
+    rows: Sequence[ClassSummary], names: Mapping[int, str] | None = None, tolerance_mm: float = 1.0
+) -> str:
     """A plain-text table of the summary, with a note on empty cases when there are any."""
     names = names or {}
-    header = (f"{'label':<18} {'cases':>5} {'Dice mean':>9} {'median':>7} {'HD95 mean':>9} {'median':>7} "
-              f"{'NSD@' + format(tolerance_mm, 'g') + 'mm':>9} {'median':>7}  empty(both/one)")
+    header = (
+        f"{'label':<18} {'cases':>5} {'Dice mean':>9} {'median':>7} {'HD95 mean':>9} {'median':>7} "
+        f"{'NSD@' + format(tolerance_mm, 'g') + 'mm':>9} {'median':>7}  empty(both/one)"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         name = f"{r.label} {names.get(r.label, '')}".strip()
-        lines.append(f"{name:<18} {r.cases:>5} {r.dice_mean:>9.4f} {r.dice_median:>7.4f} {r.hd95_mean:>9.3f} "
-                     f"{r.hd95_median:>7.3f} {r.nsd_mean:>9.4f} {r.nsd_median:>7.4f}  {r.both_empty}/{r.one_empty}")
+        lines.append(
+            f"{name:<18} {r.cases:>5} {r.dice_mean:>9.4f} {r.dice_median:>7.4f} {r.hd95_mean:>9.3f} "
+            f"{r.hd95_median:>7.3f} {r.nsd_mean:>9.4f} {r.nsd_median:>7.4f}  {r.both_empty}/{r.one_empty}"
+        )
     notes = [r for r in rows if r.one_empty or r.both_empty]
     if notes:
-        lines.append("Empty masks: both empty -> Dice 1, HD95 0, NSD 1; one empty -> Dice 0, HD95 inf (left out of "
-                     "the HD95 mean/median), NSD 0.")
+        lines.append(
+            "Empty masks: both empty -> Dice 1, HD95 0, NSD 1; one empty -> Dice 0, HD95 inf (left out of "
+            "the HD95 mean/median), NSD 0."
+        )
     return "\n".join(lines)

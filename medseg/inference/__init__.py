@@ -22,8 +22,8 @@ __all__ = [
     "CaseResult",
     "OutputOptions",
     "PostprocessOptions",
-    "Prediction",
     "PredictOptions",
+    "Prediction",
     "Predictor",
     "predict_case",
 ]

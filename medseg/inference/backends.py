@@ -105,8 +105,13 @@ class OnnxRuntimeBackend:
     def describe(self) -> dict:
         import onnxruntime as ort
 
-        return {"backend": self.name, "version": ort.__version__, "providers": self.providers,
-                "precision": "fp32", "threads": self.threads}
+        return {
+            "backend": self.name,
+            "version": ort.__version__,
+            "providers": self.providers,
+            "precision": "fp32",
+            "threads": self.threads,
+        }
 
 
 class OpenVinoBackend:
@@ -139,5 +144,10 @@ class OpenVinoBackend:
     def describe(self) -> dict:
         import openvino as ov
 
-        return {"backend": self.name, "version": ov.__version__, "device": "CPU",
-                "precision": self.precision, "threads": self.threads}
+        return {
+            "backend": self.name,
+            "version": ov.__version__,
+            "device": "CPU",
+            "precision": self.precision,
+            "threads": self.threads,
+        }

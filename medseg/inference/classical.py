@@ -107,8 +107,9 @@ def watershed_instances(image: Volume, min_size: int = MIN_SIZE) -> Volume:
     if not mask.any():
         return _as_instances(image, np.zeros(mask.shape, dtype=np.int64))
     distance = ndimage.distance_transform_edt(mask)
-    peaks = peak_local_max(distance, min_distance=marker_distance(mask), labels=label(mask, connectivity=1),
-                           exclude_border=False)
+    peaks = peak_local_max(
+        distance, min_distance=marker_distance(mask), labels=label(mask, connectivity=1), exclude_border=False
+    )
     markers = np.zeros(mask.shape, dtype=np.int64)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = watershed(-distance, markers, mask=mask)

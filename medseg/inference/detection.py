@@ -91,8 +91,14 @@ def core(start: int, size: int, tile: int, starts: list[int]) -> tuple[float, fl
     return low, high
 
 
-def detect_instances(network: nn.Module, image: np.ndarray, tile: tuple[int, int], settings: DetectionSettings,
-                     runtime: Runtime, tiles_per_batch: int = 2) -> tuple[np.ndarray, dict[int, float]]:
+def detect_instances(
+    network: nn.Module,
+    image: np.ndarray,
+    tile: tuple[int, int],
+    settings: DetectionSettings,
+    runtime: Runtime,
+    tiles_per_batch: int = 2,
+) -> tuple[np.ndarray, dict[int, float]]:
     """Instance ids (X, Y) uint16 (uint32 beyond 65535 objects) and the score of each id.
 
     Needs a Mask R-CNN in eval mode and a preprocessed 2D image (C, X, Y). Runs in fp32 on the
@@ -112,8 +118,14 @@ def detect_instances(network: nn.Module, image: np.ndarray, tile: tuple[int, int
     return ids.astype(np.uint16 if len(scores) <= 65535 else np.uint32), scores
 
 
-def _detect(network: nn.Module, image: np.ndarray, tile: tuple[int, int], settings: DetectionSettings,
-            runtime: Runtime, tiles_per_batch: int) -> Detections:
+def _detect(
+    network: nn.Module,
+    image: np.ndarray,
+    tile: tuple[int, int],
+    settings: DetectionSettings,
+    runtime: Runtime,
+    tiles_per_batch: int,
+) -> Detections:
     """Owned, confident detections of every tile, then NMS over the whole image."""
     from torchvision.ops import nms
 
@@ -140,8 +152,15 @@ def _detect(network: nn.Module, image: np.ndarray, tile: tuple[int, int], settin
     return Detections(score.numpy()[keep], np.array(boxes)[keep], tuple(masks[k] for k in keep))
 
 
-def _keep_owned(out: Mapping[str, torch.Tensor], origin: tuple[int, int], cores: tuple[tuple[float, float], ...],
-                settings: DetectionSettings, scores: list, boxes: list, masks: list) -> None:
+def _keep_owned(
+    out: Mapping[str, torch.Tensor],
+    origin: tuple[int, int],
+    cores: tuple[tuple[float, float], ...],
+    settings: DetectionSettings,
+    scores: list,
+    boxes: list,
+    masks: list,
+) -> None:
     """Append the confident detections of one tile whose box centre lies in the tile's core."""
     x0, y0 = origin
     for score, box, mask in zip(out["scores"].tolist(), out["boxes"].cpu().numpy(), out["masks"].cpu()):

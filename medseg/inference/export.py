@@ -80,21 +80,37 @@ def _export_graph(network: torch.nn.Module, example: torch.Tensor, path: Path, d
         warnings.simplefilter("ignore")
         if not dynamic_spatial:
             axes = {"image": {0: "batch"}, "logits": {0: "batch"}}
-            torch.onnx.export(network, (example,), str(path), dynamo=False, input_names=["image"],
-                              output_names=["logits"], dynamic_axes=axes, opset_version=17)
+            torch.onnx.export(
+                network,
+                (example,),
+                str(path),
+                dynamo=False,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=17,
+            )
             return
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         dims = {0: torch.export.Dim("batch", min=1, max=1024), **{a: torch.export.Dim.AUTO for a in spatial}}
-        program = torch.onnx.export(network, (example,), dynamo=True, input_names=["image"],
-                                    output_names=["logits"], dynamic_shapes=(dims,), opset_version=OPSET,
-                                    verbose=False)
+        program = torch.onnx.export(
+            network,
+            (example,),
+            dynamo=True,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes=(dims,),
+            opset_version=OPSET,
+            verbose=False,
+        )
         if program is None:  # the dynamo exporter returns the program it wrote
             raise RuntimeError("torch.onnx.export returned no ONNX program")
         program.save(str(path), external_data=False)
 
 
-def export_onnx(network: torch.nn.Module, plan: Plan, spec: ModelSpec, out_dir: str | Path,
-                dynamic_spatial: bool = False) -> Path:
+def export_onnx(
+    network: torch.nn.Module, plan: Plan, spec: ModelSpec, out_dir: str | Path, dynamic_spatial: bool = False
+) -> Path:
     """Write ``model.onnx``, ``plan.json`` and ``medseg_export.json`` into ``out_dir``.
 
     Needs the network (any device; exported in fp32 on the CPU, eval mode). Promises an ONNX
@@ -145,15 +161,21 @@ def export_spec(plan: Plan, spec: ModelSpec, dynamic_spatial: bool, max_abs_diff
         "spatial_multiple_of": list(plan.config(spec.spatial_dims).divisor),
         "slice_axis": plan.slice_axis if spec.spatial_dims == 2 else None,
         "preprocessing": {
-            "steps": ["reorient to the closest RAS axes (permute/flip only)",
-                      f"resample to {list(plan.target_spacing)} mm ({plan.image_interpolation}) when the spacing differs",
-                      "normalise each channel as in plan.normalization"],
+            "steps": [
+                "reorient to the closest RAS axes (permute/flip only)",
+                f"resample to {list(plan.target_spacing)} mm ({plan.image_interpolation}) when the spacing differs",
+                "normalise each channel as in plan.normalization",
+            ],
             "channels": list(plan.channels),
             "target_spacing": list(plan.target_spacing),
             "normalization": [n.__dict__ for n in plan.normalization],
             "plan": "plan.json",
         },
-        "sliding_window": {"overlap": 0.5, "gaussian_sigma": "patch / 8", "mirror_tta_axes": list(range(spec.spatial_dims))},
+        "sliding_window": {
+            "overlap": 0.5,
+            "gaussian_sigma": "patch / 8",
+            "mirror_tta_axes": list(range(spec.spatial_dims)),
+        },
         "max_abs_diff_vs_torch": max_abs_diff,
         "exported_with": package_versions(),
     }

@@ -56,8 +56,10 @@ def check_storage_order(affine: np.ndarray) -> None:
 
     flips = nib.orientations.io_orientation(np.asarray(affine))[:, 1]
     if (flips < 0).any():
-        raise GeometryError(f"image axes {''.join(nib.aff2axcodes(affine))} need flips to reach RAS; the "
-                            "nnU-Net export gives medseg's results only on images stored without flips")
+        raise GeometryError(
+            f"image axes {''.join(nib.aff2axcodes(affine))} need flips to reach RAS; the "
+            "nnU-Net export gives medseg's results only on images stored without flips"
+        )
 
 
 def _reverse(weight: torch.Tensor) -> torch.Tensor:
@@ -112,9 +114,15 @@ def _normalization(norm: Normalization) -> tuple[str, dict[str, float | None]]:
     properties CTNormalization reads: clip percentiles, mean, std; none for the other schemes)."""
     if norm.scheme != "ct":
         return NORMALIZATION_CLASSES[norm.scheme], {}
-    return "CTNormalization", {"mean": norm.mean, "std": norm.std, "percentile_00_5": norm.clip_low,
-                               "percentile_99_5": norm.clip_high, "median": norm.mean,
-                               "min": norm.clip_low, "max": norm.clip_high}
+    return "CTNormalization", {
+        "mean": norm.mean,
+        "std": norm.std,
+        "percentile_00_5": norm.clip_low,
+        "percentile_99_5": norm.clip_high,
+        "median": norm.mean,
+        "min": norm.clip_low,
+        "max": norm.clip_high,
+    }
 
 
 def _architecture(config: NetworkConfig) -> dict[str, Any]:
@@ -123,14 +131,20 @@ def _architecture(config: NetworkConfig) -> dict[str, Any]:
     return {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {
-            "n_stages": stages, "features_per_stage": list(config.features),
+            "n_stages": stages,
+            "features_per_stage": list(config.features),
             "conv_op": "torch.nn.modules.conv.Conv3d",
             "kernel_sizes": [list(k)[::-1] for k in config.kernel_sizes],
             "strides": [list(s)[::-1] for s in config.strides],
-            "n_conv_per_stage": [2] * stages, "n_conv_per_stage_decoder": [2] * (stages - 1),
-            "conv_bias": False, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
+            "n_conv_per_stage": [2] * stages,
+            "n_conv_per_stage_decoder": [2] * (stages - 1),
+            "conv_bias": False,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
         },
         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
     }
@@ -145,22 +159,33 @@ def nnunet_plans(plan: Plan, config: NetworkConfig) -> dict[str, Any]:
     spacing = [float(s) for s in plan.target_spacing][::-1]
     resampling = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
     configuration = {
-        "data_identifier": f"{PLANS}_{CONFIGURATION}", "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": int(config.batch_size), "patch_size": list(config.patch_size)[::-1],
-        "median_image_size_in_voxels": list(config.patch_size)[::-1], "spacing": spacing,
-        "normalization_schemes": list(schemes), "use_mask_for_norm": [False] * len(schemes),
-        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "data_identifier": f"{PLANS}_{CONFIGURATION}",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": int(config.batch_size),
+        "patch_size": list(config.patch_size)[::-1],
+        "median_image_size_in_voxels": list(config.patch_size)[::-1],
+        "spacing": spacing,
+        "normalization_schemes": list(schemes),
+        "use_mask_for_norm": [False] * len(schemes),
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
         "resampling_fn_data_kwargs": resampling,
         "resampling_fn_seg_kwargs": {**resampling, "is_seg": True, "order": 1},
         "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
         "resampling_fn_probabilities_kwargs": {**resampling, "order": 1},
-        "architecture": _architecture(config), "batch_dice": False,
+        "architecture": _architecture(config),
+        "batch_dice": False,
     }
     return {
-        "dataset_name": f"Dataset999_{plan.name}", "plans_name": PLANS,
-        "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": list(config.patch_size),
-        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "configurations": {CONFIGURATION: configuration}, "experiment_planner_used": "medseg export",
+        "dataset_name": f"Dataset999_{plan.name}",
+        "plans_name": PLANS,
+        "original_median_spacing_after_transp": spacing,
+        "original_median_shape_after_transp": list(config.patch_size),
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {CONFIGURATION: configuration},
+        "experiment_planner_used": "medseg export",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {str(i): v for i, v in enumerate(intensity)},
     }
@@ -170,19 +195,27 @@ def nnunet_dataset(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
     """nnU-Net v2 ``dataset.json``: channel names, labels by name (0 named ``background``, as nnU-Net
     requires), ``.nii.gz`` files. Needs labels 0..K-1 for K network outputs (see :func:`check_convertible`)."""
     labels = {("background" if value == 0 else name): value for value, name in sorted(spec.labels.items())}
-    return {"channel_names": {str(i): c for i, c in enumerate(plan.channels)}, "labels": labels,
-            "numTraining": 0, "file_ending": ".nii.gz"}
+    return {
+        "channel_names": {str(i): c for i, c in enumerate(plan.channels)},
+        "labels": labels,
+        "numTraining": 0,
+        "file_ending": ".nii.gz",
+    }
 
 
 def check_convertible(spec: ModelSpec) -> None:
     """Raise :class:`ConfigError` unless the model maps onto nnU-Net's ``PlainConvUNet``: a 3D ``unet``
     whose labels are 0..K-1 for its K outputs (nnU-Net has one output per consecutive label)."""
     if spec.family != "unet" or spec.spatial_dims != 3:
-        raise ConfigError(f"--format nnunet needs a 3D 'unet' model (nnU-Net's PlainConvUNet); this model is a "
-                          f"{spec.spatial_dims}D {spec.family!r}; export it with --format onnx instead")
+        raise ConfigError(
+            f"--format nnunet needs a 3D 'unet' model (nnU-Net's PlainConvUNet); this model is a "
+            f"{spec.spatial_dims}D {spec.family!r}; export it with --format onnx instead"
+        )
     if sorted(spec.labels) != list(range(spec.out_channels)):
-        raise ConfigError(f"--format nnunet needs labels 0..{spec.out_channels - 1} for the model's "
-                          f"{spec.out_channels} outputs, got {sorted(spec.labels)}")
+        raise ConfigError(
+            f"--format nnunet needs labels 0..{spec.out_channels - 1} for the model's "
+            f"{spec.out_channels} outputs, got {sorted(spec.labels)}"
+        )
 
 
 def write_nnunet_model(medseg_folder: str | Path, out: str | Path, fold: int = 0) -> Path:
@@ -205,7 +238,8 @@ def write_nnunet_model(medseg_folder: str | Path, out: str | Path, fold: int = 0
     plans = nnunet_plans(trained.plan, trained.spec.network_config())
     dataset = nnunet_dataset(trained.plan, trained.spec)
     checkpoint = {
-        "network_weights": nnunet_state_dict(trained.network), "trainer_name": TRAINER,
+        "network_weights": nnunet_state_dict(trained.network),
+        "trainer_name": TRAINER,
         "init_args": {"plans": plans, "configuration": CONFIGURATION, "fold": fold, "dataset_json": dataset},
         "inference_allowed_mirroring_axes": (0, 1, 2),
     }

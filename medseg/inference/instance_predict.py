@@ -45,11 +45,15 @@ def check_instance_models(specs: Sequence[Any]) -> str | None:
     """
     methods = {spec.instance_method for spec in specs}
     if len(methods) > 1:
-        raise ConfigError(f"these models make different outputs ({', '.join(sorted(str(m) for m in methods))}); "
-                          "ensemble models of one kind")
+        raise ConfigError(
+            f"these models make different outputs ({', '.join(sorted(str(m) for m in methods))}); "
+            "ensemble models of one kind"
+        )
     method = methods.pop()
     if method is not None and method not in METHODS:
-        raise ConfigError(f"model.json names an unknown instance method {method!r}; this medseg knows {', '.join(METHODS)}")
+        raise ConfigError(
+            f"model.json names an unknown instance method {method!r}; this medseg knows {', '.join(METHODS)}"
+        )
     if method == "maskrcnn" and len(specs) > 1:
         raise ConfigError("Mask R-CNN models cannot be ensembled; pass one -m")
     return method
@@ -79,7 +83,9 @@ def predict_instances(predictor: Predictor, images: Sequence[Volume]) -> Predict
     plan = predictor.plan
     images = matching_channels(images, plan.channels)
     if len(images) != predictor.in_channels:
-        raise InputError(f"the model takes {predictor.in_channels} input channel(s) but {len(images)} image(s) were given")
+        raise InputError(
+            f"the model takes {predictor.in_channels} input channel(s) but {len(images)} image(s) were given"
+        )
     timings: dict[str, float] = defaultdict(float)
     start = time.perf_counter()
     pre = preprocess_case(images, plan)
@@ -111,16 +117,23 @@ def instances_preprocessed(predictor: Predictor, array: np.ndarray) -> tuple[np.
 
     axis = plan.slice_axis
     if array.shape[1 + axis] != 1:
-        raise InputError(f"this Mask R-CNN model segments 2D images; the input has {array.shape[1 + axis]} slices "
-                         "(give one image per file)")
+        raise InputError(
+            f"this Mask R-CNN model segments 2D images; the input has {array.shape[1 + axis]} slices "
+            "(give one image per file)"
+        )
     image = np.array(np.take(array, 0, axis=1 + axis), dtype=np.float32)
     network = getattr(model.backend, "network", None)
     if network is None:
         raise ConfigError(f"{model.name}: Mask R-CNN models run with the PyTorch backend only; use --backend torch")
     tile = plan.config_2d.patch_size
-    ids, scores = detect_instances(network, image, (tile[0], tile[1]),
-                                   DetectionSettings.from_spec(spec.instances), predictor.runtime,
-                                   predictor.tiles_per_batch)
+    ids, scores = detect_instances(
+        network,
+        image,
+        (tile[0], tile[1]),
+        DetectionSettings.from_spec(spec.instances),
+        predictor.runtime,
+        predictor.tiles_per_batch,
+    )
     return np.expand_dims(ids, axis), scores
 
 
@@ -131,9 +144,15 @@ def colour_image(images: Sequence[Volume]) -> Volume:
     return images[0].with_array(np.stack([np.asarray(v.array) for v in images], axis=-1))
 
 
-def write_instance_case(case_id: str, images: Sequence[Volume], prediction: Prediction, out_dir: Path,
-                        options: OutputOptions, predictor: Predictor | None = None,
-                        dicom: DicomSeries | None = None) -> tuple[dict[str, Path], dict[str, Any], dict[str, float]]:
+def write_instance_case(
+    case_id: str,
+    images: Sequence[Volume],
+    prediction: Prediction,
+    out_dir: Path,
+    options: OutputOptions,
+    predictor: Predictor | None = None,
+    dicom: DicomSeries | None = None,
+) -> tuple[dict[str, Path], dict[str, Any], dict[str, float]]:
     """Write one case's detection outputs: ``<case>.png`` (2D) / ``<case>.nii.gz`` (3D) instance map,
     ``<case>_objects.csv`` + ``.json``, (unless ``options.qc`` is off) the QC picture ``qc``, and
     for DICOM input (``dicom``, the loaded series) the DICOM SEG ``<case>_seg.dcm`` with one
@@ -148,21 +167,32 @@ def write_instance_case(case_id: str, images: Sequence[Volume], prediction: Pred
     if prediction.instances is None:
         raise ValueError("write_instance_case needs a prediction of an instance model")
     start = time.perf_counter()
-    paths = write_detection_outputs(Path(out_dir), case_id, colour_image(images), prediction.instances,
-                                    scores=prediction.scores, qc=options.qc)
+    paths = write_detection_outputs(
+        Path(out_dir), case_id, colour_image(images), prediction.instances, scores=prediction.scores, qc=options.qc
+    )
     outputs = {("qc" if kind == "objects_qc" else kind): path for kind, path in paths.items()}
     instances = prediction.instances
     count = int(np.count_nonzero(np.bincount(np.asarray(instances.array).ravel())[1:]))
-    stats = {"objects": count, "shape": list(instances.spatial_shape),
-             "spacing_mm": [round(s, 6) for s in instances.spacing] if instances.meta.spacing_known else None}
+    stats = {
+        "objects": count,
+        "shape": list(instances.spatial_shape),
+        "spacing_mm": [round(s, 6) for s in instances.spacing] if instances.meta.spacing_known else None,
+    }
     if dicom is not None and count:
         outputs.update(_dicom_object_outputs(case_id, instances, prediction, dicom, out_dir, options, predictor, stats))
     return outputs, stats, {"write": time.perf_counter() - start}
 
 
-def _dicom_object_outputs(case_id: str, instances: Volume, prediction: Prediction, dicom: DicomSeries,
-                          out_dir: Path, options: OutputOptions, predictor: Predictor | None,
-                          stats: dict[str, Any]) -> dict[str, Path]:
+def _dicom_object_outputs(
+    case_id: str,
+    instances: Volume,
+    prediction: Prediction,
+    dicom: DicomSeries,
+    out_dir: Path,
+    options: OutputOptions,
+    predictor: Predictor | None,
+    stats: dict[str, Any],
+) -> dict[str, Path]:
     """DICOM SEG / RTSTRUCT of the objects: one segment (ROI) per instance id, named by its class."""
     from medseg.inference.outputs import case_paths
     from medseg.inference.writer import write_dicom_outputs
@@ -181,4 +211,6 @@ def _dicom_object_outputs(case_id: str, instances: Volume, prediction: Predictio
             codes[object_id] = codes_by_class[label]
     labels = instances.with_array(ids, kind="label", label_names=names)
     model_name = predictor.model_name if predictor is not None else None
-    return write_dicom_outputs(case_id, labels, names, dicom, case_paths(out_dir, case_id), options, stats, model_name, codes)
+    return write_dicom_outputs(
+        case_id, labels, names, dicom, case_paths(out_dir, case_id), options, stats, model_name, codes
+    )

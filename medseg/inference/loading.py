@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medseg.errors import ConfigError, InputError, MedsegError
-from medseg.inference.backends import Backend, OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, require_backend_package
+from medseg.inference.backends import (
+    Backend,
+    OnnxRuntimeBackend,
+    OpenVinoBackend,
+    TorchBackend,
+    require_backend_package,
+)
 from medseg.inference.sliding import WindowConfig
 from medseg.model.folder import ModelSpec
 from medseg.model.plan import Plan

@@ -44,9 +44,15 @@ def write_object_table(table: ObjectTable, csv_path: Path, json_path: Path) -> N
     write_json(table.to_json(), json_path)
 
 
-def write_detection_outputs(out_dir: Path, case_id: str, image: Volume, instances: Volume,
-                            classes: Mapping[int, int] | None = None, scores: Mapping[int, float] | None = None,
-                            qc: bool = True) -> dict[str, Path]:
+def write_detection_outputs(
+    out_dir: Path,
+    case_id: str,
+    image: Volume,
+    instances: Volume,
+    classes: Mapping[int, int] | None = None,
+    scores: Mapping[int, float] | None = None,
+    qc: bool = True,
+) -> dict[str, Path]:
     """Write the instance map, object table (CSV + JSON) and, when ``qc``, the QC picture of one case.
 
     Needs ``instances`` (integer ids, 0 = background) on ``image``'s grid; ``classes`` / ``scores``
@@ -58,9 +64,11 @@ def write_detection_outputs(out_dir: Path, case_id: str, image: Volume, instance
     out_dir = Path(out_dir)
     labels = instances if instances.kind == "label" else instances.as_label()
     table = measure_objects(labels, image, classes, scores, case=case_id)
-    paths = {"instances": instance_map_path(out_dir, case_id, labels),
-             "objects_csv": out_dir / f"{case_id}{OBJECTS_CSV_SUFFIX}",
-             "objects_json": out_dir / f"{case_id}{OBJECTS_JSON_SUFFIX}"}
+    paths = {
+        "instances": instance_map_path(out_dir, case_id, labels),
+        "objects_csv": out_dir / f"{case_id}{OBJECTS_CSV_SUFFIX}",
+        "objects_json": out_dir / f"{case_id}{OBJECTS_JSON_SUFFIX}",
+    }
     write_volume(labels.with_meta(label_names=None), paths["instances"])
     write_object_table(table, paths["objects_csv"], paths["objects_json"])
     if qc:

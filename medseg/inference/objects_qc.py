@@ -83,8 +83,9 @@ def _draw_panel(ax: Axes, rgb: np.ndarray, labels: np.ndarray, origin: Origin, t
         stroke = [patheffects.withStroke(linewidth=1.5, foreground="black")]
         for region in regionprops(labels):
             row, col = region.centroid
-            ax.text(col, row, str(region.label), color="white", fontsize=size, ha="center", va="center",
-                    path_effects=stroke)
+            ax.text(
+                col, row, str(region.label), color="white", fontsize=size, ha="center", va="center", path_effects=stroke
+            )
     ax.set_title(f"{title}  {ids.size} object(s)".strip(), fontsize=9)
     ax.set_axis_off()
 

@@ -21,15 +21,16 @@ import csv
 import io
 import json
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from medseg.io import write_volume
 from medseg.io.atomic import atomic_path, atomic_write_text
-from medseg.model.runtime import package_versions
 from medseg.io.nifti import save_nifti
+from medseg.model.runtime import package_versions
 from medseg.volume import Volume
 
 OUTPUT_SUFFIXES = {
@@ -62,13 +63,15 @@ def planned_outputs(out_dir: Path, case_id: str) -> list[Path]:
     """Every file a case may write into ``out_dir``: :func:`case_paths`, the label-name sidecar and
     the outputs of instance models (:mod:`medseg.inference.objects`: ``<case>.png`` / ``.tif``
     instance maps of 2D images, object tables and QC picture)."""
-    from medseg.inference.objects import OBJECTS_CSV_SUFFIX, OBJECTS_QC_SUFFIX
     from medseg.evaluation.objects import OBJECTS_JSON_SUFFIX
+    from medseg.inference.objects import OBJECTS_CSV_SUFFIX, OBJECTS_QC_SUFFIX
     from medseg.io.files import sidecar_path
 
     paths = case_paths(out_dir, case_id)
-    objects = [Path(out_dir) / f"{case_id}{suffix}"
-               for suffix in (".png", ".tif", OBJECTS_CSV_SUFFIX, OBJECTS_JSON_SUFFIX, OBJECTS_QC_SUFFIX)]
+    objects = [
+        Path(out_dir) / f"{case_id}{suffix}"
+        for suffix in (".png", ".tif", OBJECTS_CSV_SUFFIX, OBJECTS_JSON_SUFFIX, OBJECTS_QC_SUFFIX)
+    ]
     return [*paths.values(), sidecar_path(paths["labels"]), *objects]
 
 
@@ -111,8 +114,12 @@ def label_stats(labels: Volume, names: Mapping[int, str], image: Volume | None =
         rows.append({**row, **intensities.get(v, {})})
     if not known:
         return {"shape": list(labels.spatial_shape), "spacing_known": False, "labels": rows}
-    return {"shape": list(labels.spatial_shape), "spacing_mm": [round(s, 6) for s in labels.spacing],
-            "voxel_volume_mm3": round(voxel_mm3, 6), "labels": rows}
+    return {
+        "shape": list(labels.spatial_shape),
+        "spacing_mm": [round(s, 6) for s in labels.spacing],
+        "voxel_volume_mm3": round(voxel_mm3, 6),
+        "labels": rows,
+    }
 
 
 def intensity_stats(image: Volume, labels: np.ndarray, values: Sequence[int]) -> dict[int, dict[str, float | None]]:
@@ -126,7 +133,9 @@ def intensity_stats(image: Volume, labels: np.ndarray, values: Sequence[int]) ->
     data = np.asarray(image.array)
     data = data[..., 0] if data.ndim == 4 else data
     top = max(values, default=0)
-    boxes = ndi.find_objects(labels if labels.dtype.kind in "iu" else labels.astype(np.int64), max_label=top) if top else []
+    boxes = (
+        ndi.find_objects(labels if labels.dtype.kind in "iu" else labels.astype(np.int64), max_label=top) if top else []
+    )
     result: dict[int, dict[str, float | None]] = {}
     for v in values:
         box = boxes[v - 1] if 0 < v <= len(boxes) else None
@@ -203,8 +212,14 @@ def write_labels(labels: Volume, path: Path) -> Path:
     return write_volume(labels, path)
 
 
-def write_dicom_seg(labels: Volume, source_series: Any, path: Path, names: Mapping[int, str],
-                    model_name: str | None = None, codes: Mapping[int, Any] | None = None) -> Path:
+def write_dicom_seg(
+    labels: Volume,
+    source_series: Any,
+    path: Path,
+    names: Mapping[int, str],
+    model_name: str | None = None,
+    codes: Mapping[int, Any] | None = None,
+) -> Path:
     """Write a DICOM SEG referencing ``source_series`` (a ``DicomSeries``) via medseg.io.seg: segments
     named ``names`` and coded ``codes`` (SegmentCoding per label), made by model ``model_name``."""
     from medseg.io.seg import write_seg
@@ -213,20 +228,40 @@ def write_dicom_seg(labels: Volume, source_series: Any, path: Path, names: Mappi
     return Path(path)
 
 
-def write_instances(instances: np.ndarray, rows: Iterable[Mapping[str, Any]], reference: Volume,
-                    map_path: Path, csv_path: Path) -> None:
+def write_instances(
+    instances: np.ndarray, rows: Iterable[Mapping[str, Any]], reference: Volume, map_path: Path, csv_path: Path
+) -> None:
     """Write an instance map on ``reference``'s grid and its table."""
     write_volume(reference.with_array(instances, kind="label", label_names=None), map_path)
-    columns = ["instance", "class", "name", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm",
-               "centroid_z_mm", "bbox_i", "bbox_j", "bbox_k", *INTENSITY_KEYS]
+    columns = [
+        "instance",
+        "class",
+        "name",
+        "voxels",
+        "volume_ml",
+        "centroid_x_mm",
+        "centroid_y_mm",
+        "centroid_z_mm",
+        "bbox_i",
+        "bbox_j",
+        "bbox_k",
+        *INTENSITY_KEYS,
+    ]
     write_csv(list(rows), csv_path, columns)
 
 
 MANIFEST_NAME = "medseg_run.json"
 
 
-def build_manifest(predictor: Any, output_options: Any, results: Sequence[Any], failures: Sequence[Mapping[str, str]],
-                   timings: Mapping[str, float], inputs: Sequence[str], command: Sequence[str] = ()) -> dict[str, Any]:
+def build_manifest(
+    predictor: Any,
+    output_options: Any,
+    results: Sequence[Any],
+    failures: Sequence[Mapping[str, str]],
+    timings: Mapping[str, float],
+    inputs: Sequence[str],
+    command: Sequence[str] = (),
+) -> dict[str, Any]:
     """A reproducibility record of one run: versions, device/backend, models, options, and per
     case its source, outputs, seconds per stage and suitability ``warnings`` (``results`` are
     CaseResult objects)."""
@@ -242,8 +277,16 @@ def build_manifest(predictor: Any, output_options: Any, results: Sequence[Any], 
         "predictor": predictor.describe(),
         "output_options": asdict(output_options),
         "timings": {k: round(float(v), 4) for k, v in timings.items()},
-        "cases": [{"case_id": r.case_id, "source": r.source, "outputs": {k: str(v) for k, v in r.outputs.items()},
-                   "timings": r.timings, "labels": r.stats.get("labels", []),
-                   "warnings": r.stats.get("warnings", [])} for r in results],
+        "cases": [
+            {
+                "case_id": r.case_id,
+                "source": r.source,
+                "outputs": {k: str(v) for k, v in r.outputs.items()},
+                "timings": r.timings,
+                "labels": r.stats.get("labels", []),
+                "warnings": r.stats.get("warnings", []),
+            }
+            for r in results
+        ],
         "failures": list(failures),
     }

@@ -7,8 +7,8 @@ volumes with small structures stay fast.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -210,10 +210,19 @@ class Instance:
         """A flat dict for CSV/JSON tables."""
         (i0, i1), (j0, j1), (k0, k1) = self.bbox
         x, y, z = self.centroid_mm
-        return {"instance": self.instance_id, "class": self.class_value, "name": self.class_name,
-                "voxels": self.voxels, "volume_ml": round(self.volume_ml, 4),
-                "centroid_x_mm": round(x, 2), "centroid_y_mm": round(y, 2), "centroid_z_mm": round(z, 2),
-                "bbox_i": f"{i0}-{i1}", "bbox_j": f"{j0}-{j1}", "bbox_k": f"{k0}-{k1}"}
+        return {
+            "instance": self.instance_id,
+            "class": self.class_value,
+            "name": self.class_name,
+            "voxels": self.voxels,
+            "volume_ml": round(self.volume_ml, 4),
+            "centroid_x_mm": round(x, 2),
+            "centroid_y_mm": round(y, 2),
+            "centroid_z_mm": round(z, 2),
+            "bbox_i": f"{i0}-{i1}",
+            "bbox_j": f"{j0}-{j1}",
+            "bbox_k": f"{k0}-{k1}",
+        }
 
 
 def instance_map(
@@ -246,7 +255,16 @@ def instance_map(
             centre = np.asarray(centres[comp - 1]) + offset
             world = affine @ np.append(centre, 1.0)
             bb = tuple((int(s.start + o), int(s.stop + o)) for s, o in zip(comp_boxes[comp - 1], offset))
-            instances.append(Instance(iid, value, names.get(value, f"label_{value}"), int(counts[comp]),
-                                      float(counts[comp]) * voxel_ml, (float(world[0]), float(world[1]), float(world[2])), bb))
+            instances.append(
+                Instance(
+                    iid,
+                    value,
+                    names.get(value, f"label_{value}"),
+                    int(counts[comp]),
+                    float(counts[comp]) * voxel_ml,
+                    (float(world[0]), float(world[1]), float(world[2])),
+                    bb,
+                )
+            )
     dtype = np.uint16 if len(instances) < 65536 else np.int32
     return out.astype(dtype), instances

@@ -23,9 +23,10 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
@@ -33,13 +34,18 @@ import torch
 from medseg.errors import ConfigError, InputError
 from medseg.inference.loading import LoadedModel, check_compatible, load_model
 from medseg.inference.options import OutputOptions, PredictOptions
-from medseg.model.runtime import Runtime, configure_runtime
 from medseg.inference.sliding import predict_volume
 from medseg.inference.suitability import Finding, check_input, check_labels, refuse
 from medseg.model.folder import ModelSpec
 from medseg.model.plan import Plan
-from medseg.model.preprocess import (argmax_labels, preprocess_case, restore_argmax, restore_labels,
-                                        restore_probabilities)
+from medseg.model.preprocess import (
+    argmax_labels,
+    preprocess_case,
+    restore_argmax,
+    restore_labels,
+    restore_probabilities,
+)
+from medseg.model.runtime import Runtime, configure_runtime
 from medseg.volume import Volume, VolumeMeta
 
 if TYPE_CHECKING:
@@ -86,8 +92,9 @@ class CaseResult:
 class Predictor:
     """One or more models (an ensemble with identical labels) loaded once, ready for many cases."""
 
-    def __init__(self, models: Sequence[LoadedModel], options: PredictOptions, runtime: Runtime,
-                 resources: Sequence[Any] = ()) -> None:
+    def __init__(
+        self, models: Sequence[LoadedModel], options: PredictOptions, runtime: Runtime, resources: Sequence[Any] = ()
+    ) -> None:
         if not models:
             raise ConfigError("no model given; pass at least one -m MODEL_FOLDER")
         check_compatible(list(models))
@@ -103,7 +110,7 @@ class Predictor:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_folders(cls, paths: Sequence[str | Path], options: PredictOptions | None = None) -> "Predictor":
+    def from_folders(cls, paths: Sequence[str | Path], options: PredictOptions | None = None) -> Predictor:
         """Load every model folder (trained folders, or ONNX exports for the ONNX backends) once."""
         from medseg.inference.export import ExportStore
 
@@ -120,8 +127,14 @@ class Predictor:
         return predictor
 
     @classmethod
-    def from_network(cls, network: torch.nn.Module, plan: Plan, spec: ModelSpec,
-                     options: PredictOptions | None = None, runtime: Runtime | None = None) -> "Predictor":
+    def from_network(
+        cls,
+        network: torch.nn.Module,
+        plan: Plan,
+        spec: ModelSpec,
+        options: PredictOptions | None = None,
+        runtime: Runtime | None = None,
+    ) -> Predictor:
         """A predictor around an in-memory PyTorch network (training's validation, tests, notebooks).
 
         ``runtime``: an already resolved runtime (the trainer passes its own: its rank's device
@@ -136,7 +149,9 @@ class Predictor:
             raise ConfigError("from_network runs PyTorch networks only; export first for other backends")
         runtime = runtime or configure_runtime(options.device, options.precision, options.threads)
         backend = TorchBackend(network, runtime)
-        return cls([LoadedModel("in-memory network", spec, plan, backend, "an in-memory PyTorch network")], options, runtime)
+        return cls(
+            [LoadedModel("in-memory network", spec, plan, backend, "an in-memory PyTorch network")], options, runtime
+        )
 
     def close(self) -> None:
         """Release temporary exports."""
@@ -144,7 +159,7 @@ class Predictor:
             resource.close()
         self._resources = []
 
-    def __enter__(self) -> "Predictor":
+    def __enter__(self) -> Predictor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -193,8 +208,12 @@ class Predictor:
                 precision_reason = self.runtime.precision_reason or "asked for"
             else:
                 precision_reason = f"the {model.backend.name} backend runs {precision} here"
-            choice = {"backend": model.backend.name, "backend_reason": model.backend_reason or "asked for",
-                      "precision": precision, "precision_reason": precision_reason}
+            choice = {
+                "backend": model.backend.name,
+                "backend_reason": model.backend_reason or "asked for",
+                "precision": precision,
+                "precision_reason": precision_reason,
+            }
             if choice not in out:
                 out.append(choice)
         return out
@@ -202,15 +221,29 @@ class Predictor:
     def choice_line(self) -> str:
         """One line for the log, e.g. ``backend openvino (auto: fastest installed on this CPU),
         precision bf16 (auto: native bf16 on this CPU)`` (several choices joined by ``; ``)."""
-        return "; ".join(f"backend {c['backend']} ({c['backend_reason']}), precision {c['precision']} "
-                         f"({c['precision_reason']})" for c in self.choices())
+        return "; ".join(
+            f"backend {c['backend']} ({c['backend_reason']}), precision {c['precision']} ({c['precision_reason']})"
+            for c in self.choices()
+        )
 
     def describe(self) -> dict[str, Any]:
         """Models, backend (and why: ``choices``), device and options, for the run manifest."""
         return {
             "choices": self.choices(),
-            "models": [{"name": m.name, "family": m.spec.family, "spatial_dims": m.spec.spatial_dims, "in_channels": m.spec.in_channels, "out_channels": m.spec.out_channels, "labels": {str(k): v for k, v in m.spec.labels.items()}, "postprocessing": m.spec.postprocessing, "patch_size": list(m.patch_size),
-                        "backend": m.backend.describe()} for m in self.models],
+            "models": [
+                {
+                    "name": m.name,
+                    "family": m.spec.family,
+                    "spatial_dims": m.spec.spatial_dims,
+                    "in_channels": m.spec.in_channels,
+                    "out_channels": m.spec.out_channels,
+                    "labels": {str(k): v for k, v in m.spec.labels.items()},
+                    "postprocessing": m.spec.postprocessing,
+                    "patch_size": list(m.patch_size),
+                    "backend": m.backend.describe(),
+                }
+                for m in self.models
+            ],
             "runtime": self.runtime.describe(),
             "options": asdict(self.options),
             "tiles_per_batch": self.tiles_per_batch,
@@ -235,8 +268,9 @@ class Predictor:
             )
         timings: dict[str, float] = defaultdict(float)
         start = time.perf_counter()
-        findings = self._checked(check_input(images, plan, models[0].spec.spatial_dims)
-                                 for plan, models in self._groups)
+        findings = self._checked(
+            check_input(images, plan, models[0].spec.spatial_dims) for plan, models in self._groups
+        )
         timings["preprocess"] += time.perf_counter() - start
         results = []
         for plan, models in self._groups:
@@ -250,8 +284,12 @@ class Predictor:
         start = time.perf_counter()
         labels, probs_out = self._restore(results, probabilities)
         timings["inverse"] += time.perf_counter() - start
-        meta = VolumeMeta(source=images[0].meta.source, series_uid=images[0].meta.series_uid,
-                          label_names=self.labels, spacing_known=images[0].meta.spacing_known)
+        meta = VolumeMeta(
+            source=images[0].meta.source,
+            series_uid=images[0].meta.series_uid,
+            label_names=self.labels,
+            spacing_known=images[0].meta.spacing_known,
+        )
         label_volume = Volume(labels, images[0].affine, "label", meta)
         if images[0].meta.spacing_known:  # volumes in mL need millimetres
             findings += self._checked([check_labels(label_volume, self._groups[0][0])])
@@ -361,8 +399,9 @@ def _restore_dtype(probs: np.ndarray, record: Any, want_probs: bool) -> Any:
     return np.float16 if want_probs or values * 4 > 512 * 1024**2 else np.float32
 
 
-def accumulator_device(device: torch.device, values: int, free_bytes: int | None = None,
-                       reserve_bytes: int = GPU_RESERVE_BYTES) -> torch.device:
+def accumulator_device(
+    device: torch.device, values: int, free_bytes: int | None = None, reserve_bytes: int = GPU_RESERVE_BYTES
+) -> torch.device:
     """Where the float32 stitching buffers (``values`` numbers) live, decided before running.
 
     CPU runs: the CPU. CUDA runs: the GPU when the buffers fit its free memory
@@ -375,8 +414,11 @@ def accumulator_device(device: torch.device, values: int, free_bytes: int | None
     need = values * 4
     if need <= free_bytes - reserve_bytes:
         return device
-    log.info("stitching buffers (%.1f GB) do not fit the GPU's free memory (%.1f GB); keeping them on the CPU",
-             need / 1e9, free_bytes / 1e9)
+    log.info(
+        "stitching buffers (%.1f GB) do not fit the GPU's free memory (%.1f GB); keeping them on the CPU",
+        need / 1e9,
+        free_bytes / 1e9,
+    )
     return torch.device("cpu")
 
 
@@ -389,8 +431,13 @@ def softmax_(logits: torch.Tensor, chunk: int = 16) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- per-case pipeline
-def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, options: OutputOptions | None = None,
-                 case_id: str | None = None) -> CaseResult:
+def predict_case(
+    predictor: Predictor,
+    source: CaseInput,
+    out_dir: str | Path,
+    options: OutputOptions | None = None,
+    case_id: str | None = None,
+) -> CaseResult:
     """Read one case, predict, post-process and write its outputs into ``out_dir``.
 
     ``source`` is an :class:`~medseg.cases.InputCase` (from :func:`~medseg.cases.discover_cases`),
@@ -415,10 +462,13 @@ def predict_case(predictor: Predictor, source: CaseInput, out_dir: str | Path, o
     if prediction.instances is not None:  # instance models: instance map, object table, QC picture
         from medseg.inference.instance_predict import write_instance_case
 
-        outputs, stats, post_timings = write_instance_case(case_id, images, prediction, out_dir, options, predictor, dicom)
+        outputs, stats, post_timings = write_instance_case(
+            case_id, images, prediction, out_dir, options, predictor, dicom
+        )
     else:
-        outputs, stats, post_timings = write_case_outputs(predictor, case_id, images[0], prediction, dicom,
-                                                          out_dir, options)
+        outputs, stats, post_timings = write_case_outputs(
+            predictor, case_id, images[0], prediction, dicom, out_dir, options
+        )
     timings.update(post_timings)
     timings["total"] = time.perf_counter() - start
     stats = {"case_id": case_id, "source": described, **stats}
@@ -442,8 +492,9 @@ def _read_case(
     case = source if isinstance(source, InputCase) else _as_case(source, channels)
     case_id = case_id or case.case_id
     check_planned_outputs([case], lambda _: planned_outputs(out_dir, case_id))
-    images, dicom = read_case(case, options.resample, allow_missing_slices=options.allow_missing_slices,
-                              values=options.values)
+    images, dicom = read_case(
+        case, options.resample, allow_missing_slices=options.allow_missing_slices, values=options.values
+    )
     return case_id, images, dicom, redact(case.describe(), case.redact)
 
 

@@ -15,8 +15,8 @@ from its positive end (A, S) at the top.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -108,8 +108,16 @@ def render_qc(image: Volume, labels: Volume, names: Mapping[int, str], path: Pat
     return Path(path)
 
 
-def _draw_view(ax, img: np.ndarray, colour_index: np.ndarray | None, lab: np.ndarray, view: tuple,
-               centre: tuple[int, int, int], spacing: np.ndarray, style: dict) -> None:
+def _draw_view(
+    ax,
+    img: np.ndarray,
+    colour_index: np.ndarray | None,
+    lab: np.ndarray,
+    view: tuple,
+    centre: tuple[int, int, int],
+    spacing: np.ndarray,
+    style: dict,
+) -> None:
     """One orthogonal slice through ``centre`` with the overlay (colour indices into the cmap)."""
     from matplotlib.colors import NoNorm
 
@@ -120,8 +128,15 @@ def _draw_view(ax, img: np.ndarray, colour_index: np.ndarray | None, lab: np.nda
     ax.imshow(img[index].T, cmap="gray", vmin=low, vmax=high, origin="lower", aspect=aspect, interpolation="nearest")
     if colour_index is not None:
         overlay = np.ma.masked_where(lab[index].T == 0, colour_index[index].T)
-        ax.imshow(overlay, cmap=style["cmap"], norm=NoNorm(), alpha=0.45, origin="lower", aspect=aspect,
-                  interpolation="nearest")
+        ax.imshow(
+            overlay,
+            cmap=style["cmap"],
+            norm=NoNorm(),
+            alpha=0.45,
+            origin="lower",
+            aspect=aspect,
+            interpolation="nearest",
+        )
     ax.invert_xaxis()  # the column axis's positive end (R or A) on the left
     _draw_letters(ax, edge_letters(axes))
     ax.set_title(name, fontsize=10)
@@ -129,8 +144,12 @@ def _draw_view(ax, img: np.ndarray, colour_index: np.ndarray | None, lab: np.nda
 
 
 #: where each edge letter sits, in axes fractions, and how it is aligned
-_LETTER_PLACES = {"left": (0.015, 0.5, "left", "center"), "right": (0.985, 0.5, "right", "center"),
-                  "top": (0.5, 0.985, "center", "top"), "bottom": (0.5, 0.015, "center", "bottom")}
+_LETTER_PLACES = {
+    "left": (0.015, 0.5, "left", "center"),
+    "right": (0.985, 0.5, "right", "center"),
+    "top": (0.5, 0.985, "center", "top"),
+    "bottom": (0.5, 0.015, "center", "bottom"),
+}
 
 
 def _draw_letters(ax, letters: Mapping[str, str]) -> None:
@@ -140,5 +159,15 @@ def _draw_letters(ax, letters: Mapping[str, str]) -> None:
     outline = [patheffects.withStroke(linewidth=2, foreground="black")]
     for edge, letter in letters.items():
         x, y, ha, va = _LETTER_PLACES[edge]
-        ax.text(x, y, letter, transform=ax.transAxes, ha=ha, va=va, color="white", fontsize=10,
-                fontweight="bold", path_effects=outline)
+        ax.text(
+            x,
+            y,
+            letter,
+            transform=ax.transAxes,
+            ha=ha,
+            va=va,
+            color="white",
+            fontsize=10,
+            fontweight="bold",
+            path_effects=outline,
+        )

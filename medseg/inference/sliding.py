@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -86,13 +86,20 @@ def _gaussian_numpy(patch: tuple[int, ...], sigma_scale: float) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def gaussian_weights(patch: Sequence[int], sigma_scale: float = 0.125, device: torch.device | str = "cpu") -> torch.Tensor:
+def gaussian_weights(
+    patch: Sequence[int], sigma_scale: float = 0.125, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """A separable Gaussian over a tile (max 1 at the centre, strictly positive, symmetric), float32."""
     return torch.from_numpy(_gaussian_numpy(tuple(int(p) for p in patch), float(sigma_scale))).to(device)
 
 
-def weight_map(shape: Sequence[int], patch: Sequence[int], overlap: float, sigma_scale: float = 0.125,
-               device: torch.device | str = "cpu") -> torch.Tensor:
+def weight_map(
+    shape: Sequence[int],
+    patch: Sequence[int],
+    overlap: float,
+    sigma_scale: float = 0.125,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """The sum of the tile Gaussians of :func:`tile_grid` over an array of ``shape``, float32.
 
     The tile grid is a Cartesian product and the Gaussian separable, so the sum is the outer

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,8 +62,27 @@ SAMPLE_VOXELS = 1_000_000
 #: DICOM Modality values an image series may carry (others, e.g. OT, say nothing about the image)
 IMAGE_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US", "CR", "DX", "MG", "XA", "RF", "OP", "SM"})
 #: channel names (upper case, letters and digits only) that mean MR
-MR_CHANNELS = frozenset({"MR", "MRI", "T1", "T1W", "T1C", "T1CE", "T1GD", "T2", "T2W", "T2STAR", "FLAIR", "PD",
-                         "PDW", "ADC", "DWI", "SWI", "DIXON"})
+MR_CHANNELS = frozenset(
+    {
+        "MR",
+        "MRI",
+        "T1",
+        "T1W",
+        "T1C",
+        "T1CE",
+        "T1GD",
+        "T2",
+        "T2W",
+        "T2STAR",
+        "FLAIR",
+        "PD",
+        "PDW",
+        "ADC",
+        "DWI",
+        "SWI",
+        "DIXON",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -83,9 +103,11 @@ class UnsuitableInputError(InputError):
 
 def refuse(findings: Sequence[Finding]) -> UnsuitableInputError:
     """The one-line error for a refused case (every finding, separated by ``;``)."""
-    return UnsuitableInputError("the input does not suit the model (--strict): "
-                                + "; ".join(f.message for f in findings)
-                                + "; check the input, or run without --strict to segment it anyway")
+    return UnsuitableInputError(
+        "the input does not suit the model (--strict): "
+        + "; ".join(f.message for f in findings)
+        + "; check the input, or run without --strict to segment it anyway"
+    )
 
 
 # ---------------------------------------------------------------------- before the network
@@ -143,8 +165,10 @@ def _modality(image: Volume, plan: Plan, index: int) -> Finding | None:
     given = (image.meta.modality or "").upper().strip()
     if expected is None or given not in IMAGE_MODALITIES or given == expected:
         return None
-    return Finding("modality", f"the image is {given} (DICOM Modality) but the model was trained on "
-                               f"{expected} ({plan.channels[index]})")
+    return Finding(
+        "modality",
+        f"the image is {given} (DICOM Modality) but the model was trained on {expected} ({plan.channels[index]})",
+    )
 
 
 def _channel_stats(plan: Plan, index: int) -> Mapping[str, Any] | None:
@@ -161,14 +185,20 @@ def _intensity(sample: np.ndarray, plan: Plan, index: int) -> Finding | None:
     if plan.normalization[index].scheme in ("ct", "none"):
         inside = float(np.mean((sample >= low) & (sample <= high)))
         if inside < IN_RANGE_FRACTION:
-            return Finding("intensity", f"only {100 * inside:.2f}% of the voxels lie in the training foreground "
-                                        f"range [{low:g}, {high:g}] (other units or modality?)")
+            return Finding(
+                "intensity",
+                f"only {100 * inside:.2f}% of the voxels lie in the training foreground "
+                f"range [{low:g}, {high:g}] (other units or modality?)",
+            )
     if float(stats["min"]) >= 0:
         negative = float(np.mean(sample < 0))
         if negative > NEGATIVE_FRACTION:
-            return Finding("intensity", f"{100 * negative:.0f}% of the voxels are negative (minimum "
-                                        f"{float(sample.min()):g}) but the training images had none "
-                                        "(another modality or units?)")
+            return Finding(
+                "intensity",
+                f"{100 * negative:.0f}% of the voxels are negative (minimum "
+                f"{float(sample.min()):g}) but the training images had none "
+                "(another modality or units?)",
+            )
     return None
 
 
@@ -181,19 +211,39 @@ def _geometry(image: Volume, plan: Plan, spatial_dims: int) -> list[Finding]:
     if ranges is not None:
         (s_min, s_max), (e_min, e_max) = ranges
         if np.any(spacing > SPACING_FACTOR * s_max) or np.any(spacing < s_min / SPACING_FACTOR):
-            findings.append(Finding("spacing", f"voxel spacing {_mm(spacing)} mm is more than {SPACING_FACTOR:g}x "
-                                               f"outside the training range {_range_mm(s_min, s_max)} mm"))
+            findings.append(
+                Finding(
+                    "spacing",
+                    f"voxel spacing {_mm(spacing)} mm is more than {SPACING_FACTOR:g}x "
+                    f"outside the training range {_range_mm(s_min, s_max)} mm",
+                )
+            )
         if np.any(extent > EXTENT_FACTOR * e_max):
-            findings.append(Finding("size", f"the image spans {_mm(extent, 0)} mm, more than {EXTENT_FACTOR:g}x the "
-                                            f"largest training image ({_mm(e_max, 0)} mm)"))
+            findings.append(
+                Finding(
+                    "size",
+                    f"the image spans {_mm(extent, 0)} mm, more than {EXTENT_FACTOR:g}x the "
+                    f"largest training image ({_mm(e_max, 0)} mm)",
+                )
+            )
         elif np.any(extent < e_min / EXTENT_FACTOR):
-            findings.append(Finding("size", f"the image spans {_mm(extent, 0)} mm, less than 1/{EXTENT_FACTOR:g} of "
-                                            f"the smallest training image ({_mm(e_min, 0)} mm)"))
+            findings.append(
+                Finding(
+                    "size",
+                    f"the image spans {_mm(extent, 0)} mm, less than 1/{EXTENT_FACTOR:g} of "
+                    f"the smallest training image ({_mm(e_min, 0)} mm)",
+                )
+            )
         return findings
     patch = _patch_mm(plan, spatial_dims)
     if np.any(extent < patch / EXTENT_FACTOR):
-        findings.append(Finding("size", f"the image spans {_mm(extent, 0)} mm, less than 1/{EXTENT_FACTOR:g} of the "
-                                        f"network's patch ({_mm(patch, 0)} mm)"))
+        findings.append(
+            Finding(
+                "size",
+                f"the image spans {_mm(extent, 0)} mm, less than 1/{EXTENT_FACTOR:g} of the "
+                f"network's patch ({_mm(patch, 0)} mm)",
+            )
+        )
     return findings
 
 
@@ -225,8 +275,9 @@ def _patch_mm(plan: Plan, spatial_dims: int) -> np.ndarray:
 
 
 def _mm(values: Sequence[float] | np.ndarray, decimals: int = 2) -> str:
-    return " x ".join(f"{float(v):.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{float(v):.0f}"
-                      for v in values)
+    return " x ".join(
+        f"{float(v):.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{float(v):.0f}" for v in values
+    )
 
 
 def _range_mm(low: np.ndarray, high: np.ndarray) -> str:
@@ -254,10 +305,19 @@ def check_labels(labels: Volume, plan: Plan) -> list[Finding]:
         volume = float(counts[value]) * voxel_ml if 0 <= value < len(counts) else 0.0
         name = plan.labels.get(value, str(value))
         if volume == 0 and low > 0:
-            findings.append(Finding("volume", f"nothing predicted as {name}, though every training case has "
-                                              f"{low:.3g}-{high:.3g} mL of it"))
+            findings.append(
+                Finding(
+                    "volume",
+                    f"nothing predicted as {name}, though every training case has {low:.3g}-{high:.3g} mL of it",
+                )
+            )
         elif volume > VOLUME_FACTOR * high or volume < low / VOLUME_FACTOR:
-            findings.append(Finding("volume", f"predicted {name} volume {volume:.3g} mL is more than "
-                                              f"{VOLUME_FACTOR:g}x outside the training range {low:.3g}-{high:.3g} "
-                                              "mL per case"))
+            findings.append(
+                Finding(
+                    "volume",
+                    f"predicted {name} volume {volume:.3g} mL is more than "
+                    f"{VOLUME_FACTOR:g}x outside the training range {low:.3g}-{high:.3g} "
+                    "mL per case",
+                )
+            )
     return findings

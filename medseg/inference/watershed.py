@@ -65,7 +65,9 @@ def watershed_instances(probabilities: np.ndarray, settings: WatershedSettings) 
     one_slice = probabilities.shape[3] == 1
     probs = probabilities[..., 0] if one_slice else probabilities
     labels = _watershed(probs[0], probs[1], settings)
-    return (labels[..., None] if one_slice else labels).astype(np.uint16 if labels.max(initial=0) <= 65535 else np.uint32)
+    return (labels[..., None] if one_slice else labels).astype(
+        np.uint16 if labels.max(initial=0) <= 65535 else np.uint32
+    )
 
 
 def _watershed(background: np.ndarray, interior: np.ndarray, settings: WatershedSettings) -> np.ndarray:

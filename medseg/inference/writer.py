@@ -89,9 +89,15 @@ def remapped_metadata(metadata: Mapping[int, T], remap: Mapping[int, int]) -> di
     return out
 
 
-def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, prediction: Prediction,
-                       dicom: DicomSeries | None, out_dir: Path,
-                       options: OutputOptions) -> tuple[dict[str, Path], dict[str, Any], dict[str, float]]:
+def write_case_outputs(
+    predictor: Predictor,
+    case_id: str,
+    image: Volume,
+    prediction: Prediction,
+    dicom: DicomSeries | None,
+    out_dir: Path,
+    options: OutputOptions,
+) -> tuple[dict[str, Path], dict[str, Any], dict[str, float]]:
     """Post-process ``prediction.labels`` and write every asked-for output of one case.
 
     Needs the predictor (labels, validated post-processing), the first input image (for the
@@ -114,12 +120,18 @@ def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, predic
     stats["warnings"] = [finding.to_dict() for finding in prediction.warnings]
     table = {int(row["label"]): str(row["name"]) for row in stats["labels"]}
     outputs.update(_colour_outputs(labels, table, paths, options))
-    stats["postprocessing"] = {"largest_component_classes": classes, "min_size_mm3": post.min_size_mm3,
-                               "fill_holes": post.fill_holes, "remap": {str(k): v for k, v in post.remap.items()}}
+    stats["postprocessing"] = {
+        "largest_component_classes": classes,
+        "min_size_mm3": post.min_size_mm3,
+        "fill_holes": post.fill_holes,
+        "remap": {str(k): v for k, v in post.remap.items()},
+    }
     if options.probabilities and prediction.probabilities is not None:
         outputs["probabilities"] = write_probabilities(prediction.probabilities, labels, paths["probabilities"])
     codes = remapped_metadata(predictor.label_metadata, post.remap)
-    outputs.update(write_dicom_outputs(case_id, labels, names, dicom, paths, options, stats, predictor.model_name, codes))
+    outputs.update(
+        write_dicom_outputs(case_id, labels, names, dicom, paths, options, stats, predictor.model_name, codes)
+    )
     if post.instances:
         outputs.update(_instance_outputs(array, labels, image, post.instances, names, paths, stats))
     write_stats(stats, paths["stats_json"], paths["stats_csv"])
@@ -134,8 +146,9 @@ def write_case_outputs(predictor: Predictor, case_id: str, image: Volume, predic
     return outputs, stats, timings
 
 
-def _colour_outputs(labels: Volume, table: Mapping[int, str], paths: Mapping[str, Path],
-                    options: OutputOptions) -> dict[str, Path]:
+def _colour_outputs(
+    labels: Volume, table: Mapping[int, str], paths: Mapping[str, Path], options: OutputOptions
+) -> dict[str, Path]:
     """The Slicer and ITK-SNAP colour tables beside the labels, and the ``.seg.nrrd`` when asked."""
     from medseg.io.colour_tables import write_colour_tables
 
@@ -147,9 +160,17 @@ def _colour_outputs(labels: Volume, table: Mapping[int, str], paths: Mapping[str
     return outputs
 
 
-def write_dicom_outputs(case_id: str, labels: Volume, names: Mapping[int, str], dicom: DicomSeries | None,
-                   paths: Mapping[str, Path], options: OutputOptions, stats: dict[str, Any],
-                   model_name: str | None = None, codes: Mapping[int, Any] | None = None) -> dict[str, Path]:
+def write_dicom_outputs(
+    case_id: str,
+    labels: Volume,
+    names: Mapping[int, str],
+    dicom: DicomSeries | None,
+    paths: Mapping[str, Path],
+    options: OutputOptions,
+    stats: dict[str, Any],
+    model_name: str | None = None,
+    codes: Mapping[int, Any] | None = None,
+) -> dict[str, Path]:
     """DICOM SEG (segments named ``names``, coded ``codes``, made by ``model_name``) and RTSTRUCT for
     DICOM input; a skipped one is logged and noted in ``stats``."""
     outputs: dict[str, Path] = {}
@@ -177,8 +198,15 @@ def write_dicom_outputs(case_id: str, labels: Volume, names: Mapping[int, str], 
     return outputs
 
 
-def _instance_outputs(array: np.ndarray, labels: Volume, image: Volume, classes: tuple[int, ...],
-                      names: Mapping[int, str], paths: Mapping[str, Path], stats: dict[str, Any]) -> dict[str, Path]:
+def _instance_outputs(
+    array: np.ndarray,
+    labels: Volume,
+    image: Volume,
+    classes: tuple[int, ...],
+    names: Mapping[int, str],
+    paths: Mapping[str, Path],
+    stats: dict[str, Any],
+) -> dict[str, Path]:
     """The instance map and table, with the image's intensity statistics per instance."""
     instances, table = instance_map(array, labels.affine, classes, names)
     rows = [inst.row() for inst in table]
@@ -190,8 +218,15 @@ def _instance_outputs(array: np.ndarray, labels: Volume, image: Volume, classes:
     return {"instances": paths["instances"], "instances_csv": paths["instances_csv"]}
 
 
-def _viewer_output(case_id: str, image: Volume, labels: Volume, table: Mapping[int, str], path: Path,
-                   options: OutputOptions, stats: dict[str, Any]) -> dict[str, Path]:
+def _viewer_output(
+    case_id: str,
+    image: Volume,
+    labels: Volume,
+    table: Mapping[int, str],
+    path: Path,
+    options: OutputOptions,
+    stats: dict[str, Any],
+) -> dict[str, Path]:
     """The case's NiiVue viewer page, or nothing (noted in ``stats``) when the bundle is not installed."""
     from medseg.viewer import ViewerUnavailable, write_case_viewer
 

@@ -12,12 +12,17 @@ from pathlib import Path
 from medseg.io.files import is_volume_file, read_volume_file, write_volume_file
 from medseg.volume import Kind, Volume
 
-__all__ = ["read_volume", "write_volume", "is_volume_file"]
+__all__ = ["is_volume_file", "read_volume", "write_volume"]
 
 
 def read_volume(
-    path: str | Path, kind: Kind = "image", series: str | None = None, resample: bool = False, *,
-    allow_missing_slices: bool = False, values: str = "rescaled",
+    path: str | Path,
+    kind: Kind = "image",
+    series: str | None = None,
+    resample: bool = False,
+    *,
+    allow_missing_slices: bool = False,
+    values: str = "rescaled",
 ) -> Volume:
     """Read one volume from a NIfTI/NRRD/MHA file, a PNG/TIFF 2D image, or a DICOM file/folder.
 
@@ -44,8 +49,9 @@ def read_volume(
 
     if is_dicom_image2d(path):
         return read_dicom_image2d(path, kind=kind)
-    volume = load_volume(path, select=series, resample=resample, allow_missing_slices=allow_missing_slices,
-                         values=values)
+    volume = load_volume(
+        path, select=series, resample=resample, allow_missing_slices=allow_missing_slices, values=values
+    )
     return volume.as_label() if kind == "label" else volume
 
 

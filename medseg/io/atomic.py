@@ -6,9 +6,9 @@ import errno
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from medseg.errors import OutputError
 
@@ -23,7 +23,7 @@ def full_suffix(path: Path) -> str:
     name = path.name.lower()
     for suffix in _KNOWN_SUFFIXES:
         if name.endswith(suffix):
-            return path.name[-len(suffix):]
+            return path.name[-len(suffix) :]
     return path.suffix
 
 
@@ -82,6 +82,8 @@ def remove_temp_files_of(target: Path) -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
 #: errno -> what to do, for writes the user's system refuses (disk full, file-size limit, quota...)
 _WRITE_FIXES = {
     errno.ENOSPC: "free space on that disk or choose another output folder",

@@ -51,8 +51,11 @@ def slicer_name(name: str) -> str:
 def slicer_ctbl_text(names: Mapping[int, str]) -> str:
     """The Slicer colour table for ``names`` (value -> name) as text."""
     rows = named_colours(names)
-    lines = ["# Color table file written by medseg (label value, name, R G B A)", f"# {len(rows) + 1} values",
-             "0 Background 0 0 0 0"]
+    lines = [
+        "# Color table file written by medseg (label value, name, R G B A)",
+        f"# {len(rows) + 1} values",
+        "0 Background 0 0 0 0",
+    ]
     lines += [f"{value} {slicer_name(name)} {r} {g} {b} 255" for value, name, (r, g, b) in rows]
     return "\n".join(lines) + "\n"
 
@@ -71,8 +74,10 @@ def colour_table_paths(labels_path: Path) -> dict[str, Path]:
     from medseg.io.atomic import full_suffix
 
     stem = labels_path.name[: -len(full_suffix(labels_path))] if full_suffix(labels_path) else labels_path.name
-    return {"slicer_ctbl": labels_path.with_name(stem + SLICER_SUFFIX),
-            "itksnap_labels": labels_path.with_name(stem + ITKSNAP_SUFFIX)}
+    return {
+        "slicer_ctbl": labels_path.with_name(stem + SLICER_SUFFIX),
+        "itksnap_labels": labels_path.with_name(stem + ITKSNAP_SUFFIX),
+    }
 
 
 def write_colour_tables(names: Mapping[int, str], labels_path: Path) -> dict[str, Path]:
@@ -114,6 +119,6 @@ def read_itksnap_labels(path: Path) -> ColourTable:
             continue
         match = _ITKSNAP_LINE.match(line)
         if match is None:
-            raise InputError(f'{path}:{number} is not \'IDX R G B A VIS MSH "LABEL"\'; is this an ITK-SNAP label file?')
+            raise InputError(f"{path}:{number} is not 'IDX R G B A VIS MSH \"LABEL\"'; is this an ITK-SNAP label file?")
         table[int(match[1])] = (match[8], (int(match[2]), int(match[3]), int(match[4])))
     return table

@@ -56,8 +56,7 @@ def read_volume_file(path: str | Path, kind: Kind = "image") -> Volume:
             volume = Volume.from_sitk(read_sitk(path), meta=meta)
         else:
             raise InputError(
-                f"{path}: unknown volume format {suffix!r}; use one of {', '.join(VOLUME_SUFFIXES)} "
-                "or a DICOM folder"
+                f"{path}: unknown volume format {suffix!r}; use one of {', '.join(VOLUME_SUFFIXES)} or a DICOM folder"
             )
     except MedsegError:
         raise
@@ -91,9 +90,7 @@ def _check_finite(volume: Volume, path: Path) -> None:
     if np.issubdtype(array.dtype, np.floating):
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         if bad:
-            raise InputError(
-                f"{path} holds {bad} NaN/Inf voxel(s); fix or mask them before segmenting"
-            )
+            raise InputError(f"{path} holds {bad} NaN/Inf voxel(s); fix or mask them before segmenting")
 
 
 def write_volume_file(volume: Volume, path: str | Path) -> Path:

@@ -44,8 +44,18 @@ IMAGE2D_SUFFIXES = PNG_SUFFIXES + TIFF_SUFFIXES
 
 #: millimetres per unit of TIFF ResolutionUnit (2 inch, 3 centimetre) and of ImageJ's ``unit``
 _TIFF_UNIT_MM = {2: 25.4, 3: 10.0}
-_IMAGEJ_UNIT_MM = {"mm": 1.0, "millimeter": 1.0, "cm": 10.0, "um": 1e-3, "micron": 1e-3, "\u00b5m": 1e-3,
-                   "\u03bcm": 1e-3, "microns": 1e-3, "nm": 1e-6, "inch": 25.4}
+_IMAGEJ_UNIT_MM = {
+    "mm": 1.0,
+    "millimeter": 1.0,
+    "cm": 10.0,
+    "um": 1e-3,
+    "micron": 1e-3,
+    "\u00b5m": 1e-3,
+    "\u03bcm": 1e-3,
+    "microns": 1e-3,
+    "nm": 1e-6,
+    "inch": 25.4,
+}
 
 
 # ------------------------------------------------------------------------------------ geometry
@@ -59,8 +69,13 @@ def image_affine(spacing: tuple[float, float] | None) -> np.ndarray:
     return LPS_TO_RAS @ np.diag([col_mm, row_mm, 1.0, 1.0])
 
 
-def volume_from_pixels(pixels: np.ndarray, spacing: tuple[float, float] | None, kind: Kind = "image",
-                       meta: VolumeMeta | None = None, affine: np.ndarray | None = None) -> Volume:
+def volume_from_pixels(
+    pixels: np.ndarray,
+    spacing: tuple[float, float] | None,
+    kind: Kind = "image",
+    meta: VolumeMeta | None = None,
+    affine: np.ndarray | None = None,
+) -> Volume:
     """A one-slice Volume from a file's ``(H, W)`` or ``(H, W, C)`` pixels.
 
     ``spacing`` (row, column) in mm or None (unknown: pixel units, ``meta.spacing_known`` False).
@@ -119,7 +134,9 @@ def read_image2d(path: str | Path, kind: Kind = "image", keep_alpha: bool = Fals
     except InputError:
         raise
     except Exception as exc:  # Pillow / tifffile raise many types for corrupt files
-        raise InputError(f"{path} could not be read as {suffix} ({type(exc).__name__}: {exc}); is the file complete?") from None
+        raise InputError(
+            f"{path} could not be read as {suffix} ({type(exc).__name__}: {exc}); is the file complete?"
+        ) from None
     pixels = _channels(pixels, path, kind, keep_alpha)
     meta = VolumeMeta(source=str(path), extra={"format": suffix.lstrip(".")})
     return volume_from_pixels(pixels, spacing, kind, meta)
@@ -144,7 +161,9 @@ def _read_png(path: Path, kind: Kind) -> np.ndarray:
 
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     if depth == 16 and colour == 4:
-        raise InputError(f"{path} is a 16-bit grey + alpha PNG, which no reader here decodes losslessly; save it as TIFF")
+        raise InputError(
+            f"{path} is a 16-bit grey + alpha PNG, which no reader here decodes losslessly; save it as TIFF"
+        )
     with Image.open(path) as image:
         if image.mode == "P" and kind == "image":
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -226,8 +245,10 @@ def write_image2d(volume: Volume, path: str | Path) -> Path:
     if suffix not in IMAGE2D_SUFFIXES:
         raise OutputError(f"{path}: cannot write {suffix!r} as a 2D image; use one of {', '.join(IMAGE2D_SUFFIXES)}")
     if not is_2d(volume):
-        raise OutputError(f"{path}: a {suffix} file holds one 2D image, but the volume has shape {volume.spatial_shape}; "
-                          "write 3D maps as .nii.gz")
+        raise OutputError(
+            f"{path}: a {suffix} file holds one 2D image, but the volume has shape {volume.spatial_shape}; "
+            "write 3D maps as .nii.gz"
+        )
     pixels = _label_pixels(volume, path) if volume.kind == "label" else image_pixels(volume)
     with atomic_path(path) as tmp:
         if suffix in PNG_SUFFIXES:
@@ -255,8 +276,10 @@ def _write_png(pixels: np.ndarray, tmp: Path, path: Path) -> None:
     from PIL import Image
 
     if pixels.dtype not in (np.uint8, np.uint16) or (pixels.dtype == np.uint16 and pixels.ndim != 2):
-        raise OutputError(f"{path}: PNG holds 8-bit grey/RGB(A) or 16-bit grey, got {pixels.dtype} "
-                          f"with shape {pixels.shape}; write .tif or .nii.gz")
+        raise OutputError(
+            f"{path}: PNG holds 8-bit grey/RGB(A) or 16-bit grey, got {pixels.dtype} "
+            f"with shape {pixels.shape}; write .tif or .nii.gz"
+        )
     if pixels.ndim == 3 and pixels.shape[2] not in (3, 4):
         raise OutputError(f"{path}: PNG holds 1, 3 or 4 channels, got {pixels.shape[2]}; write .tif")
     Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG")
@@ -269,8 +292,14 @@ def _write_tiff(pixels: np.ndarray, tmp: Path, spacing: tuple[float, float] | No
     resolution, unit = None, None
     if spacing is not None:  # pixels per centimetre across (columns) and down (rows)
         resolution, unit = (10.0 / spacing[1], 10.0 / spacing[0]), "CENTIMETER"
-    tifffile.imwrite(tmp, np.ascontiguousarray(pixels), photometric=photometric, compression="zlib",
-                     resolution=resolution, resolutionunit=unit)
+    tifffile.imwrite(
+        tmp,
+        np.ascontiguousarray(pixels),
+        photometric=photometric,
+        compression="zlib",
+        resolution=resolution,
+        resolutionunit=unit,
+    )
 
 
 def _written_spacing(volume: Volume) -> tuple[float, float] | None:

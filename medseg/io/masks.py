@@ -72,7 +72,9 @@ def find_overlaps(masks: np.ndarray, names: Sequence[str]) -> tuple[Overlap, ...
     counts = shared.T @ shared
     return tuple(
         Overlap(str(names[a]), str(names[b]), int(counts[a, b]))
-        for a in range(len(names)) for b in range(a + 1, len(names)) if counts[a, b]
+        for a in range(len(names))
+        for b in range(a + 1, len(names))
+        if counts[a, b]
     )
 
 

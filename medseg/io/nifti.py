@@ -50,7 +50,7 @@ def _image_class(head: bytes) -> Any:
     return None
 
 
-def load_nifti(path: str | os.PathLike[str]) -> "SpatialImage":
+def load_nifti(path: str | os.PathLike[str]) -> SpatialImage:
     """Open a ``.nii`` or ``.nii.gz`` file as a nibabel image, after checking what its header claims.
 
     The header is read first and :func:`medseg.io.limits.check_claim` refuses (InputError)
@@ -129,7 +129,7 @@ def _gzip_isize(path: str | os.PathLike[str]) -> int | None:
         return int.from_bytes(handle.read(4), "little")
 
 
-def save_nifti(image: "nib.Nifti1Image", path: str | os.PathLike[str]) -> None:
+def save_nifti(image: nib.Nifti1Image, path: str | os.PathLike[str]) -> None:
     """Write ``image`` to ``path`` (``.nii`` or ``.nii.gz`` by name); gzip streams are written by
     ISA-L at :data:`COMPRESS_LEVEL`. Not atomic by itself: callers write to a temporary path."""
     import nibabel as nib

@@ -16,9 +16,10 @@ is in :mod:`medseg.io.rtstruct_writer`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -49,9 +50,7 @@ class Roi:
     contours: tuple[np.ndarray, ...]
 
 
-def read_rtstruct(
-    path: str | Path, reference: "DicomSeries | Volume", rois: Sequence[str] | None = None
-) -> Volume:
+def read_rtstruct(path: str | Path, reference: DicomSeries | Volume, rois: Sequence[str] | None = None) -> Volume:
     """Rasterise the ROIs of an RTSTRUCT onto the grid of ``reference`` as one label map.
 
     Needs an RTSTRUCT file (files without a DICOM preamble are read with ``force=True``) and the
@@ -64,13 +63,16 @@ def read_rtstruct(
     structures = read_rtstruct_masks(path, reference, rois)
     message = structures.overlap_message("ROIs")
     if message:
-        log.warning("%s: %s; in the label map the later ROI wins those voxels (medseg convert --masks keeps "
-                    "one mask per ROI)", path, message)
+        log.warning(
+            "%s: %s; in the label map the later ROI wins those voxels (medseg convert --masks keeps one mask per ROI)",
+            path,
+            message,
+        )
     return structures.label_map()
 
 
 def read_rtstruct_masks(
-    path: str | Path, reference: "DicomSeries | Volume", rois: Sequence[str] | None = None
+    path: str | Path, reference: DicomSeries | Volume, rois: Sequence[str] | None = None
 ) -> StructureMasks:
     """Rasterise every selected ROI into a mask of its own, so overlapping ROIs lose nothing.
 
@@ -86,12 +88,16 @@ def read_rtstruct_masks(
     masks = np.zeros((*grid.shape, len(selected)), dtype=np.uint8, order="F")
     for n, roi in enumerate(selected):
         masks[..., n] = _roi_mask(roi, grid, path)
-    meta = {"modality": "RTSTRUCT", "series_uid": grid.series_uid, "source": str(path),
-            "description": str(ds.get("StructureSetLabel", "")) or None}
+    meta = {
+        "modality": "RTSTRUCT",
+        "series_uid": grid.series_uid,
+        "source": str(path),
+        "description": str(ds.get("StructureSetLabel", "")) or None,
+    }
     return structure_masks(masks, [roi.name for roi in selected], grid.volume, meta)
 
 
-def open_rtstruct(path: Path) -> "pydicom.Dataset":
+def open_rtstruct(path: Path) -> pydicom.Dataset:
     """Read an RTSTRUCT with pydicom (retrying with ``force=True`` for files without a preamble)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -112,7 +118,7 @@ def open_rtstruct(path: Path) -> "pydicom.Dataset":
     return ds
 
 
-def referenced_series_uids(ds: "pydicom.Dataset") -> list[str]:
+def referenced_series_uids(ds: pydicom.Dataset) -> list[str]:
     """SeriesInstanceUIDs of the image series an RTSTRUCT's contours were drawn on."""
     uids = []
     for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
@@ -123,7 +129,7 @@ def referenced_series_uids(ds: "pydicom.Dataset") -> list[str]:
     return uids
 
 
-def _check_reference(ds: "pydicom.Dataset", grid: ReferenceGrid, path: Path) -> None:
+def _check_reference(ds: pydicom.Dataset, grid: ReferenceGrid, path: Path) -> None:
     """Refuse a reference series other than the one the structure set names."""
     wanted = referenced_series_uids(ds)
     if wanted and grid.series_uid and grid.series_uid not in wanted:
@@ -131,15 +137,21 @@ def _check_reference(ds: "pydicom.Dataset", grid: ReferenceGrid, path: Path) -> 
             f"{path} was drawn on image series {', '.join(wanted)} but the reference is series "
             f"{grid.series_uid}; pass the image series the RTSTRUCT refers to"
         )
-    frames = {str(f.FrameOfReferenceUID) for f in ds.get("ReferencedFrameOfReferenceSequence", []) if "FrameOfReferenceUID" in f}
+    frames = {
+        str(f.FrameOfReferenceUID)
+        for f in ds.get("ReferencedFrameOfReferenceSequence", [])
+        if "FrameOfReferenceUID" in f
+    }
     if frames and grid.frame_of_reference_uid and grid.frame_of_reference_uid not in frames:
         log.warning(
-            "%s names frame of reference %s but its image series has %s; placing the contours "
-            "by the series reference", path, ", ".join(sorted(frames)), grid.frame_of_reference_uid,
+            "%s names frame of reference %s but its image series has %s; placing the contours by the series reference",
+            path,
+            ", ".join(sorted(frames)),
+            grid.frame_of_reference_uid,
         )
 
 
-def _read_rois(ds: "pydicom.Dataset") -> list[Roi]:
+def _read_rois(ds: pydicom.Dataset) -> list[Roi]:
     """All ROIs in StructureSetROISequence order with their CLOSED_PLANAR contour points."""
     contours: dict[int, list[np.ndarray]] = {}
     for item in ds.get("ROIContourSequence", []):
@@ -188,7 +200,9 @@ def _roi_mask(roi: Roi, grid: ReferenceGrid, path: Path) -> np.ndarray:
     if skipped:
         log.warning(
             "%s: %d contour(s) of ROI %r are not on a slice of the image series and were skipped",
-            path, skipped, roi.name,
+            path,
+            skipped,
+            roi.name,
         )
     if not by_slice:
         log.warning("%s: ROI %r has no closed contours on this series; it stays empty", path, roi.name)
@@ -213,7 +227,8 @@ def fill_contours(contours: Sequence[np.ndarray], shape: tuple[int, int]) -> np.
     plane = np.zeros(shape, dtype=bool)
     for n, ij in enumerate(contours):
         depth = sum(
-            1 for m, other in enumerate(paths)
+            1
+            for m, other in enumerate(paths)
             if m != n and areas[m] > areas[n] and np.all(_inside(other, ij, boundary=True))
         )
         plane ^= polygon_mask(ij, shape, boundary=depth % 2 == 0)
@@ -226,7 +241,7 @@ def _polygon_area(ij: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
-def _inside(path: "MplPath", points: np.ndarray, boundary: bool) -> np.ndarray:
+def _inside(path: MplPath, points: np.ndarray, boundary: bool) -> np.ndarray:
     """Which ``points`` lie inside ``path``; points on it count when ``boundary`` is set.
 
     matplotlib's margin grows or shrinks the polygon depending on its orientation, so the union
@@ -263,5 +278,5 @@ def polygon_mask(ij: np.ndarray, shape: tuple[int, int], boundary: bool = True) 
     ii, jj = np.meshgrid(np.arange(low[0], high[0]), np.arange(low[1], high[1]), indexing="ij")
     centres = np.column_stack([ii.ravel(), jj.ravel()])
     inside = _inside(PolygonPath(ij, closed=False), centres, boundary)
-    mask[low[0]:high[0], low[1]:high[1]] = inside.reshape(ii.shape)
+    mask[low[0] : high[0], low[1] : high[1]] = inside.reshape(ii.shape)
     return mask

@@ -49,8 +49,9 @@ def rtstruct_skip_reason(labels: Volume, source: DicomSeries) -> str | None:
     return None
 
 
-def write_rtstruct(labels: Volume, source: DicomSeries, path: str | Path, names: Mapping[int, str] | None = None,
-                   label: str = "medseg") -> Path:
+def write_rtstruct(
+    labels: Volume, source: DicomSeries, path: str | Path, names: Mapping[int, str] | None = None, label: str = "medseg"
+) -> Path:
     """Write every label value present in ``labels`` as one ROI of an RTSTRUCT on ``source``.
 
     Needs a 3D label Volume on exactly ``source.volume``'s grid with some foreground, and a
@@ -85,8 +86,11 @@ def _build(labels: Volume, source: DicomSeries, names: Mapping[int, str], label:
         _describe(structure_set.ds, label)
         for value in sorted(int(v) for v in np.unique(array) if v > 0):
             mask = np.transpose(array == value, (1, 0, 2))[:, :, order]  # (rows, columns, slices)
-            structure_set.add_roi(mask=np.ascontiguousarray(mask), color=list(label_colour(value)),
-                                  name=str(names.get(value, f"label {value}"))[:64])
+            structure_set.add_roi(
+                mask=np.ascontiguousarray(mask),
+                color=list(label_colour(value)),
+                name=str(names.get(value, f"label {value}"))[:64],
+            )
     return structure_set
 
 
@@ -109,7 +113,7 @@ def require_rt_utils():
         from rt_utils import ds_helper, image_helper
     except ImportError as exc:
         raise ConfigError(
-            f"RTSTRUCT output needs rt-utils ({exc}); install it with: pip install \"medseg[rtstruct]\""
+            f'RTSTRUCT output needs rt-utils ({exc}); install it with: pip install "medseg[rtstruct]"'
         ) from None
     return rt_utils, ds_helper, image_helper
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from collections.abc import MutableSequence
+from collections.abc import Iterator, Mapping, MutableSequence, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class ReferenceGrid:
     resampled: bool = False
 
     @classmethod
-    def of(cls, reference: "DicomSeries | Volume") -> "ReferenceGrid":
+    def of(cls, reference: DicomSeries | Volume) -> ReferenceGrid:
         """The grid of a loaded DICOM series (with its instance UIDs) or of a plain Volume."""
         if isinstance(reference, Volume):
             volume = reference.require_3d()
@@ -125,7 +125,7 @@ class ReferenceGrid:
         return local
 
 
-def _source_to_k(series: "DicomSeries") -> dict[tuple[str, int], int]:
+def _source_to_k(series: DicomSeries) -> dict[tuple[str, int], int]:
     """``(SOPInstanceUID, frame number) -> k`` for every source frame of slice k (volume 0)."""
     if series.resampled:
         return {}
@@ -149,7 +149,7 @@ class _Frame:
     row_axis: tuple[int, int]  # (axis, +1/-1) the row index runs along
 
 
-def read_seg(path: str | Path, reference: "DicomSeries | Volume") -> Volume:
+def read_seg(path: str | Path, reference: DicomSeries | Volume) -> Volume:
     """Read a DICOM SEG as a label Volume on the grid of ``reference``.
 
     Needs a SEG file (BINARY, FRACTIONAL or LABELMAP) whose frames lie on slices of
@@ -163,8 +163,12 @@ def read_seg(path: str | Path, reference: "DicomSeries | Volume") -> Volume:
     structures = read_seg_masks(path, reference)
     message = structures.overlap_message("segments")
     if message:
-        log.warning("%s: %s; in the label map the highest segment number wins those voxels "
-                    "(medseg convert --masks keeps one mask per segment)", path, message)
+        log.warning(
+            "%s: %s; in the label map the highest segment number wins those voxels "
+            "(medseg convert --masks keeps one mask per segment)",
+            path,
+            message,
+        )
     numbers = structures.masks.meta.extra["segment_numbers"]
     masks = structures.masks.array
     labels = np.zeros(masks.shape[:3], dtype=np.uint8 if max(numbers + [1]) < 256 else np.uint16, order="F")
@@ -174,7 +178,7 @@ def read_seg(path: str | Path, reference: "DicomSeries | Volume") -> Volume:
     return Volume(labels, structures.masks.affine, "label", meta)
 
 
-def read_seg_masks(path: str | Path, reference: "DicomSeries | Volume") -> StructureMasks:
+def read_seg_masks(path: str | Path, reference: DicomSeries | Volume) -> StructureMasks:
     """Read every segment of a DICOM SEG into a mask of its own, so overlapping segments lose nothing.
 
     Needs what :func:`read_seg` needs. Promises :class:`~medseg.io.masks.StructureMasks` with
@@ -189,9 +193,13 @@ def read_seg_masks(path: str | Path, reference: "DicomSeries | Volume") -> Struc
     segments = [item for item in seg.SegmentSequence if int(item.SegmentNumber) > 0]
     numbers = [int(item.SegmentNumber) for item in segments]
     masks = _paint_masks(seg, frames, grid.shape, numbers)
-    meta = {"modality": "SEG", "series_uid": grid.series_uid, "source": str(path),
-            "description": str(seg.get("SeriesDescription", "")) or None,
-            "extra": {"seg_series_uid": str(seg.SeriesInstanceUID), "segment_numbers": numbers}}
+    meta = {
+        "modality": "SEG",
+        "series_uid": grid.series_uid,
+        "source": str(path),
+        "description": str(seg.get("SeriesDescription", "")) or None,
+        "extra": {"seg_series_uid": str(seg.SeriesInstanceUID), "segment_numbers": numbers},
+    }
     names = [str(item.get("SegmentLabel", f"segment {item.SegmentNumber}")) for item in segments]
     return structure_masks(masks, names, grid.volume, meta)
 
@@ -201,13 +209,11 @@ def seg_referenced_series_uids(path: str | Path) -> list[str]:
     path = Path(path)
     ds = _read_header(path)
     return [
-        str(item.SeriesInstanceUID)
-        for item in ds.get("ReferencedSeriesSequence", [])
-        if "SeriesInstanceUID" in item
+        str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence", []) if "SeriesInstanceUID" in item
     ]
 
 
-def _read_header(path: Path) -> "pydicom.Dataset":
+def _read_header(path: Path) -> pydicom.Dataset:
     """The header of a DICOM SEG file (no pixel data), or a one-line error."""
     import pydicom
 
@@ -224,7 +230,7 @@ def _read_header(path: Path) -> "pydicom.Dataset":
     return header
 
 
-def _open_seg(path: Path) -> "hd.seg.Segmentation":
+def _open_seg(path: Path) -> hd.seg.Segmentation:
     """Parse ``path`` with highdicom, turning every failure into a one-line user error."""
     import highdicom as hd
 
@@ -232,10 +238,12 @@ def _open_seg(path: Path) -> "hd.seg.Segmentation":
     try:
         return hd.seg.segread(path)
     except Exception as exc:
-        raise DicomError(f"{path}: the SEG could not be decoded ({type(exc).__name__}: {exc}); is the file complete and valid?") from None
+        raise DicomError(
+            f"{path}: the SEG could not be decoded ({type(exc).__name__}: {exc}); is the file complete and valid?"
+        ) from None
 
 
-def _check_frame_of_reference(seg: "pydicom.Dataset", grid: ReferenceGrid, path: Path) -> None:
+def _check_frame_of_reference(seg: pydicom.Dataset, grid: ReferenceGrid, path: Path) -> None:
     """Refuse a SEG drawn in another patient coordinate system than the reference."""
     ours = str(seg.get("FrameOfReferenceUID", "")) or None
     if ours and grid.frame_of_reference_uid and ours != grid.frame_of_reference_uid:
@@ -245,7 +253,7 @@ def _check_frame_of_reference(seg: "pydicom.Dataset", grid: ReferenceGrid, path:
         )
 
 
-def _functional_item(seg: "pydicom.Dataset", per_frame: Any, keyword: str) -> Any:
+def _functional_item(seg: pydicom.Dataset, per_frame: Any, keyword: str) -> Any:
     """The first item of functional group ``keyword`` for a frame (per-frame, else shared)."""
     for groups in (per_frame, seg.get("SharedFunctionalGroupsSequence", [None])[0]):
         items = groups.get(keyword) if groups is not None else None
@@ -254,7 +262,7 @@ def _functional_item(seg: "pydicom.Dataset", per_frame: Any, keyword: str) -> An
     return None
 
 
-def _place_frames(seg: "pydicom.Dataset", grid: ReferenceGrid, path: Path) -> list[_Frame]:
+def _place_frames(seg: pydicom.Dataset, grid: ReferenceGrid, path: Path) -> list[_Frame]:
     """Work out where every SEG frame goes on the reference grid (by instance UID, else position)."""
     per_frame = seg.get("PerFrameFunctionalGroupsSequence") or [None] * int(seg.get("NumberOfFrames", 1))
     labelmap = str(seg.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.7"
@@ -300,7 +308,7 @@ def _check_one_frame_per_slice(frames: list[_Frame], path: Path) -> None:
         seen[key] = frame.number
 
 
-def _frame_segment(seg: "pydicom.Dataset", groups: Any, number: int, path: Path) -> int:
+def _frame_segment(seg: pydicom.Dataset, groups: Any, number: int, path: Path) -> int:
     """The segment number a BINARY/FRACTIONAL frame belongs to."""
     item = _functional_item(seg, groups, "SegmentIdentificationSequence")
     if item is None or "ReferencedSegmentNumber" not in item:
@@ -329,7 +337,7 @@ def _first_int(value: Any, default: int = 1) -> int:
 
 
 def _frame_geometry(
-    seg: "pydicom.Dataset", groups: Any, grid: ReferenceGrid
+    seg: pydicom.Dataset, groups: Any, grid: ReferenceGrid
 ) -> tuple[tuple[int, int, int], tuple[int, int], tuple[int, int]] | None:
     """Index placement of a frame from its plane position, orientation and pixel spacing.
 
@@ -377,7 +385,7 @@ def _axis_error(axes: np.ndarray) -> float:
 
 
 def _check_frame_fits(
-    seg: "pydicom.Dataset", placement: tuple, shape: tuple[int, int, int], path: Path, number: int
+    seg: pydicom.Dataset, placement: tuple, shape: tuple[int, int, int], path: Path, number: int
 ) -> None:
     """Refuse a frame whose pixels would fall outside the reference grid."""
     origin, (col_axis, col_sign), (row_axis, row_sign) = placement
@@ -392,8 +400,9 @@ def _check_frame_fits(
         )
 
 
-def _paint_masks(seg: "hd.seg.Segmentation", frames: list[_Frame], shape: tuple[int, int, int],
-                 numbers: list[int]) -> np.ndarray:
+def _paint_masks(
+    seg: hd.seg.Segmentation, frames: list[_Frame], shape: tuple[int, int, int], numbers: list[int]
+) -> np.ndarray:
     """Decode frames into one mask per segment: ``(I, J, K, len(numbers))`` uint8, 1 = in the segment."""
     channel = {number: n for n, number in enumerate(numbers)}
     # Fortran order makes a slice masks[:, :, k, n] contiguous, like a transposed frame
@@ -409,7 +418,7 @@ def _paint_masks(seg: "hd.seg.Segmentation", frames: list[_Frame], shape: tuple[
     return masks
 
 
-def _foreground_threshold(seg: "pydicom.Dataset") -> float:
+def _foreground_threshold(seg: pydicom.Dataset) -> float:
     """Stored value at and above which a pixel is foreground (0.5 of the maximum for FRACTIONAL)."""
     if str(seg.get("SegmentationType", "")) == "FRACTIONAL":
         return 0.5 * float(seg.get("MaximumFractionalValue", 255))
@@ -447,7 +456,9 @@ class CodedTerm:
     def __post_init__(self) -> None:
         for name, value, limit in (("code", self.code, 16), ("scheme", self.scheme, 16), ("meaning", self.meaning, 64)):
             if not isinstance(value, str) or not value.strip() or len(value) > limit:
-                raise ConfigError(f"a code's {name} must be a non-empty text of at most {limit} characters, got {value!r}")
+                raise ConfigError(
+                    f"a code's {name} must be a non-empty text of at most {limit} characters, got {value!r}"
+                )
 
     @classmethod
     def from_dict(cls, data: object, where: str) -> CodedTerm:
@@ -487,7 +498,9 @@ class SegmentCoding:
         """Coding from ``{"category": TERM, "type": TERM[, "modifier": TERM]}`` (TERM as in
         :meth:`CodedTerm.from_dict`); ConfigError naming ``where`` and what is wrong."""
         if not isinstance(data, Mapping) or not {"category", "type"} <= set(data) <= {"category", "type", "modifier"}:
-            raise ConfigError(f"{where} must be an object with the keys category, type and optionally modifier, got {data!r}")
+            raise ConfigError(
+                f"{where} must be an object with the keys category, type and optionally modifier, got {data!r}"
+            )
         modifier = data.get("modifier")
         return cls(
             CodedTerm.from_dict(data["category"], f"{where}.category"),
@@ -593,8 +606,15 @@ def _segmentation(
 #: Type-2 patient and study attributes highdicom reads from the first source image: they must be
 #: present there, but may be empty (anonymised exports drop them), and a present value must be valid.
 TYPE2_SOURCE_ATTRIBUTES = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
 )
 #: The SEG's character set: UTF-8 holds every text the source headers decode to, whatever theirs was.
 SEG_CHARACTER_SET = "ISO_IR 192"
@@ -652,8 +672,10 @@ def _missing_frame_of_reference(datasets: Sequence[pydicom.Dataset]) -> str | No
     if found:
         return found
     series_uid = _text(datasets[0], "SeriesInstanceUID")
-    log.info("the source series has no FrameOfReferenceUID (removed by anonymisation?); the SEG uses one "
-             "derived from its SeriesInstanceUID")
+    log.info(
+        "the source series has no FrameOfReferenceUID (removed by anonymisation?); the SEG uses one "
+        "derived from its SeriesInstanceUID"
+    )
     return derived_frame_of_reference(series_uid)
 
 
@@ -754,7 +776,7 @@ def _quiet_highdicom() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _checked_labels(labels: Volume, source: "DicomSeries") -> Volume:
+def _checked_labels(labels: Volume, source: DicomSeries) -> Volume:
     """The labels as 3D integers on the source grid with some foreground, else a clear error."""
     labels = labels.require_3d()
     if labels.kind != "label":
@@ -773,7 +795,7 @@ def _checked_labels(labels: Volume, source: "DicomSeries") -> Volume:
     return labels
 
 
-def _check_source_slices(source: "DicomSeries") -> None:
+def _check_source_slices(source: DicomSeries) -> None:
     """Refuse a series whose voxels are not its source frames' pixels (resampled or reoriented)."""
     lps = LPS_TO_RAS @ source.volume.affine
     iop = _dataset_orientation(source.datasets[0])
@@ -785,7 +807,7 @@ def _check_source_slices(source: "DicomSeries") -> None:
         )
 
 
-def _dataset_orientation(ds: "pydicom.Dataset") -> np.ndarray:
+def _dataset_orientation(ds: pydicom.Dataset) -> np.ndarray:
     """ImageOrientationPatient of a classic instance or the shared one of an enhanced image."""
     if "ImageOrientationPatient" in ds:
         return np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
@@ -793,7 +815,7 @@ def _dataset_orientation(ds: "pydicom.Dataset") -> np.ndarray:
     return np.asarray(item.ImageOrientationPatient, dtype=np.float64)
 
 
-def _source_slices(source: "DicomSeries") -> list[tuple[int, int]]:
+def _source_slices(source: DicomSeries) -> list[tuple[int, int]]:
     """``(dataset index, 1-based frame number)`` of the source frame of every slice k."""
     if source.source_frames:
         return [tuple(frames[0]) for frames in source.source_frames]  # type: ignore[misc]
@@ -805,7 +827,7 @@ def _source_slices(source: "DicomSeries") -> list[tuple[int, int]]:
     )
 
 
-def _source_images_and_frames(labels: Volume, source: "DicomSeries") -> tuple[list["pydicom.Dataset"], np.ndarray]:
+def _source_images_and_frames(labels: Volume, source: DicomSeries) -> tuple[list[pydicom.Dataset], np.ndarray]:
     """The source datasets and label frames ``(frames, rows, columns)`` in matching order.
 
     Classic series: one dataset per slice, in k order. Enhanced multi-frame: the one
@@ -868,7 +890,9 @@ def segment_codes(name: str) -> SegmentCoding:
 
     keyword = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part)
     if keyword and keyword in codes.cid4.dir():
-        return SegmentCoding(CodedTerm.of(codes.cid7150.AnatomicalStructure), CodedTerm.of(getattr(codes.cid4, keyword)))
+        return SegmentCoding(
+            CodedTerm.of(codes.cid7150.AnatomicalStructure), CodedTerm.of(getattr(codes.cid4, keyword))
+        )
     if keyword and keyword in codes.cid7166.dir():
         return SegmentCoding(CodedTerm.of(codes.cid7150.Tissue), CodedTerm.of(getattr(codes.cid7166, keyword)))
     return SegmentCoding(CodedTerm.of(codes.cid7150.Tissue), CodedTerm.of(codes.cid7150.Tissue))

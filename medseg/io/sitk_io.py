@@ -25,7 +25,7 @@ _HEADER_LIMIT = 1024**2
 _BITS = re.compile(r"(\d+)-bit")
 
 
-def read_sitk(path: Path) -> "sitk.Image":
+def read_sitk(path: Path) -> sitk.Image:
     """The image in the NRRD/MHA/MHD file ``path``, after :func:`check_claim` accepted its header.
 
     Raises InputError for a refused header; SimpleITK's RuntimeError for an unreadable file.

@@ -30,7 +30,7 @@ PATH_LIMIT = 160
 def short_path(path: Path | str) -> str:
     """``path`` cleaned for a terminal (:func:`printable`), ``...`` + its end when very long."""
     text = printable(path)
-    return text if len(text) <= PATH_LIMIT else "..." + text[-(PATH_LIMIT - 3):]
+    return text if len(text) <= PATH_LIMIT else "..." + text[-(PATH_LIMIT - 3) :]
 
 
 def os_reason(exc: OSError) -> str:

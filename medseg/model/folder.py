@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -93,7 +94,7 @@ class ModelSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         """Validated spec from JSON data, field by field: a missing or unknown key, or a value of the
         wrong type (``"spatial_dims": "3"``, labels as a list), is a ConfigError naming the field,
         what it must be, and what it holds."""
@@ -145,7 +146,7 @@ def _field(key: str, data: Mapping[str, Any]) -> Any:
     if key in _COUNTS and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         raise ConfigError(f"model.json: {key} must be a positive whole number, got {_json_type(value)}; {_FIX}")
     if key == "family" and not isinstance(value, str):
-        raise ConfigError(f"model.json: family must be a string (e.g. \"unet\"), got {_json_type(value)}; {_FIX}")
+        raise ConfigError(f'model.json: family must be a string (e.g. "unet"), got {_json_type(value)}; {_FIX}')
     if key in _OBJECTS and not isinstance(value, dict):
         raise ConfigError(f"model.json: {key} must be an object, got {_json_type(value)}; {_FIX}")
     if key == "labels":
@@ -163,7 +164,9 @@ def _labels(value: Any) -> dict[int, str]:
     labels = {}
     for key, name in value.items():
         if not str(key).strip().isdigit() or not isinstance(name, str):
-            raise ConfigError(f"model.json: labels must be {shape}, found {json.dumps(key)}: {_json_type(name)}; {_FIX}")
+            raise ConfigError(
+                f"model.json: labels must be {shape}, found {json.dumps(key)}: {_json_type(name)}; {_FIX}"
+            )
         labels[int(key)] = name
     return labels
 
@@ -172,8 +175,10 @@ def _postprocessing(value: dict[str, Any]) -> dict[str, Any]:
     """The post-processing decision, its ``keep_largest_component`` a list of label values."""
     classes = value.get("keep_largest_component", [])
     if not isinstance(classes, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
-        raise ConfigError(f"model.json: postprocessing.keep_largest_component must be a list of label values, "
-                          f"got {_json_type(classes)}; {_FIX}")
+        raise ConfigError(
+            f"model.json: postprocessing.keep_largest_component must be a list of label values, "
+            f"got {_json_type(classes)}; {_FIX}"
+        )
     return value
 
 
@@ -193,8 +198,11 @@ def _label_metadata(metadata: object, foreground: Mapping[int, str]) -> dict[int
                 f"model.json: label_metadata names label {label}, which is not a foreground label "
                 f"(labels {sorted(foreground)})"
             )
-        out[label] = value if isinstance(value, SegmentCoding) else SegmentCoding.from_dict(
-            value, f"model.json: label_metadata.{label}")
+        out[label] = (
+            value
+            if isinstance(value, SegmentCoding)
+            else SegmentCoding.from_dict(value, f"model.json: label_metadata.{label}")
+        )
     return dict(sorted(out.items()))
 
 
@@ -220,24 +228,38 @@ def build_inference_network(spec: ModelSpec) -> nn.Module:
         return build_maskrcnn(spec.in_channels, DetectionConfig.from_dict(spec.network)).eval()
     from medseg.networks import build_model
 
-    network = build_model(spec.family, spec.spatial_dims, spec.in_channels, spec.out_channels,
-                          spec.network_config(), deep_supervision=False)
+    network = build_model(
+        spec.family,
+        spec.spatial_dims,
+        spec.in_channels,
+        spec.out_channels,
+        spec.network_config(),
+        deep_supervision=False,
+    )
     return network.eval()
 
 
 def inference_copy(trained: nn.Module, spec: ModelSpec) -> nn.Module:
     """Copy the trained weights into a fresh inference network (deep-supervision heads dropped)."""
     network = build_inference_network(spec)
-    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
-             for k, v in trained.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+        for k, v in trained.state_dict().items()
+    }
     missing, _unused = network.load_state_dict(state, strict=False)
     if missing:
         raise ValueError(f"trained network lacks weights for {missing[:3]}; spec and network disagree")
     return network
 
 
-def save_model_folder(folder: str | Path, network: nn.Module, spec: ModelSpec, plan: Plan,
-                      log_csv: Path | None = None, curves: Path | None = None) -> Path:
+def save_model_folder(
+    folder: str | Path,
+    network: nn.Module,
+    spec: ModelSpec,
+    plan: Plan,
+    log_csv: Path | None = None,
+    curves: Path | None = None,
+) -> Path:
     """Write a self-contained model folder (each file atomically); returns the folder.
 
     ``network`` may carry deep-supervision heads; only the inference network's weights are saved.

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from medseg.errors import ConfigError, InputError
-from medseg.networks.config import NetworkConfig, round_up
+from medseg.networks.config import NetworkConfig
 
 #: bumped when the JSON layout changes incompatibly
 PLAN_VERSION = 1
@@ -80,7 +81,12 @@ class InstancePlan:
         object.__setattr__(self, "aspect_ratios", tuple(float(v) for v in self.aspect_ratios))
         if len(self.diameter) != 3 or min(self.diameter) < 0:
             raise ConfigError(f"instances.diameter needs 3 non-negative percentiles, got {list(self.diameter)}")
-        if not self.anchor_sizes or min(self.anchor_sizes) < 1 or not self.aspect_ratios or min(self.aspect_ratios) <= 0:
+        if (
+            not self.anchor_sizes
+            or min(self.anchor_sizes) < 1
+            or not self.aspect_ratios
+            or min(self.aspect_ratios) <= 0
+        ):
             raise ConfigError("instances.anchor_sizes and aspect_ratios need positive values")
         if self.tile_overlap < 0 or self.min_size < 1 or self.max_objects < 1:
             raise ConfigError(
@@ -164,7 +170,7 @@ class Plan:
         """The two canonical axes a 2D slice keeps (increasing order)."""
         return tuple(a for a in range(3) if a != self.slice_axis)  # type: ignore[return-value]
 
-    def with_config(self, spatial_dims: int, config: NetworkConfig) -> "Plan":
+    def with_config(self, spatial_dims: int, config: NetworkConfig) -> Plan:
         """A copy with the 3D or 2D network configuration replaced."""
         if spatial_dims == 3:
             return replace(self, config_3d=config)
@@ -190,7 +196,7 @@ class Plan:
         return {"version": PLAN_VERSION, **_lists(data)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Plan":
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
         """Build a validated Plan from :meth:`to_dict` output (raises ConfigError naming the problem)."""
         version = data.get("version")
         if version != PLAN_VERSION:
@@ -205,7 +211,9 @@ class Plan:
                 fields["instances"] = InstancePlan(**fields["instances"])
             return cls(**fields)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ConfigError(f"the plan is malformed ({type(exc).__name__}: {exc}); regenerate it with 'medseg plan'") from None
+            raise ConfigError(
+                f"the plan is malformed ({type(exc).__name__}: {exc}); regenerate it with 'medseg plan'"
+            ) from None
 
     def save(self, path: str | Path) -> Path:
         """Write the plan as indented JSON, atomically; returns the path."""
@@ -216,7 +224,7 @@ class Plan:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Plan":
+    def load(cls, path: str | Path) -> Plan:
         """Read a plan JSON written by :meth:`save` (possibly edited by hand)."""
         path = Path(path)
         if not path.is_file():

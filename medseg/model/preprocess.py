@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class PreprocessRecord:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PreprocessRecord":
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessRecord:
         """Inverse of :meth:`to_dict`."""
         return cls(**data)
 
@@ -185,7 +186,9 @@ def preprocess_instances(instances: Volume, record: PreprocessRecord) -> np.ndar
     made from (GeometryError otherwise).
     """
     instances = instances.require_3d()
-    if instances.spatial_shape != record.source_shape or not np.allclose(instances.affine, record.source_affine, atol=1e-3):
+    if instances.spatial_shape != record.source_shape or not np.allclose(
+        instances.affine, record.source_affine, atol=1e-3
+    ):
         raise GeometryError(
             f"the instance map grid (shape {instances.spatial_shape}) is not the image grid it must match "
             f"(shape {record.source_shape}); resample it onto its image (nearest)"
@@ -214,9 +217,7 @@ def restore_labels(labels: np.ndarray, record: PreprocessRecord, meta: VolumeMet
     return Volume(source, record.source_affine, "label", meta or VolumeMeta(source=record.source))
 
 
-def restore_probabilities(
-    probs: np.ndarray, record: PreprocessRecord, dtype: Any = np.float32
-) -> np.ndarray:
+def restore_probabilities(probs: np.ndarray, record: PreprocessRecord, dtype: Any = np.float32) -> np.ndarray:
     """Class probabilities (C, *record.shape) -> (C, *source_shape) on the source grid.
 
     Resamples linearly, class by class, only inside the bounding box of voxels that are not
@@ -351,14 +352,21 @@ def _geometry_record(image: Volume, target: tuple[float, float, float]) -> Prepr
     resampled = new_shape != canonical_shape
     affine = canonical_affine @ _scale_matrix(canonical_shape, new_shape) if resampled else canonical_affine
     return PreprocessRecord(
-        source_shape=shape, source_affine=image.affine,
+        source_shape=shape,
+        source_affine=image.affine,
         orientation=tuple((int(a), int(f)) for a, f in ornt),
-        canonical_shape=canonical_shape, canonical_spacing=spacing,
-        shape=new_shape, affine=affine, resampled=resampled, source=image.meta.source,
+        canonical_shape=canonical_shape,
+        canonical_spacing=spacing,
+        shape=new_shape,
+        affine=affine,
+        resampled=resampled,
+        source=image.meta.source,
     )
 
 
-def canonical_geometry(affine: np.ndarray, shape: Sequence[int]) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+def canonical_geometry(
+    affine: np.ndarray, shape: Sequence[int]
+) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     """Shape and spacing along the closest-RAS axes of a grid (what preprocessing resamples)."""
     import nibabel as nib
 
@@ -370,9 +378,7 @@ def canonical_geometry(affine: np.ndarray, shape: Sequence[int]) -> tuple[tuple[
     return (out_shape[0], out_shape[1], out_shape[2]), (out_spacing[0], out_spacing[1], out_spacing[2])
 
 
-def target_shape(
-    shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]
-) -> tuple[int, int, int]:
+def target_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, int, int]:
     """The grid size after resampling: unchanged on axes within :data:`SPACING_TOLERANCE` of target."""
     out = []
     for n, s, t in zip(shape, spacing, target):

@@ -188,8 +188,19 @@ def package_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for name in ("medseg", "torch", "monai", "numpy", "scipy", "nibabel", "SimpleITK", "pydicom",
-                 "highdicom", "onnxruntime", "openvino"):
+    for name in (
+        "medseg",
+        "torch",
+        "monai",
+        "numpy",
+        "scipy",
+        "nibabel",
+        "SimpleITK",
+        "pydicom",
+        "highdicom",
+        "onnxruntime",
+        "openvino",
+    ):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -68,5 +68,3 @@ class NetworkConfig:
 def round_up(shape: tuple[int, ...], divisor: tuple[int, ...]) -> tuple[int, ...]:
     """Each size rounded up to a multiple of its divisor (at least one multiple)."""
     return tuple(max(d, int(math.ceil(s / d)) * d) for s, d in zip(shape, divisor))
-
-

@@ -23,8 +23,16 @@ from medseg.networks.layers import ACT, NORM, conv_norm_act, he_init, head, stag
 class DeepLabV3Plus(nn.Module):
     """DeepLabV3+ for ``spatial_dims`` 2 or 3; ``features``/``kernel_sizes``/``strides`` per stage."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, features, kernel_sizes,
-                 strides, deep_supervision: bool = False) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        features,
+        kernel_sizes,
+        strides,
+        deep_supervision: bool = False,
+    ) -> None:
         super().__init__()
         stage_count_check(strides)
         n = len(features)
@@ -33,11 +41,19 @@ class DeepLabV3Plus(nn.Module):
         stages, prev = [], in_channels
         for i in range(n):
             last = i == n - 1
-            stages.append(ResidualUnit(
-                spatial_dims, prev, features[i], strides=1 if last else tuple(strides[i]),
-                kernel_size=tuple(kernel_sizes[i]), subunits=2, act=ACT, norm=NORM,
-                dilation=2 if last else 1,
-            ))
+            stages.append(
+                ResidualUnit(
+                    spatial_dims,
+                    prev,
+                    features[i],
+                    strides=1 if last else tuple(strides[i]),
+                    kernel_size=tuple(kernel_sizes[i]),
+                    subunits=2,
+                    act=ACT,
+                    norm=NORM,
+                    dilation=2 if last else 1,
+                )
+            )
             prev = features[i]
         self.encoder = nn.ModuleList(stages)
         branch = max(features[-1] // 4, 2)
@@ -70,9 +86,16 @@ class DeepLabV3Plus(nn.Module):
         return out
 
 
-def build_deeplabv3plus(spatial_dims: int, in_channels: int, out_channels: int, config,
-                        deep_supervision: bool = False) -> nn.Module:
+def build_deeplabv3plus(
+    spatial_dims: int, in_channels: int, out_channels: int, config, deep_supervision: bool = False
+) -> nn.Module:
     """DeepLabV3+ sized by a NetworkConfig."""
-    return DeepLabV3Plus(spatial_dims, in_channels, out_channels, tuple(config.features),
-                         [tuple(k) for k in config.kernel_sizes], [tuple(s) for s in config.strides],
-                         deep_supervision)
+    return DeepLabV3Plus(
+        spatial_dims,
+        in_channels,
+        out_channels,
+        tuple(config.features),
+        [tuple(k) for k in config.kernel_sizes],
+        [tuple(s) for s in config.strides],
+        deep_supervision,
+    )

@@ -6,7 +6,7 @@ settings nnU-Net uses for every configuration, and He (Kaiming) initialisation.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -28,8 +28,15 @@ def conv_norm_act(
     from monai.networks.blocks import Convolution
 
     return Convolution(
-        spatial_dims, in_channels, out_channels, strides=strides, kernel_size=kernel_size,
-        act=ACT, norm=NORM, dilation=dilation, bias=True,
+        spatial_dims,
+        in_channels,
+        out_channels,
+        strides=strides,
+        kernel_size=kernel_size,
+        act=ACT,
+        norm=NORM,
+        dilation=dilation,
+        bias=True,
     )
 
 

@@ -26,11 +26,12 @@ from torch import nn
 
 from medseg.errors import ConfigError
 
-BACKBONES = {"resnet18": (64, 128, 256, 512), "resnet34": (64, 128, 256, 512),
-             "resnet50": (256, 512, 1024, 2048)}
+BACKBONES = {"resnet18": (64, 128, 256, 512), "resnet34": (64, 128, 256, 512), "resnet50": (256, 512, 1024, 2048)}
 FPN_LEVELS = 5
-INSTALL_HINT = ("the Mask R-CNN family needs torchvision's detection models: pip install torch==2.14.1 "
-                "torchvision==0.29.1 (or: pip install 'medseg[detection]' beside your torch)")
+INSTALL_HINT = (
+    "the Mask R-CNN family needs torchvision's detection models: pip install torch==2.14.1 "
+    "torchvision==0.29.1 (or: pip install 'medseg[detection]' beside your torch)"
+)
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,15 @@ class DetectionConfig:
         if self.backbone not in BACKBONES:
             raise ConfigError(f"unknown Mask R-CNN backbone {self.backbone!r}; use one of {', '.join(BACKBONES)}")
         if len(self.anchor_sizes) != FPN_LEVELS or min(self.anchor_sizes) < 1:
-            raise ConfigError(f"Mask R-CNN needs {FPN_LEVELS} positive anchor sizes (one per FPN level), "
-                              f"got {list(self.anchor_sizes)}")
+            raise ConfigError(
+                f"Mask R-CNN needs {FPN_LEVELS} positive anchor sizes (one per FPN level), "
+                f"got {list(self.anchor_sizes)}"
+            )
         if len(self.tile_size) != 2 or min(self.tile_size) < 32 or any(t % 32 for t in self.tile_size):
             raise ConfigError(f"Mask R-CNN tile_size needs 2 multiples of 32, got {list(self.tile_size)}")
-        small = [n for n in ("fpn_channels", "box_head", "mask_channels", "groups", "max_detections")
-                 if getattr(self, n) < 1]
+        small = [
+            n for n in ("fpn_channels", "box_head", "mask_channels", "groups", "max_detections") if getattr(self, n) < 1
+        ]
         if small or self.num_classes < 2 or not self.aspect_ratios or min(self.aspect_ratios) <= 0:
             raise ConfigError(f"Mask R-CNN settings out of range: {', '.join(small) or 'num_classes/aspect_ratios'}")
 
@@ -94,6 +98,7 @@ def _torchvision() -> Any:
 
 def group_norm(groups: int):
     """A ``norm_layer(channels)`` factory: GroupNorm with ``min(groups, channels)`` groups."""
+
     def make(channels: int) -> nn.GroupNorm:
         count = min(groups, channels)
         while channels % count:
@@ -114,8 +119,14 @@ def _backbone(in_channels: int, config: DetectionConfig) -> nn.Module:
     if in_channels != 3:
         resnet.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     layers = {f"layer{i + 1}": str(i) for i in range(4)}
-    return BackboneWithFPN(resnet, layers, list(BACKBONES[config.backbone]), config.fpn_channels,
-                           extra_blocks=LastLevelMaxPool(), norm_layer=norm)
+    return BackboneWithFPN(
+        resnet,
+        layers,
+        list(BACKBONES[config.backbone]),
+        config.fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+        norm_layer=norm,
+    )
 
 
 def build_maskrcnn(in_channels: int, config: DetectionConfig) -> nn.Module:
@@ -137,14 +148,22 @@ def build_maskrcnn(in_channels: int, config: DetectionConfig) -> nn.Module:
     anchors = AnchorGenerator(tuple((s,) for s in config.anchor_sizes), (config.aspect_ratios,) * FPN_LEVELS)
     size = min(config.tile_size)
     return MaskRCNN(
-        _backbone(in_channels, config), num_classes=None, min_size=size, max_size=max(config.tile_size),
-        image_mean=[0.0] * in_channels, image_std=[1.0] * in_channels,
-        rpn_anchor_generator=anchors, rpn_head=RPNHead(channels, anchors.num_anchors_per_location()[0]),
-        rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=1000,
-        rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000,
+        _backbone(in_channels, config),
+        num_classes=None,
+        min_size=size,
+        max_size=max(config.tile_size),
+        image_mean=[0.0] * in_channels,
+        image_std=[1.0] * in_channels,
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        rpn_pre_nms_top_n_train=1000,
+        rpn_post_nms_top_n_train=1000,
+        rpn_pre_nms_top_n_test=1000,
+        rpn_post_nms_top_n_test=1000,
         box_head=TwoMLPHead(channels * 7 * 7, config.box_head),
         box_predictor=FastRCNNPredictor(config.box_head, config.num_classes),
-        box_detections_per_img=config.max_detections, box_batch_size_per_image=256,
+        box_detections_per_img=config.max_detections,
+        box_batch_size_per_image=256,
         mask_head=MaskRCNNHeads(channels, [config.mask_channels] * 4, 1, norm_layer=group_norm(config.groups)),
         mask_predictor=MaskRCNNPredictor(config.mask_channels, config.mask_channels, config.num_classes),
     )

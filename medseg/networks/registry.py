@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -31,8 +31,14 @@ def check_family(family: str) -> str:
     return check_choice("model family", str(family), tuple(FAMILIES))
 
 
-def build_model(family: str, spatial_dims: int, in_channels: int, out_channels: int, config: NetworkConfig,
-                deep_supervision: bool = False) -> nn.Module:
+def build_model(
+    family: str,
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    config: NetworkConfig,
+    deep_supervision: bool = False,
+) -> nn.Module:
     """Build a network of ``family`` that accepts any input size.
 
     Needs a :class:`NetworkConfig` of ``spatial_dims`` dimensions (validated when it was made:

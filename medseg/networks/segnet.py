@@ -18,8 +18,16 @@ from medseg.networks.layers import conv_norm_act, he_init, head, stage_count_che
 class SegNet(nn.Module):
     """SegNet for ``spatial_dims`` 2 or 3; ``features``/``kernel_sizes``/``strides`` per stage."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, features, kernel_sizes,
-                 strides, deep_supervision: bool = False) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        features,
+        kernel_sizes,
+        strides,
+        deep_supervision: bool = False,
+    ) -> None:
         super().__init__()
         stage_count_check(strides)
         n, d = len(features), spatial_dims
@@ -29,17 +37,22 @@ class SegNet(nn.Module):
         self.pools = nn.ModuleList(pool(tuple(s), tuple(s), return_indices=True) for s in strides[1:])
         self.unpools = nn.ModuleList(unpool(tuple(s), tuple(s)) for s in strides[1:])
         self.encoder = nn.ModuleList(
-            nn.Sequential(conv_norm_act(d, in_channels if i == 0 else features[i - 1], features[i], kernel_sizes[i]),
-                          conv_norm_act(d, features[i], features[i], kernel_sizes[i]))
+            nn.Sequential(
+                conv_norm_act(d, in_channels if i == 0 else features[i - 1], features[i], kernel_sizes[i]),
+                conv_norm_act(d, features[i], features[i], kernel_sizes[i]),
+            )
             for i in range(n)
         )
-        self.reduce = nn.ModuleList(conv_norm_act(d, features[i], features[i - 1], kernel_sizes[i])
-                                    for i in range(1, n))
-        self.refine = nn.ModuleList(conv_norm_act(d, features[i - 1], features[i - 1], kernel_sizes[i - 1])
-                                    for i in range(1, n))
+        self.reduce = nn.ModuleList(
+            conv_norm_act(d, features[i], features[i - 1], kernel_sizes[i]) for i in range(1, n)
+        )
+        self.refine = nn.ModuleList(
+            conv_norm_act(d, features[i - 1], features[i - 1], kernel_sizes[i - 1]) for i in range(1, n)
+        )
         self.head = head(d, features[0], out_channels)
-        self.ds_heads = nn.ModuleList(head(d, features[i], out_channels) for i in range(1, n - 1)) \
-            if deep_supervision else None
+        self.ds_heads = (
+            nn.ModuleList(head(d, features[i], out_channels) for i in range(1, n - 1)) if deep_supervision else None
+        )
         self.apply(he_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
@@ -62,9 +75,16 @@ class SegNet(nn.Module):
         return out
 
 
-def build_segnet(spatial_dims: int, in_channels: int, out_channels: int, config,
-                 deep_supervision: bool = False) -> nn.Module:
+def build_segnet(
+    spatial_dims: int, in_channels: int, out_channels: int, config, deep_supervision: bool = False
+) -> nn.Module:
     """SegNet sized by a NetworkConfig."""
-    return SegNet(spatial_dims, in_channels, out_channels, tuple(config.features),
-                  [tuple(k) for k in config.kernel_sizes], [tuple(s) for s in config.strides],
-                  deep_supervision)
+    return SegNet(
+        spatial_dims,
+        in_channels,
+        out_channels,
+        tuple(config.features),
+        [tuple(k) for k in config.kernel_sizes],
+        [tuple(s) for s in config.strides],
+        deep_supervision,
+    )

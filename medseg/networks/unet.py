@@ -12,7 +12,8 @@ of residual blocks (1, 3, 4, 6, 6, ... per stage) and keeps the plain decoder.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, cast
+from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from monai.networks.blocks.dynunet_block import UnetResBlock
@@ -58,8 +59,9 @@ class ResEncUNet(UNet):
         if n_blocks <= 1:
             return first
         extra = [
-            UnetResBlock(self.spatial_dims, channels, channels, kernel, 1, self.norm_name, self.act_name,
-                         dropout=self.dropout)
+            UnetResBlock(
+                self.spatial_dims, channels, channels, kernel, 1, self.norm_name, self.act_name, dropout=self.dropout
+            )
             for _ in range(n_blocks - 1)
         ]
         return nn.Sequential(first, *extra)
@@ -96,16 +98,19 @@ def _dynunet_args(config, deep_supervision: bool) -> dict:
     )
 
 
-def build_unet(spatial_dims: int, in_channels: int, out_channels: int, config,
-               deep_supervision: bool = False) -> nn.Module:
+def build_unet(
+    spatial_dims: int, in_channels: int, out_channels: int, config, deep_supervision: bool = False
+) -> nn.Module:
     """nnU-Net's plain U-Net for a NetworkConfig (features/kernel_sizes/strides per stage)."""
     return UNet(spatial_dims, in_channels, out_channels, **_dynunet_args(config, deep_supervision))
 
 
-def build_resenc_unet(spatial_dims: int, in_channels: int, out_channels: int, config,
-                      deep_supervision: bool = False) -> nn.Module:
+def build_resenc_unet(
+    spatial_dims: int, in_channels: int, out_channels: int, config, deep_supervision: bool = False
+) -> nn.Module:
     """nnU-Net's residual-encoder U-Net for a NetworkConfig."""
     n = len(config.strides)
     blocks = tuple(RESENC_BLOCKS[min(i, len(RESENC_BLOCKS) - 1)] for i in range(n))
-    return ResEncUNet(spatial_dims, in_channels, out_channels, blocks_per_stage=blocks,
-                      **_dynunet_args(config, deep_supervision))
+    return ResEncUNet(
+        spatial_dims, in_channels, out_channels, blocks_per_stage=blocks, **_dynunet_args(config, deep_supervision)
+    )

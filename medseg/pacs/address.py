@@ -62,7 +62,9 @@ def _parse_dicomweb(text: str) -> ArchiveAddress:
     if not parts.hostname:
         raise ConfigError(f"{text!r} has no host; use http(s)://HOST[:PORT]/dicom-web")
     if parts.query or parts.fragment:
-        raise ConfigError(f"{text!r}: give the DICOMweb root without ?query or #fragment; filters have their own options")
+        raise ConfigError(
+            f"{text!r}: give the DICOMweb root without ?query or #fragment; filters have their own options"
+        )
     try:
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     except ValueError:
@@ -75,7 +77,9 @@ def _parse_dicomweb(text: str) -> ArchiveAddress:
 def _parse_dimse(text: str) -> ArchiveAddress:
     match = re.fullmatch(r"dimse://([^@/]+)@([^:/]+|\[[0-9a-fA-F:]+\]):(\d{1,5})/?", text, flags=re.I)
     if not match:
-        raise ConfigError(f"{text!r}: a DIMSE archive is written dimse://AET@HOST:PORT (e.g. dimse://ORTHANC@pacs:4242)")
+        raise ConfigError(
+            f"{text!r}: a DIMSE archive is written dimse://AET@HOST:PORT (e.g. dimse://ORTHANC@pacs:4242)"
+        )
     aet, host, port_text = match.groups()
     if not _AET.fullmatch(aet) or aet.strip() == "":
         raise ConfigError(f"{aet!r} is not a valid AE title (1-16 printable characters, no backslash)")

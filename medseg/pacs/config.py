@@ -37,8 +37,19 @@ log = logging.getLogger(__name__)
 
 ENV_USERNAME, ENV_PASSWORD, ENV_TOKEN = "MEDSEG_PACS_USERNAME", "MEDSEG_PACS_PASSWORD", "MEDSEG_PACS_TOKEN"
 DEFAULT_AET = "MEDSEG"
-_TABLE_KEYS = ("url", "username", "password", "password_env", "token", "token_env", "verify", "ca_bundle",
-               "timeout", "max_wait", "calling_aet")
+_TABLE_KEYS = (
+    "url",
+    "username",
+    "password",
+    "password_env",
+    "token",
+    "token_env",
+    "verify",
+    "ca_bundle",
+    "timeout",
+    "max_wait",
+    "calling_aet",
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,9 @@ class ArchiveSettings:
 
 
 def load_settings(
-    address: str | ArchiveAddress, config: Path | None = None, env: Mapping[str, str] | None = None,
+    address: str | ArchiveAddress,
+    config: Path | None = None,
+    env: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> ArchiveSettings:
     """Settings for ``address`` from the config file's matching table, then the environment, then
@@ -113,14 +126,18 @@ def _read_tables(path: Path) -> list[dict]:
         raise ConfigError(f"PACS config {path} is not valid TOML: {exc}") from None
     tables = data.get("archive", [])
     if set(data) - {"archive"} or not isinstance(tables, list):
-        raise ConfigError(f"PACS config {path}: write one [[archive]] table per archive (found {', '.join(data) or 'nothing'})")
+        raise ConfigError(
+            f"PACS config {path}: write one [[archive]] table per archive (found {', '.join(data) or 'nothing'})"
+        )
     for table in tables:
         unknown = [k for k in table if k not in _TABLE_KEYS]
         if unknown:
-            raise ConfigError(f"PACS config {path}: unknown key {unknown[0]!r}; {did_you_mean(unknown[0], _TABLE_KEYS)}"
-                              f"valid keys: {', '.join(_TABLE_KEYS)}")
+            raise ConfigError(
+                f"PACS config {path}: unknown key {unknown[0]!r}; {did_you_mean(unknown[0], _TABLE_KEYS)}"
+                f"valid keys: {', '.join(_TABLE_KEYS)}"
+            )
         if "url" not in table:
-            raise ConfigError(f"PACS config {path}: every [[archive]] table needs url = \"...\"")
+            raise ConfigError(f'PACS config {path}: every [[archive]] table needs url = "..."')
     if any("password" in t or "token" in t for t in tables):
         _warn_if_readable(Path(path))
     return tables
@@ -153,7 +170,9 @@ def _from_table(address: ArchiveAddress, table: dict, env: Mapping[str, str], pa
     if not isinstance(verify, (bool, str)):
         raise ConfigError(f"{where}: verify must be true or false")
     if verify is False:
-        log.warning("TLS certificates of %s are NOT verified (verify = false in %s); use ca_bundle instead", address, path)
+        log.warning(
+            "TLS certificates of %s are NOT verified (verify = false in %s); use ca_bundle instead", address, path
+        )
     backoff = Backoff(max_wait=_number(table, "max_wait", Backoff().max_wait, where))
     aet = check_ae_title(str(table.get("calling_aet", DEFAULT_AET)), f"{where}: calling_aet")
     return ArchiveSettings(address, Credentials(**secret), verify, _number(table, "timeout", 30.0, where), backoff, aet)
@@ -186,4 +205,12 @@ def _env_credentials(env: Mapping[str, str], base: Credentials) -> Credentials:
     return base
 
 
-__all__ = ["DEFAULT_AET", "ENV_PASSWORD", "ENV_TOKEN", "ENV_USERNAME", "ArchiveSettings", "Credentials", "load_settings"]
+__all__ = [
+    "DEFAULT_AET",
+    "ENV_PASSWORD",
+    "ENV_TOKEN",
+    "ENV_USERNAME",
+    "ArchiveSettings",
+    "Credentials",
+    "load_settings",
+]

@@ -31,8 +31,15 @@ T = TypeVar("T")
 #: HTTP statuses worth waiting out: rate limiting and gateways/servers that are (re)starting
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 #: series-level attributes asked for in QIDO-RS
-SERIES_FIELDS = ("PatientID", "PatientName", "StudyDate", "Modality", "SeriesDescription", "SeriesNumber",
-                 "NumberOfSeriesRelatedInstances")
+SERIES_FIELDS = (
+    "PatientID",
+    "PatientName",
+    "StudyDate",
+    "Modality",
+    "SeriesDescription",
+    "SeriesNumber",
+    "NumberOfSeriesRelatedInstances",
+)
 ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
 
 logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # one INFO line per request otherwise
@@ -53,15 +60,18 @@ class DicomWebArchive:
     def find_series(self, wanted: SeriesFilter) -> list[RemoteSeries]:
         """Series passing ``wanted``, from one QIDO-RS query (all pages)."""
         filters = {**wanted.study_keys(), **wanted.series_keys()}
-        answers = self._call("series query", lambda: self._client.search_for_series(
-            fields=SERIES_FIELDS, search_filters=filters, get_remaining=True))
+        answers = self._call(
+            "series query",
+            lambda: self._client.search_for_series(fields=SERIES_FIELDS, search_filters=filters, get_remaining=True),
+        )
         found = [RemoteSeries.from_dataset(_dataset(a)) for a in answers]
         return [s for s in found if s.series_uid and wanted.matches(s)]
 
     def series_headers(self, series: RemoteSeries) -> list[Dataset]:
         """WADO-RS series metadata, one header dataset per instance (bulk data left out)."""
-        answers = self._call("metadata retrieval", lambda: self._client.retrieve_series_metadata(
-            series.study_uid, series.series_uid))
+        answers = self._call(
+            "metadata retrieval", lambda: self._client.retrieve_series_metadata(series.study_uid, series.series_uid)
+        )
         return [_dataset(a) for a in answers]
 
     def retrieve_series(self, series: RemoteSeries, folder: Path) -> list[Path]:
@@ -81,14 +91,20 @@ class DicomWebArchive:
         response = self._call("STOW-RS store", lambda: self._client.store_instances(datasets))
         failed = response.get("FailedSOPSequence", []) if response is not None else []
         if failed:
-            reasons = ", ".join(f"{item.get('ReferencedSOPInstanceUID', '?')} (reason {item.get('FailureReason', '?')})"
-                                for item in failed)
+            reasons = ", ".join(
+                f"{item.get('ReferencedSOPInstanceUID', '?')} (reason {item.get('FailureReason', '?')})"
+                for item in failed
+            )
             raise ArchiveError(f"{self.address} refused to store {len(failed)} instance(s): {reasons}")
 
     def has_instance(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> bool:
         """QIDO-RS instance query for one SOPInstanceUID."""
-        answers = self._call("instance query", lambda: self._client.search_for_instances(
-            study_uid, series_uid, fields=("SOPInstanceUID",), search_filters={"SOPInstanceUID": sop_instance_uid}))
+        answers = self._call(
+            "instance query",
+            lambda: self._client.search_for_instances(
+                study_uid, series_uid, fields=("SOPInstanceUID",), search_filters={"SOPInstanceUID": sop_instance_uid}
+            ),
+        )
         return any(_dataset(a).get("SOPInstanceUID") == sop_instance_uid for a in answers)
 
     def close(self) -> None:
@@ -138,8 +154,11 @@ def _translated(call: Callable[[], T], label: str) -> T:
             f"{label}: the TLS certificate could not be verified ({_reason(exc)}); give the archive's CA bundle "
             "as ca_bundle in --pacs-config"
         ) from None
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-            requests.exceptions.ChunkedEncodingError) as exc:
+    except (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+    ) as exc:
         raise Unreachable(_reason(exc)) from None
     except requests.exceptions.HTTPError as exc:
         raise _http_error(exc, label) from None
@@ -162,8 +181,15 @@ def _http_error(exc: Any, label: str) -> Exception:
 def _reason(exc: BaseException) -> str:
     """A short reason without URLs (which could carry query parameters) or nested reprs."""
     text = str(exc)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
-                   "Remote end closed", "certificate verify failed", "Connection aborted"):
+    for marker in (
+        "Connection refused",
+        "timed out",
+        "Name or service not known",
+        "Connection reset",
+        "Remote end closed",
+        "certificate verify failed",
+        "Connection aborted",
+    ):
         if marker.lower() in text.lower():
             return marker.lower()
     return type(exc).__name__

@@ -33,9 +33,24 @@ T = TypeVar("T")
 STUDY_KEYS = ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate")
 SERIES_KEYS = ("SeriesInstanceUID", "Modality", "SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances")
 #: instance-level attributes that decide how instances form volumes (see medseg.io.dicom.discover)
-IMAGE_KEYS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient",
-              "PixelSpacing", "Rows", "Columns", "NumberOfFrames", "ImageType", "RescaleSlope", "RescaleIntercept",
-              "AcquisitionTime", "ContentTime", "EchoTime", "TemporalPositionIdentifier")
+IMAGE_KEYS = (
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "ImageType",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "AcquisitionTime",
+    "ContentTime",
+    "EchoTime",
+    "TemporalPositionIdentifier",
+)
 #: series attributes filled in from the series query when an archive leaves them out at image level
 _INHERITED = ("StudyInstanceUID", "SeriesInstanceUID", "PatientID", "Modality", "SeriesDescription", "SeriesNumber")
 #: Study Root Query/Retrieve information models and the Verification SOP class (PS3.4)
@@ -86,8 +101,12 @@ class DimseArchive:
         return bool(status) and status.get("Status") == 0x0000
 
     @contextmanager
-    def _association(self, contexts: Sequence[tuple[str, Sequence[str] | None]], roles: Sequence[Any] = (),
-                     handlers: Sequence[Any] = ()) -> Iterator[Association]:
+    def _association(
+        self,
+        contexts: Sequence[tuple[str, Sequence[str] | None]],
+        roles: Sequence[Any] = (),
+        handlers: Sequence[Any] = (),
+    ) -> Iterator[Association]:
         """An open association with the requested ``(SOP class, transfer syntaxes)`` contexts.
 
         Raises Unreachable when it cannot be opened, ArchiveError when the archive rejects it.
@@ -98,8 +117,13 @@ class DimseArchive:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.settings.timeout
         for sop_class, syntaxes in contexts:
             ae.add_requested_context(sop_class, syntaxes) if syntaxes else ae.add_requested_context(sop_class)
-        assoc = ae.associate(self.address.host, self.address.port, ae_title=self.address.called_aet,
-                             ext_neg=list(roles) or None, evt_handlers=list(handlers) or None)
+        assoc = ae.associate(
+            self.address.host,
+            self.address.port,
+            ae_title=self.address.called_aet,
+            ext_neg=list(roles) or None,
+            evt_handlers=list(handlers) or None,
+        )
         if assoc.is_rejected:
             raise ArchiveError(
                 f"{self.address} rejected the association from AE title {self.settings.calling_aet!r}; register "
@@ -225,9 +249,15 @@ def _find_answers(responses: Iterator[tuple[Dataset, Dataset | None]], level: st
 
 
 def _inherit(ds: Dataset, series: RemoteSeries) -> None:
-    values = {"StudyInstanceUID": series.study_uid, "SeriesInstanceUID": series.series_uid,
-              "PatientID": series.patient_id, "Modality": series.modality, "SeriesDescription": series.description,
-              "SeriesNumber": series.series_number, "PatientName": series.patient_name}
+    values = {
+        "StudyInstanceUID": series.study_uid,
+        "SeriesInstanceUID": series.series_uid,
+        "PatientID": series.patient_id,
+        "Modality": series.modality,
+        "SeriesDescription": series.description,
+        "SeriesNumber": series.series_number,
+        "PatientName": series.patient_name,
+    }
     for keyword, value in values.items():
         if not ds.get(keyword) and value not in (None, ""):
             setattr(ds, keyword, value)
@@ -257,6 +287,17 @@ def _transfer_syntaxes() -> list[str]:
     """Transfer syntaxes medseg reads, offered for instances the archive sends during C-GET."""
     from pydicom import uid
 
-    return [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit,
-            uid.JPEGLossless, uid.JPEGLosslessSV1, uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless,
-            uid.JPEG2000, uid.RLELossless, uid.DeflatedExplicitVRLittleEndian]
+    return [
+        uid.ExplicitVRLittleEndian,
+        uid.ImplicitVRLittleEndian,
+        uid.JPEGBaseline8Bit,
+        uid.JPEGExtended12Bit,
+        uid.JPEGLossless,
+        uid.JPEGLosslessSV1,
+        uid.JPEGLSLossless,
+        uid.JPEGLSNearLossless,
+        uid.JPEG2000Lossless,
+        uid.JPEG2000,
+        uid.RLELossless,
+        uid.DeflatedExplicitVRLittleEndian,
+    ]

@@ -32,8 +32,9 @@ def instance_uids(path: Path) -> tuple[str, str, str]:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True,
-                             specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+        ds = pydicom.dcmread(
+            path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+        )
     except Exception as exc:  # pydicom raises many types for unreadable files
         raise InputError(f"{path.name} cannot be read as DICOM ({type(exc).__name__}); it cannot be pushed") from None
     uids = tuple(str(ds.get(k, "") or "") for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))

@@ -43,10 +43,14 @@ class RemoteSeries:
     def from_dataset(cls, ds: Dataset) -> RemoteSeries:
         """From a series-level answer (QIDO-RS JSON read into a Dataset, or a C-FIND identifier)."""
         return cls(
-            study_uid=str(ds.get("StudyInstanceUID", "") or ""), series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-            patient_id=str(ds.get("PatientID", "") or ""), modality=str(ds.get("Modality", "") or ""),
-            description=str(ds.get("SeriesDescription", "") or "").strip(), series_number=_int(ds.get("SeriesNumber")),
-            instances=_int(ds.get("NumberOfSeriesRelatedInstances")), study_date=str(ds.get("StudyDate", "") or ""),
+            study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+            series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+            patient_id=str(ds.get("PatientID", "") or ""),
+            modality=str(ds.get("Modality", "") or ""),
+            description=str(ds.get("SeriesDescription", "") or "").strip(),
+            series_number=_int(ds.get("SeriesNumber")),
+            instances=_int(ds.get("NumberOfSeriesRelatedInstances")),
+            study_date=str(ds.get("StudyDate", "") or ""),
             patient_name=str(ds.get("PatientName", "") or ""),
         )
 

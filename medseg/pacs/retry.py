@@ -49,7 +49,10 @@ class Backoff:
 
 
 def call_with_backoff(
-    call: Callable[[], T], backoff: Backoff, what: str, sleep: Callable[[float], None] = time.sleep,
+    call: Callable[[], T],
+    backoff: Backoff,
+    what: str,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """``call()``, retried after each :class:`Unreachable` with the waits of ``backoff``.
 

@@ -49,10 +49,13 @@ class StorageServer:
         if self.allowed:
             ae.require_calling_aet = list(self.allowed)
         try:
-            self._server = ae.start_server((self.host, self.port), block=False,
-                                           evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+            self._server = ae.start_server(
+                (self.host, self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+            )
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {self.host}:{self.port} ({exc.strerror}); choose another --port") from None
+            raise ConfigError(
+                f"cannot listen on {self.host}:{self.port} ({exc.strerror}); choose another --port"
+            ) from None
         log.info("listening as %s on %s:%d, filing instances under %s", self.ae_title, self.host, self.port, self.spool)
 
     def stop(self) -> None:
@@ -65,7 +68,11 @@ class StorageServer:
         try:
             ds = event.dataset
             ds.file_meta = event.file_meta
-            folder = self.spool / _uid_name(ds.get("StudyInstanceUID"), "study") / _uid_name(ds.get("SeriesInstanceUID"), "series")
+            folder = (
+                self.spool
+                / _uid_name(ds.get("StudyInstanceUID"), "study")
+                / _uid_name(ds.get("SeriesInstanceUID"), "series")
+            )
             folder.mkdir(parents=True, exist_ok=True)
             with self._lock:
                 self.received += 1

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class PatchAugmenter:
     params)`` returns ``(image (C,*patch) float32, label (1,*patch) int64)``.
     """
 
-    def __init__(self, aug: "AugmentationConfig", spatial_dims: int, patch_size: Sequence[int]) -> None:
+    def __init__(self, aug: AugmentationConfig, spatial_dims: int, patch_size: Sequence[int]) -> None:
         if spatial_dims not in (2, 3) or len(patch_size) != spatial_dims:
             raise ConfigError(f"patch_size {list(patch_size)} does not fit spatial_dims = {spatial_dims}")
         self.aug = aug
@@ -120,7 +121,7 @@ class PatchAugmenter:
             sizes.append(n + ((n - p) % 2))  # equal parity keeps the identity grid on voxel centres
         return tuple(sizes)
 
-    def __call__(self, image: "torch.Tensor", label: "torch.Tensor", params: SpatialParams):
+    def __call__(self, image: torch.Tensor, label: torch.Tensor, params: SpatialParams):
         """Spatial transform of image and label (one resample), mirroring, then intensity transforms."""
         from monai.transforms import Flip
 
@@ -131,7 +132,7 @@ class PatchAugmenter:
         image = self.intensity(image)
         return _plain(image).float(), _plain(label).round().long()
 
-    def _spatial(self, image: "torch.Tensor", label: "torch.Tensor", params: SpatialParams):
+    def _spatial(self, image: torch.Tensor, label: torch.Tensor, params: SpatialParams):
         if params.elastic:
             elastic = self._elastic
             assert elastic is not None  # sample() draws elastic only when the augmenter has the transform
@@ -150,13 +151,13 @@ class PatchAugmenter:
         return affine(image, mode="bilinear"), affine(label, mode="nearest")
 
 
-def _plain(tensor: "torch.Tensor") -> "torch.Tensor":
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
     """A plain tensor (MONAI returns MetaTensors unless metadata tracking is off, as in workers)."""
     as_tensor = getattr(tensor, "as_tensor", None)
     return as_tensor() if as_tensor is not None else tensor
 
 
-def train_transforms(aug: "AugmentationConfig", spatial_dims: int, patch_size: Sequence[int]) -> PatchAugmenter:
+def train_transforms(aug: AugmentationConfig, spatial_dims: int, patch_size: Sequence[int]) -> PatchAugmenter:
     """The augmentation pipeline for patches of ``patch_size`` (see :class:`PatchAugmenter`)."""
     return PatchAugmenter(aug, spatial_dims, patch_size)
 
@@ -167,27 +168,28 @@ def _rotation(angles: np.ndarray, dims: int) -> np.ndarray:
     return np.asarray(create_rotate(dims, list(angles) if dims == 3 else float(angles[0])))[:dims, :dims]
 
 
-def _center_crop(tensor: "torch.Tensor", patch: tuple[int, ...]) -> "torch.Tensor":
+def _center_crop(tensor: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
     starts = [(n - p) // 2 for n, p in zip(tensor.shape[1:], patch)]
     index = (slice(None), *(slice(s, s + p) for s, p in zip(starts, patch)))
     return tensor[index]
 
 
-def _elastic_transform(aug: "AugmentationConfig", dims: int, patch: tuple[int, ...], max_angle: float):
+def _elastic_transform(aug: AugmentationConfig, dims: int, patch: tuple[int, ...], max_angle: float):
     """MONAI elastic deformation with rotation and scaling in the same resample (its own draws)."""
     from monai.transforms import Rand2DElastic, Rand3DElastic
 
     angles = ((-max_angle, max_angle),) * (3 if dims == 3 else 1) if max_angle else None
     scales = ((aug.scaling[0] - 1.0, aug.scaling[1] - 1.0),) * dims
-    common: dict[str, Any] = dict(prob=1.0, rotate_range=angles, scale_range=scales, spatial_size=patch,
-                                  padding_mode="zeros")
+    common: dict[str, Any] = dict(
+        prob=1.0, rotate_range=angles, scale_range=scales, spatial_size=patch, padding_mode="zeros"
+    )
     if dims == 3:
         return Rand3DElastic(sigma_range=(5, 8), magnitude_range=(50, 150), **common)
     spacing = (max(8, patch[0] // 4), max(8, patch[1] // 4))
     return Rand2DElastic(spacing=spacing, magnitude_range=(0, 2), **common)
 
 
-def _intensity_transforms(aug: "AugmentationConfig", dims: int):
+def _intensity_transforms(aug: AugmentationConfig, dims: int):
     """nnU-Net's intensity augmentations as a MONAI Compose of array transforms (image only)."""
     from monai.transforms import (
         Compose,
@@ -209,9 +211,11 @@ def _intensity_transforms(aug: "AugmentationConfig", dims: int):
         steps.append(RandScaleIntensity(factors=(-0.25, 0.25), prob=0.15))
         steps.append(RandScaleIntensityFixedMean(prob=0.15, factors=(-0.25, 0.25), preserve_range=True))
     if aug.low_resolution:
-        steps.append(RandSimulateLowResolution(
-            prob=0.25, zoom_range=(0.5, 1.0), upsample_mode="trilinear" if dims == 3 else "bilinear"
-        ))
+        steps.append(
+            RandSimulateLowResolution(
+                prob=0.25, zoom_range=(0.5, 1.0), upsample_mode="trilinear" if dims == 3 else "bilinear"
+            )
+        )
     if aug.gamma:
         steps.append(RandAdjustContrast(prob=0.1, gamma=(0.7, 1.5), invert_image=True, retain_stats=True))
         steps.append(RandAdjustContrast(prob=0.3, gamma=(0.7, 1.5), invert_image=False, retain_stats=True))
@@ -232,8 +236,13 @@ class PatchSampler:
     """
 
     def __init__(
-        self, cache: "CaseCache", case_ids: Sequence[str], spatial_dims: int,
-        patch_size: Sequence[int], slice_axis: int = 0, open_cases: int = 64,
+        self,
+        cache: CaseCache,
+        case_ids: Sequence[str],
+        spatial_dims: int,
+        patch_size: Sequence[int],
+        slice_axis: int = 0,
+        open_cases: int = 64,
     ) -> None:
         if not case_ids:
             raise ConfigError("no training cases to sample patches from")
@@ -285,7 +294,9 @@ def _patch_centre(
     for axis, (n, p) in enumerate(zip(shape, patch)):
         pad = max(p - n, 0)
         low, high = -(pad // 2), n + pad // 2 + pad % 2 - p
-        start = int(rng.integers(low, high + 1)) if voxel is None else int(np.clip(int(voxel[axis]) - p // 2, low, high))
+        start = (
+            int(rng.integers(low, high + 1)) if voxel is None else int(np.clip(int(voxel[axis]) - p // 2, low, high))
+        )
         centre.append(start + p // 2)
     return centre
 

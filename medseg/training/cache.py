@@ -18,17 +18,18 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from medseg.errors import InputError
 from medseg.io.atomic import atomic_path, atomic_write_text
-from medseg.training.dataset import Case, DatasetSpec, read_case
 from medseg.model.plan import Plan
 from medseg.model.preprocess import PreprocessRecord, preprocess_case, preprocess_instances, preprocess_label
+from medseg.training.dataset import Case, DatasetSpec, read_case
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,9 @@ def cache_case(case: Case, spec: DatasetSpec, plan: Plan, root: Path, image_dtyp
     atomic_write_text(root / f"{stem}.json", json.dumps(meta) + "\n")
 
 
-def foreground_coordinates(label: np.ndarray, seed: int = 0, samples: int = FOREGROUND_SAMPLES) -> dict[int, np.ndarray]:
+def foreground_coordinates(
+    label: np.ndarray, seed: int = 0, samples: int = FOREGROUND_SAMPLES
+) -> dict[int, np.ndarray]:
     """Per foreground class present: up to ``samples`` voxel coordinates (N, 3) int32, at least 1% of them."""
     rng = np.random.default_rng(seed)
     out: dict[int, np.ndarray] = {}
@@ -193,8 +196,12 @@ def _write_index(root: Path, spec: DatasetSpec, plan: Plan, case_ids: list[str])
         known = json.loads(index.read_text(encoding="utf-8")).get("cases", [])
     cases = list(dict.fromkeys([*known, *case_ids]))
     payload = {
-        "version": CACHE_VERSION, "key": cache_key(plan), "dataset": spec.name,
-        "labels": {str(k): v for k, v in plan.labels.items()}, "plan": plan.preprocessing_fields(), "cases": cases,
+        "version": CACHE_VERSION,
+        "key": cache_key(plan),
+        "dataset": spec.name,
+        "labels": {str(k): v for k, v in plan.labels.items()},
+        "plan": plan.preprocessing_fields(),
+        "cases": cases,
     }
     atomic_write_text(index, json.dumps(payload, indent=2) + "\n")
 

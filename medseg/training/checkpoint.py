@@ -42,7 +42,9 @@ def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "python": _plain_python_state(random.getstate()),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-        "numpy_pos": int(np_state[2]), "numpy_has_gauss": int(np_state[3]), "numpy_gauss": float(np_state[4]),
+        "numpy_pos": int(np_state[2]),
+        "numpy_has_gauss": int(np_state[3]),
+        "numpy_gauss": float(np_state[4]),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -73,8 +75,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_checkpoint(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule,
-                    scaler: torch.amp.GradScaler | None, progress: Progress) -> Path:
+def save_checkpoint(
+    path: Path,
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule,
+    scaler: torch.amp.GradScaler | None,
+    progress: Progress,
+) -> Path:
     """Write a checkpoint atomically (temp file beside ``path``, renamed)."""
     payload = {
         "network": network.state_dict(),
@@ -89,8 +97,14 @@ def save_checkpoint(path: Path, network: torch.nn.Module, optimizer: torch.optim
     return path
 
 
-def load_checkpoint(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule,
-                    scaler: torch.amp.GradScaler | None, device: torch.device | str = "cpu") -> Progress:
+def load_checkpoint(
+    path: Path,
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule,
+    scaler: torch.amp.GradScaler | None,
+    device: torch.device | str = "cpu",
+) -> Progress:
     """Restore network, optimiser, schedule, scaler and RNG states from ``path``; returns the Progress.
 
     Loads with ``weights_only=True``. Raises InputError when the file is missing or unreadable.

@@ -15,8 +15,9 @@ id patch into the model's target (:mod:`medseg.training.instance_targets`).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,9 +27,9 @@ from medseg.errors import ConfigError
 from medseg.training.augment import PatchAugmenter, PatchSampler, forced_foreground, train_transforms
 
 if TYPE_CHECKING:
-    from medseg.training.cache import CaseCache
     from medseg.model.plan import Plan
     from medseg.model.preprocess import PreprocessRecord
+    from medseg.training.cache import CaseCache
     from medseg.training.recipe import Recipe
 
 
@@ -37,8 +38,13 @@ class PatchBatches(IterableDataset):
     only on ``(seed, b)``, so the stream is the same for any number of DataLoader workers."""
 
     def __init__(
-        self, sampler: PatchSampler, augmenter: PatchAugmenter, batch_size: int,
-        foreground_fraction: float, seed: int = 0, start: int = 0,
+        self,
+        sampler: PatchSampler,
+        augmenter: PatchAugmenter,
+        batch_size: int,
+        foreground_fraction: float,
+        seed: int = 0,
+        start: int = 0,
         target: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
@@ -90,8 +96,13 @@ def worker_init(worker_id: int) -> None:
 
 
 def make_train_loader(
-    cache: "CaseCache", case_ids: Sequence[str], plan: "Plan", recipe: "Recipe", spatial_dims: int,
-    start_iteration: int = 0, target: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    cache: CaseCache,
+    case_ids: Sequence[str],
+    plan: Plan,
+    recipe: Recipe,
+    spatial_dims: int,
+    start_iteration: int = 0,
+    target: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> DataLoader:
     """An infinite DataLoader of augmented, foreground-oversampled patches of ``plan``'s network,
     starting at batch ``start_iteration`` of the seeded stream (a resumed run passes the
@@ -107,13 +118,25 @@ def make_train_loader(
     config = plan.config(spatial_dims)
     sampler = PatchSampler(cache, case_ids, spatial_dims, config.patch_size, plan.slice_axis)
     augmenter = train_transforms(recipe.augmentation, spatial_dims, config.patch_size)
-    dataset = PatchBatches(sampler, augmenter, config.batch_size, recipe.augmentation.foreground_fraction,
-                           recipe.runtime.seed, start_iteration, target)
+    dataset = PatchBatches(
+        sampler,
+        augmenter,
+        config.batch_size,
+        recipe.augmentation.foreground_fraction,
+        recipe.runtime.seed,
+        start_iteration,
+        target,
+    )
     workers = recipe.runtime.workers
     generator = torch.Generator().manual_seed(recipe.runtime.seed)
     return DataLoader(
-        dataset, batch_size=None, num_workers=workers, worker_init_fn=worker_init if workers else None,
-        persistent_workers=workers > 0, prefetch_factor=2 if workers else None, generator=generator,
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=worker_init if workers else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers else None,
+        generator=generator,
         pin_memory=recipe.runtime.device != "cpu" and torch.cuda.is_available(),
     )
 
@@ -125,10 +148,10 @@ class ValCase:
     id: str
     image: np.ndarray
     label: np.ndarray
-    record: "PreprocessRecord"
+    record: PreprocessRecord
 
 
-def make_val_cases(cache: "CaseCache", case_ids: Sequence[str]) -> list[ValCase]:
+def make_val_cases(cache: CaseCache, case_ids: Sequence[str]) -> list[ValCase]:
     """Whole preprocessed validation cases (memory-mapped: opening them reads nothing yet)."""
     cases = []
     for case_id in case_ids:

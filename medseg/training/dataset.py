@@ -19,9 +19,10 @@ import csv
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,9 @@ class DatasetSpec:
         ids = [c.id for c in self.cases]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
-            raise InputError(f"dataset {self.name!r} lists case id(s) {', '.join(duplicates)} more than once; make ids unique")
+            raise InputError(
+                f"dataset {self.name!r} lists case id(s) {', '.join(duplicates)} more than once; make ids unique"
+            )
         if not self.cases:
             raise InputError(f"dataset {self.name!r} has no cases")
         if 0 not in self.labels or len(self.labels) < 2:
@@ -122,7 +125,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def parse_labels(raw: Any, where: str) -> dict[int, str]:
     """Labels from ``{"0": "background", "1": "liver"}`` (MSD) or ``{"background": 0, ...}`` (nnU-Net v2)."""
     if not isinstance(raw, Mapping) or not raw:
-        raise InputError(f"{where} needs a non-empty \"labels\" object like {{\"0\": \"background\", \"1\": \"organ\"}}")
+        raise InputError(f'{where} needs a non-empty "labels" object like {{"0": "background", "1": "organ"}}')
     labels: dict[int, str] = {}
     for key, value in raw.items():
         if isinstance(value, (list, tuple)):
@@ -141,7 +144,7 @@ def parse_channels(data: Mapping[str, Any], where: str) -> tuple[str, ...]:
     """Channel modalities from ``channel_names`` (nnU-Net v2) or ``modality`` (MSD), in index order."""
     raw = data.get("channel_names", data.get("modality"))
     if not isinstance(raw, Mapping) or not raw:
-        raise InputError(f"{where} needs \"modality\" or \"channel_names\", e.g. {{\"0\": \"MRI\"}}")
+        raise InputError(f'{where} needs "modality" or "channel_names", e.g. {{"0": "MRI"}}')
     try:
         order = sorted((int(k), str(v)) for k, v in raw.items())
     except ValueError:
@@ -170,7 +173,7 @@ def _case_id(path: Path) -> str:
 
 def _listed_case(root: Path, entry: Any, n_channels: int, where: str) -> Case:
     if not isinstance(entry, Mapping) or "image" not in entry:
-        raise InputError(f"{where}: every \"training\" entry needs \"image\" and \"label\", got {entry!r}")
+        raise InputError(f'{where}: every "training" entry needs "image" and "label", got {entry!r}')
     image = (root / str(entry["image"])).resolve()
     case_id = _case_id(image)
     if image.exists():
@@ -191,7 +194,7 @@ def _listed_case(root: Path, entry: Any, n_channels: int, where: str) -> Case:
 def _scanned_cases(root: Path, ending: str, n_channels: int) -> list[Case]:
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     if not images_dir.is_dir():
-        raise InputError(f"{root} has no imagesTr/ folder and dataset.json lists no \"training\" cases")
+        raise InputError(f'{root} has no imagesTr/ folder and dataset.json lists no "training" cases')
     groups: dict[str, dict[int, Path]] = {}
     for path in sorted(images_dir.iterdir()):
         if path.name.startswith(".") or not path.name.endswith(ending):
@@ -271,8 +274,12 @@ def _manifest_path(base: Path, cell: str, manifest: Path, row: int, column: str)
 
 def _labels_from_files(cases: list[Case], manifest: Path) -> dict[int, str]:
     """Class values found in the label files (read once), named ``label_N``; 0 is background."""
-    log.info("%s has no sidecar %s with \"labels\"; scanning %d label files for class values",
-             manifest.name, manifest.with_suffix(".json").name, sum(c.label is not None for c in cases))
+    log.info(
+        '%s has no sidecar %s with "labels"; scanning %d label files for class values',
+        manifest.name,
+        manifest.with_suffix(".json").name,
+        sum(c.label is not None for c in cases),
+    )
     values: set[int] = {0}
     for case in cases:
         if case.label is not None:
@@ -285,7 +292,7 @@ def _channels_from_first_case(case: Case | None, n_columns: int) -> tuple[str, .
     if case is None:
         return ("unknown",) * n_columns
     modality = _read_image(case.images[0], case).meta.modality or "unknown"
-    log.info("channel modality taken from the first image (%s); set \"channel_names\" in the sidecar to choose", modality)
+    log.info('channel modality taken from the first image (%s); set "channel_names" in the sidecar to choose', modality)
     return (modality,) * n_columns
 
 

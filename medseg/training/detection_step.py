@@ -32,8 +32,11 @@ def detection_target(ids: torch.Tensor, min_pixels: int = MIN_PIXELS) -> dict[st
     masks = ids[None] == values[:, None, None]
     rows, cols = masks.any(2), masks.any(1)  # (N, X), (N, Y)
     boxes = torch.stack([_first(cols), _first(rows), _last(cols) + 1, _last(rows) + 1], dim=1).float()
-    return {"boxes": boxes.reshape(-1, 4), "labels": torch.ones(len(values), dtype=torch.int64),
-            "masks": masks.to(torch.uint8)}
+    return {
+        "boxes": boxes.reshape(-1, 4),
+        "labels": torch.ones(len(values), dtype=torch.int64),
+        "masks": masks.to(torch.uint8),
+    }
 
 
 def _first(hits: torch.Tensor) -> torch.Tensor:

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,8 +85,9 @@ def init_from_env(device: torch.device | None = None, timeout_minutes: float = 3
     cuda = device is not None and device.type == "cuda"
     if cuda:
         torch.cuda.set_device(ctx.local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo", rank=ctx.rank, world_size=ctx.world_size,
-                            timeout=timedelta(minutes=timeout_minutes))
+    dist.init_process_group(
+        "nccl" if cuda else "gloo", rank=ctx.rank, world_size=ctx.world_size, timeout=timedelta(minutes=timeout_minutes)
+    )
     log.info("rank %d of %d joined the process group (%s)", ctx.rank, ctx.world_size, dist.get_backend())
     return ctx
 
@@ -109,8 +111,9 @@ def wrap(network: nn.Module, ctx: DistContext, device: torch.device) -> nn.Modul
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(network, device_ids=ids, output_device=ids[0] if ids else None,
-                                   find_unused_parameters=True)
+    return DistributedDataParallel(
+        network, device_ids=ids, output_device=ids[0] if ids else None, find_unused_parameters=True
+    )
 
 
 def unwrap(network: nn.Module) -> nn.Module:

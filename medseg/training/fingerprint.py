@@ -12,14 +12,15 @@ run here too and a bad case stops planning with its name.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medseg.training.dataset import Case, DatasetSpec, read_case
 from medseg.model.preprocess import canonical_geometry
+from medseg.training.dataset import Case, DatasetSpec, read_case
 
 if TYPE_CHECKING:
     from medseg.model.plan import Plan
@@ -44,7 +45,7 @@ class ChannelStats:
     max: float
 
     @classmethod
-    def of(cls, values: np.ndarray) -> "ChannelStats":
+    def of(cls, values: np.ndarray) -> ChannelStats:
         """Statistics of a 1D sample (all zeros when the sample is empty)."""
         if values.size == 0:
             return cls(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0)
@@ -102,8 +103,11 @@ def label_volume_summary(volumes: Mapping[int, Sequence[float] | np.ndarray]) ->
     for value, per_case in sorted(volumes.items()):
         v = np.asarray(per_case, dtype=np.float64)
         if v.size:
-            summary[str(value)] = {"min": round(float(v.min()), 4), "median": round(float(np.median(v)), 4),
-                                   "max": round(float(v.max()), 4)}
+            summary[str(value)] = {
+                "min": round(float(v.min()), 4),
+                "median": round(float(np.median(v)), 4),
+                "max": round(float(v.max()), 4),
+            }
     return summary
 
 
@@ -164,8 +168,9 @@ def compute_fingerprint(
         for k, v in s.class_voxels.items():
             counts[k] = counts.get(k, 0) + v
     foreground = sorted(k for k in counts if k != 0)
-    volumes = {k: np.array([s.class_voxels.get(k, 0) * float(np.prod(s.spacing)) / 1000.0 for s in stats])
-               for k in foreground}
+    volumes = {
+        k: np.array([s.class_voxels.get(k, 0) * float(np.prod(s.spacing)) / 1000.0 for s in stats]) for k in foreground
+    }
     intensities = tuple(
         ChannelStats.of(np.concatenate([s.samples[c] for s in stats])) for c in range(len(spec.channels))
     )

@@ -54,8 +54,9 @@ def plan_instances(spec: DatasetSpec, max_cases: int | None = None, workers: int
     Needs ``spec.instances`` (InputError otherwise, from the fingerprint). Promises a Plan with
     ``instances`` set; ``pixel_grid`` when some image states no spacing.
     """
-    return plan_from_objects(compute_object_fingerprint(spec, max_cases=max_cases, workers=workers),
-                             spec.name, spec.labels)
+    return plan_from_objects(
+        compute_object_fingerprint(spec, max_cases=max_cases, workers=workers), spec.name, spec.labels
+    )
 
 
 def plan_from_objects(fp: ObjectFingerprint, name: str, labels: dict[int, str]) -> Plan:
@@ -72,15 +73,31 @@ def plan_from_objects(fp: ObjectFingerprint, name: str, labels: dict[int, str]) 
     voxels = float(np.prod(np.array([im.shape for im in fp.images], dtype=np.float64), axis=1).sum())
     budget = MEMORY_GB * 1024**3
     patch_2d = tuple(min(MAX_PATCH_2D, max(16, int(median[a]))) for a in in_plane)
-    config_2d = limit_stages(plan_network(tuple(spacing[a] for a in in_plane), tuple(median[a] for a in in_plane),
-                                          len(fp.channels), budget, voxels, patch_size=_divisible(patch_2d)))
+    config_2d = limit_stages(
+        plan_network(
+            tuple(spacing[a] for a in in_plane),
+            tuple(median[a] for a in in_plane),
+            len(fp.channels),
+            budget,
+            voxels,
+            patch_size=_divisible(patch_2d),
+        )
+    )
     config_3d = limit_stages(plan_network(spacing, median, len(fp.channels), budget, voxels))
     summary["dataset_voxels"] = int(voxels)
     return Plan(
-        name=name, channels=fp.channels, labels=labels, target_spacing=spacing,  # type: ignore[arg-type]
-        normalization=tuple(Normalization("zscore") for _ in fp.channels), config_3d=config_3d,
-        config_2d=config_2d, slice_axis=slice_axis, fingerprint=summary, pixel_grid=pixel_grid,
-        bright_objects=True, instances=object_plan(fp, config_2d.patch_size),
+        name=name,
+        channels=fp.channels,
+        labels=labels,
+        target_spacing=spacing,  # type: ignore[arg-type]
+        normalization=tuple(Normalization("zscore") for _ in fp.channels),
+        config_3d=config_3d,
+        config_2d=config_2d,
+        slice_axis=slice_axis,
+        fingerprint=summary,
+        pixel_grid=pixel_grid,
+        bright_objects=True,
+        instances=object_plan(fp, config_2d.patch_size),
     )
 
 
@@ -95,8 +112,13 @@ def limit_stages(config: NetworkConfig, stages: int = MAX_STAGES) -> NetworkConf
         return config
     strides = config.strides[:stages]
     divisor = tuple(math.prod(s[a] for s in strides) for a in range(config.spatial_dims))
-    return NetworkConfig(round_up(config.patch_size, divisor), config.batch_size, config.features[:stages],
-                         config.kernel_sizes[:stages], strides)
+    return NetworkConfig(
+        round_up(config.patch_size, divisor),
+        config.batch_size,
+        config.features[:stages],
+        config.kernel_sizes[:stages],
+        strides,
+    )
 
 
 def object_plan(fp: ObjectFingerprint, tile: tuple[int, ...]) -> InstancePlan:
@@ -117,6 +139,7 @@ def object_plan(fp: ObjectFingerprint, tile: tuple[int, ...]) -> InstancePlan:
         diameter=(round(p5, 3), round(p50, 3), round(p95, 3)),
         min_size=max(3, round(float(np.percentile(sizes, 5)) / 3.0)),
         anchor_sizes=tuple(int(first * 2**i) for i in range(ANCHOR_LEVELS)),
-        aspect_ratios=aspect, tile_overlap=min(overlap, min(tile) // 2),
+        aspect_ratios=aspect,
+        tile_overlap=min(overlap, min(tile) // 2),
         max_objects=max(100, math.ceil(2.0 * density * tile_area)),
     )

@@ -58,8 +58,17 @@ class InstanceSession(Session):
         """The endless batch stream with instance targets, positioned at batch ``start_iteration``."""
         from medseg.training.data import make_train_loader
 
-        return iter(make_train_loader(self.cache, self.split.train, self.plan, self.recipe, self.spatial_dims,
-                                      start_iteration, target=self.target))
+        return iter(
+            make_train_loader(
+                self.cache,
+                self.split.train,
+                self.plan,
+                self.recipe,
+                self.spatial_dims,
+                start_iteration,
+                target=self.target,
+            )
+        )
 
     def validate(self) -> InstanceValidation:  # type: ignore[override]
         """Periodic validation on (the first) cached validation cases: DSB score, AP@0.5, box mAP."""
@@ -79,15 +88,24 @@ class InstanceSession(Session):
         speed = [r["iterations_per_second"] for r in rows if "iterations_per_second" in r]
         options = self.predictor.options
         metrics: dict[str, Any] = {
-            **result.metrics(), "validation_cases": len(result.case_ids),
-            "validation": {"predictor": "medseg.inference.Predictor", "grid": "source",
-                           "backend": self.predictor.models[0].backend.name, "precision": self.precision,
-                           "tta": options.tta, "overlap": options.overlap},
-            "epochs": progress.epoch, "iterations": progress.iteration,
+            **result.metrics(),
+            "validation_cases": len(result.case_ids),
+            "validation": {
+                "predictor": "medseg.inference.Predictor",
+                "grid": "source",
+                "backend": self.predictor.models[0].backend.name,
+                "precision": self.precision,
+                "tta": options.tta,
+                "overlap": options.overlap,
+            },
+            "epochs": progress.epoch,
+            "iterations": progress.iteration,
             "training_seconds": round(progress.elapsed_seconds, 1),
             "iterations_per_second": round(sum(speed) / len(speed), 3) if speed else None,
-            "best_epoch": progress.best_epoch, "best_dsb_score": round(progress.best_score, 6),
-            "device": str(self.device), "precision": self.precision,
+            "best_epoch": progress.best_epoch,
+            "best_dsb_score": round(progress.best_score, 6),
+            "device": str(self.device),
+            "precision": self.precision,
         }
         spec = self.predictor.models[0].spec
         return replace(spec, versions=package_versions(), metrics=metrics)
@@ -97,13 +115,25 @@ def instance_settings(recipe: Recipe, plan: Plan) -> dict[str, Any]:
     """``model.json``'s ``instances``: how the predictor makes objects for this recipe's family."""
     config, objects = recipe.instances, plan.instances
     if objects is None:
-        raise ConfigError("the plan has no object statistics (\"instances\"); re-plan the instance dataset")
+        raise ConfigError('the plan has no object statistics ("instances"); re-plan the instance dataset')
     if recipe.model.family == "maskrcnn":
-        return {"method": "maskrcnn", "score_threshold": config.score_threshold, "mask_threshold": 0.5,
-                "nms_threshold": 0.3, "min_size": objects.min_size, "overlap": objects.tile_overlap}
-    return {"method": "watershed", "targets": "interior_boundary", "boundary_width": config.boundary_width,
-            "foreground_threshold": config.foreground_threshold, "seed_threshold": config.seed_threshold,
-            "min_seed": config.min_seed, "min_size": objects.min_size}
+        return {
+            "method": "maskrcnn",
+            "score_threshold": config.score_threshold,
+            "mask_threshold": 0.5,
+            "nms_threshold": 0.3,
+            "min_size": objects.min_size,
+            "overlap": objects.tile_overlap,
+        }
+    return {
+        "method": "watershed",
+        "targets": "interior_boundary",
+        "boundary_width": config.boundary_width,
+        "foreground_threshold": config.foreground_threshold,
+        "seed_threshold": config.seed_threshold,
+        "min_seed": config.min_seed,
+        "min_size": objects.min_size,
+    }
 
 
 def detection_config(recipe: Recipe, plan: Plan) -> DetectionConfig:
@@ -113,11 +143,16 @@ def detection_config(recipe: Recipe, plan: Plan) -> DetectionConfig:
 
     objects = plan.instances
     if objects is None:
-        raise ConfigError("the plan has no object statistics (\"instances\"); re-plan the instance dataset")
-    return DetectionConfig(backbone=recipe.instances.backbone, fpn_channels=recipe.instances.fpn_channels,
-                           anchor_sizes=objects.anchor_sizes, aspect_ratios=objects.aspect_ratios,
-                           tile_size=plan.config_2d.patch_size, num_classes=max(plan.labels) + 1,
-                           max_detections=objects.max_objects)
+        raise ConfigError('the plan has no object statistics ("instances"); re-plan the instance dataset')
+    return DetectionConfig(
+        backbone=recipe.instances.backbone,
+        fpn_channels=recipe.instances.fpn_channels,
+        anchor_sizes=objects.anchor_sizes,
+        aspect_ratios=objects.aspect_ratios,
+        tile_size=plan.config_2d.patch_size,
+        num_classes=max(plan.labels) + 1,
+        max_detections=objects.max_objects,
+    )
 
 
 def instance_spec(recipe: Recipe, plan: Plan) -> ModelSpec:
@@ -128,18 +163,32 @@ def instance_spec(recipe: Recipe, plan: Plan) -> ModelSpec:
         outputs = network["num_classes"]
     else:
         config = plan.config(dims)
-        network = {"patch_size": list(config.patch_size), "batch_size": config.batch_size,
-                   "features": list(config.features), "kernel_sizes": [list(k) for k in config.kernel_sizes],
-                   "strides": [list(s) for s in config.strides]}
+        network = {
+            "patch_size": list(config.patch_size),
+            "batch_size": config.batch_size,
+            "features": list(config.features),
+            "kernel_sizes": [list(k) for k in config.kernel_sizes],
+            "strides": [list(s) for s in config.strides],
+        }
         outputs = TARGET_CLASSES
-    return ModelSpec(recipe.model.family, dims, len(plan.channels), outputs, dict(plan.labels), network,
-                     recipe=recipe.to_dict(), instances=instance_settings(recipe, plan))
+    return ModelSpec(
+        recipe.model.family,
+        dims,
+        len(plan.channels),
+        outputs,
+        dict(plan.labels),
+        network,
+        recipe=recipe.to_dict(),
+        instances=instance_settings(recipe, plan),
+    )
 
 
 def _check(recipe: Recipe, dataset: Any, dist: distributed.DistContext) -> None:
     if not dataset.instances:
-        raise ConfigError(f"the maskrcnn family needs an instance dataset (images/ + labels/ instance maps); "
-                          f"{recipe.dataset.path} holds class label maps")
+        raise ConfigError(
+            f"the maskrcnn family needs an instance dataset (images/ + labels/ instance maps); "
+            f"{recipe.dataset.path} holds class label maps"
+        )
     if recipe.model.family == "maskrcnn" and recipe.model.spatial_dims != 2:
         raise ConfigError("the maskrcnn family is 2D: set [model] spatial_dims = 2")
     if dist.enabled:
@@ -156,14 +205,21 @@ def build_instance_network(recipe: Recipe, plan: Plan, spec: ModelSpec, runtime:
         return build_maskrcnn(spec.in_channels, DetectionConfig.from_dict(spec.network)).to(runtime.device)
     from medseg.networks import build_model
 
-    network = build_model(recipe.model.family, dims, spec.in_channels, spec.out_channels, plan.config(dims),
-                          deep_supervision=recipe.model.deep_supervision)
+    network = build_model(
+        recipe.model.family,
+        dims,
+        spec.in_channels,
+        spec.out_channels,
+        plan.config(dims),
+        deep_supervision=recipe.model.deep_supervision,
+    )
     # torch's stubs omit Module.to's documented memory_format keyword
     return network.to(device=runtime.device, memory_format=runtime.memory_format(dims))  # type: ignore[call-overload]
 
 
-def build_instance_session(recipe: Recipe, run_dir: Path, runtime: Runtime, dist: distributed.DistContext,
-                           data: tuple[Any, Any, Any, Any]) -> InstanceSession:
+def build_instance_session(
+    recipe: Recipe, run_dir: Path, runtime: Runtime, dist: distributed.DistContext, data: tuple[Any, Any, Any, Any]
+) -> InstanceSession:
     """Every piece of an instance run from ``recipe`` and its prepared ``(plan, cache, dataset, split)``."""
     from medseg.training.detection_step import DetectionStep
     from medseg.training.loop import TrainStep
@@ -181,19 +237,39 @@ def build_instance_session(recipe: Recipe, run_dir: Path, runtime: Runtime, dist
     network = build_instance_network(recipe, plan, spec, runtime)
     optimizer = build_optimizer(network.parameters(), recipe.optimizer)
     budget = recipe.budget
-    schedule = LRSchedule(optimizer, recipe.optimizer.schedule, budget.epochs * budget.iterations_per_epoch,
-                          budget.minutes * 60.0 if budget.minutes else None)
+    schedule = LRSchedule(
+        optimizer,
+        recipe.optimizer.schedule,
+        budget.epochs * budget.iterations_per_epoch,
+        budget.minutes * 60.0 if budget.minutes else None,
+    )
     if detection:
         step: Any = DetectionStep(network, optimizer, runtime.device, recipe.optimizer.grad_clip)
         target = None
     else:
         loss = build_loss(recipe.loss.name, TARGET_CLASSES, recipe.loss.class_weights).to(runtime.device)
-        step = TrainStep(network, loss, optimizer, runtime.device, runtime.autocast, runtime.grad_scaler(),
-                         recipe.optimizer.grad_clip, runtime.memory_format(recipe.model.spatial_dims))
+        step = TrainStep(
+            network,
+            loss,
+            optimizer,
+            runtime.device,
+            runtime.autocast,
+            runtime.grad_scaler(),
+            recipe.optimizer.grad_clip,
+            runtime.memory_format(recipe.model.spatial_dims),
+        )
         target = InteriorBoundaryTarget(recipe.instances.boundary_width)
     predictor = validation_predictor(network, plan, spec, runtime)
-    log.info("training %s %dD instance model (%s) on %s (%s), %d training / %d validation images",
-             recipe.model.family, recipe.model.spatial_dims, spec.instance_method, runtime.device, runtime.precision,
-             len(split.train), len(split.val))
-    return InstanceSession(recipe, run_dir, plan, cache, dataset, split, runtime, network, step, schedule, predictor,
-                           dist, target=target)
+    log.info(
+        "training %s %dD instance model (%s) on %s (%s), %d training / %d validation images",
+        recipe.model.family,
+        recipe.model.spatial_dims,
+        spec.instance_method,
+        runtime.device,
+        runtime.precision,
+        len(split.train),
+        len(split.val),
+    )
+    return InstanceSession(
+        recipe, run_dir, plan, cache, dataset, split, runtime, network, step, schedule, predictor, dist, target=target
+    )

@@ -54,16 +54,22 @@ class InstanceValidation:
     def columns(self) -> dict[str, float]:
         """Log columns: DSB score, AP@0.5, box mAP and object counts."""
         s = self.evaluation.summary()
-        return {"val_dsb_score": s["dsb_score"], "val_ap50": s["ap50"], "val_box_map": s["box_map"],
-                "val_objects_true": s["true"], "val_objects_predicted": s["predicted"]}
+        return {
+            "val_dsb_score": s["dsb_score"],
+            "val_ap50": s["ap50"],
+            "val_box_map": s["box_map"],
+            "val_objects_true": s["true"],
+            "val_objects_predicted": s["predicted"],
+        }
 
     def metrics(self) -> dict[str, Any]:
         """``model.json`` metrics (rounded to 6 decimals)."""
         return {k: round(float(v), 6) if isinstance(v, float) else v for k, v in self.evaluation.summary().items()}
 
 
-def validate_cached(predictor: Predictor, cases: Iterable[tuple[str, np.ndarray, np.ndarray]],
-                    limit: int = PERIODIC_CASES) -> InstanceValidation:
+def validate_cached(
+    predictor: Predictor, cases: Iterable[tuple[str, np.ndarray, np.ndarray]], limit: int = PERIODIC_CASES
+) -> InstanceValidation:
     """Score ``(case_id, image (C,X,Y,Z), instance map (X,Y,Z))`` cases already preprocessed with the
     predictor's plan (at most ``limit`` of them)."""
     from medseg.inference.instance_predict import instances_preprocessed

@@ -11,8 +11,8 @@ import csv
 import io
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from medseg.io.atomic import atomic_path, atomic_write_text
 
@@ -95,8 +95,11 @@ def plot_curves(rows: Sequence[Mapping[str, float]], path: Path) -> Path | None:
     for key in keys:
         points = [(r["epoch"], r[key]) for r in rows if key in r]
         dice_ax.plot(*zip(*points), marker="o", ms=3, label=INSTANCE_CURVES.get(key, key[5:]))
-    dice_ax.set(xlabel="epoch", title="validation DSB score / AP@0.5" if keys and keys[0] in INSTANCE_CURVES
-                else "validation Dice", ylim=(0, 1))
+    dice_ax.set(
+        xlabel="epoch",
+        title="validation DSB score / AP@0.5" if keys and keys[0] in INSTANCE_CURVES else "validation Dice",
+        ylim=(0, 1),
+    )
     if dice_ax.lines:
         dice_ax.legend(fontsize=8)
     lr_ax.plot(epochs, [r.get("lr", math.nan) for r in rows])

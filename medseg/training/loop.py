@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,10 +64,15 @@ class EpochResult:
     seconds: float
 
 
-def run_epoch(step: TrainStep, batches: Iterator[Mapping[str, torch.Tensor]], iterations: int,
-              set_lr: Callable[[int], float], start_iteration: int,
-              on_iteration: Callable[[torch.Tensor], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> EpochResult:
+def run_epoch(
+    step: TrainStep,
+    batches: Iterator[Mapping[str, torch.Tensor]],
+    iterations: int,
+    set_lr: Callable[[int], float],
+    start_iteration: int,
+    on_iteration: Callable[[torch.Tensor], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> EpochResult:
     """Run up to ``iterations`` steps drawing from ``batches``; ``set_lr(global_iteration)`` before each.
 
     ``on_iteration(loss_tensor)`` is called after each step (progress bar); ``should_stop()``
@@ -87,6 +93,8 @@ def run_epoch(step: TrainStep, batches: Iterator[Mapping[str, torch.Tensor]], it
             on_iteration(loss)
     mean = float(total) / max(done, 1)
     if not math.isfinite(mean):
-        raise ConfigError(f"training loss became {mean} before iteration {start_iteration + done}; "
-                                 "lower the learning rate or use precision = \"fp32\"")
+        raise ConfigError(
+            f"training loss became {mean} before iteration {start_iteration + done}; "
+            'lower the learning rate or use precision = "fp32"'
+        )
     return EpochResult(mean, done, time.perf_counter() - start)

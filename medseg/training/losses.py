@@ -8,7 +8,8 @@ cross-entropy over all classes, 1:1.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss, FocalLoss
@@ -60,8 +61,9 @@ class NnUNetDeepSupervisionLoss(DeepSupervisionLoss):
     def get_weights(self, levels: int = 1) -> list[float]:
         return deep_supervision_weights(levels)
 
-    def forward(self, input: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...] | None,
-                target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...] | None, target: torch.Tensor
+    ) -> torch.Tensor:
         target = target.float()  # interpolation (label downsampling) needs a float tensor
         if input is None:  # allowed by MONAI's signature, refused as it does
             raise ValueError("input shouldn't be None.")
@@ -89,8 +91,9 @@ def class_weight_tensor(class_weights: Sequence[float], num_classes: int) -> tor
 def base_loss(name: str, num_classes: int, class_weights: Sequence[float] = ()) -> nn.Module:
     """One loss by name: ``dice_ce`` | ``dice`` | ``ce`` | ``focal`` | ``dice_focal``."""
     weight = class_weight_tensor(class_weights, num_classes)
-    dice_args: dict[str, Any] = dict(include_background=False, to_onehot_y=True, softmax=True, smooth_nr=SMOOTH,
-                                     smooth_dr=SMOOTH, batch=True)
+    dice_args: dict[str, Any] = dict(
+        include_background=False, to_onehot_y=True, softmax=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH, batch=True
+    )
     if name == "dice_ce":
         return DiceCELoss(**dice_args, weight=weight, lambda_dice=1.0, lambda_ce=1.0)
     if name == "dice":

@@ -56,8 +56,9 @@ class ImageObjects:
         return int(self.sizes.size)
 
 
-def image_objects(case: str, channels: list[Volume], instances: Volume, samples: int,
-                  rng: np.random.Generator) -> ImageObjects:
+def image_objects(
+    case: str, channels: list[Volume], instances: Volume, samples: int, rng: np.random.Generator
+) -> ImageObjects:
     """Measure one image: its instance map and its channel images (each 3D, on the map's grid)."""
     table = measure_objects(instances, None, case=case)
     objects = table.objects
@@ -68,7 +69,9 @@ def image_objects(case: str, channels: list[Volume], instances: Volume, samples:
     picked = inside if inside.size <= samples else rng.choice(inside, samples, replace=False)
     values = [np.asarray(c.array).ravel() for c in channels]
     return ImageObjects(
-        case=case, shape=instances.spatial_shape, spacing_mm=table.spacing_mm,
+        case=case,
+        shape=instances.spatial_shape,
+        spacing_mm=table.spacing_mm,
         sizes=np.array([o.size for o in objects], dtype=np.int64),
         sizes_mm=np.array([o.size_mm for o in objects], dtype=np.float64) if table.spacing_mm else None,
         diameters=np.array([o.diameter for o in objects], dtype=np.float64),
@@ -109,8 +112,10 @@ class ObjectFingerprint:
     def intensity(self, objects: bool) -> tuple[ChannelStats, ...]:
         """Per-channel statistics of the sampled pixels of the images (``objects=False``) or objects."""
         field = "object_samples" if objects else "image_samples"
-        return tuple(ChannelStats.of(np.concatenate([getattr(im, field)[c] for im in self.images]))
-                     for c in range(len(self.channels)))
+        return tuple(
+            ChannelStats.of(np.concatenate([getattr(im, field)[c] for im in self.images]))
+            for c in range(len(self.channels))
+        )
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary (see the module docstring)."""
@@ -118,21 +123,28 @@ class ObjectFingerprint:
         known = all(im.spacing_mm is not None for im in self.images)
         shapes = np.array([im.shape for im in self.images], dtype=np.int64)
         return {
-            "n_cases": self.n_cases, "n_images": len(self.images),
+            "n_cases": self.n_cases,
+            "n_images": len(self.images),
             "dims": 2 if bool(np.all(shapes[:, 2] == 1)) else 3,
             "spacing_known": known,
             "spacing_mm": _spread(np.array([im.spacing_mm for im in self.images])) if known else None,
             "shape": _spread(shapes),
-            "objects_per_image": {"min": int(counts.min()), "median": float(np.median(counts)),
-                                  "mean": round(float(counts.mean()), 3), "max": int(counts.max()),
-                                  "total": int(counts.sum())},
+            "objects_per_image": {
+                "min": int(counts.min()),
+                "median": float(np.median(counts)),
+                "mean": round(float(counts.mean()), 3),
+                "max": int(counts.max()),
+                "total": int(counts.sum()),
+            },
             "size_voxels": _percentiles(self.pooled("sizes")),
             "size_mm": _percentiles(self.pooled("sizes_mm")) if known else None,
             "diameter_voxels": _percentiles(self.pooled("diameters")),
             "box_extent_voxels": _percentiles(self.pooled("box_extents")),
             "touching_fraction": round(self.touching_fraction, 6),
-            "intensity": [{"channel": name, "image": _stats(i), "objects": _stats(o)}
-                          for name, i, o in zip(self.channels, self.intensity(False), self.intensity(True))],
+            "intensity": [
+                {"channel": name, "image": _stats(i), "objects": _stats(o)}
+                for name, i, o in zip(self.channels, self.intensity(False), self.intensity(True))
+            ],
         }
 
 
@@ -145,24 +157,33 @@ def _percentiles(values: np.ndarray) -> dict[str, Any]:
 
 
 def _spread(values: np.ndarray) -> dict[str, list[float]]:
-    return {"median": np.median(values, axis=0).tolist(), "min": values.min(axis=0).tolist(),
-            "max": values.max(axis=0).tolist()}
+    return {
+        "median": np.median(values, axis=0).tolist(),
+        "min": values.min(axis=0).tolist(),
+        "max": values.max(axis=0).tolist(),
+    }
 
 
 def _stats(stats: ChannelStats) -> dict[str, float]:
     return {k: round(v, 6) for k, v in vars(stats).items()}
 
 
-def compute_object_fingerprint(spec: DatasetSpec, max_cases: int | None = None,
-                               samples_per_case: int = SAMPLES_PER_CASE, seed: int = 0,
-                               workers: int = 2) -> ObjectFingerprint:
+def compute_object_fingerprint(
+    spec: DatasetSpec,
+    max_cases: int | None = None,
+    samples_per_case: int = SAMPLES_PER_CASE,
+    seed: int = 0,
+    workers: int = 2,
+) -> ObjectFingerprint:
     """Measure the labelled cases of an instance dataset (up to ``max_cases``, spread evenly).
 
     Needs ``spec.instances`` and at least one labelled case; deterministic for a given ``seed``.
     """
     if not spec.instances:
-        raise InputError(f"dataset {spec.name!r} holds label maps, not instance maps; object statistics need "
-                         "an images/ + labels/ instance folder or \"instances\": true in dataset.json")
+        raise InputError(
+            f"dataset {spec.name!r} holds label maps, not instance maps; object statistics need "
+            'an images/ + labels/ instance folder or "instances": true in dataset.json'
+        )
     cases = _pick([c for c in spec.cases if c.label is not None], max_cases)
     if not cases:
         raise InputError(f"dataset {spec.name!r} has no labelled case; object statistics need instance maps")

@@ -12,7 +12,8 @@ resumed run continues the same curve exactly. A resumed run with a different bud
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -58,8 +59,9 @@ class LRSchedule:
     term only with a budget). State (base lrs, totals) round-trips through ``state_dict``.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, total_iterations: int,
-                 budget_seconds: float | None = None) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, kind: str, total_iterations: int, budget_seconds: float | None = None
+    ) -> None:
         schedule_factor(kind, 0.0)  # validates the name
         self.optimizer = optimizer
         self.kind = kind
@@ -94,8 +96,12 @@ class LRSchedule:
         return changed
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "total_iterations": self.total_iterations,
-                "budget_seconds": self.budget_seconds, "base_lrs": list(self.base_lrs)}
+        return {
+            "kind": self.kind,
+            "total_iterations": self.total_iterations,
+            "budget_seconds": self.budget_seconds,
+            "base_lrs": list(self.base_lrs),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kind = str(state["kind"])

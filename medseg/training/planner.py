@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medseg.errors import ConfigError
+from medseg.model.plan import NetworkConfig, Normalization, Plan
+from medseg.networks.config import round_up
 from medseg.training.fingerprint import Fingerprint, compute_fingerprint
-from medseg.model.plan import NetworkConfig, Normalization, Plan, round_up
 
 if TYPE_CHECKING:
     from medseg.training.dataset import DatasetSpec
@@ -56,7 +57,7 @@ class Topology:
 
 
 def plan_dataset(
-    spec: "DatasetSpec",
+    spec: DatasetSpec,
     memory_budget_gb: float = 8.0,
     fingerprint: Fingerprint | None = None,
     max_cases: int | None = None,
@@ -92,17 +93,26 @@ def plan_from_fingerprint(
     in_plane = [a for a in range(3) if a != slice_axis]
     config_3d = plan_network(spacing, median, len(fp.channels), budget, dataset_voxels)
     config_2d = plan_network(
-        tuple(spacing[a] for a in in_plane), tuple(median[a] for a in in_plane),
-        len(fp.channels), budget, dataset_voxels,
+        tuple(spacing[a] for a in in_plane),
+        tuple(median[a] for a in in_plane),
+        len(fp.channels),
+        budget,
+        dataset_voxels,
     )
     summary = fp.summary()
     summary["median_shape_at_target"] = [round(v, 1) for v in median]
     summary["dataset_voxels_at_target"] = int(dataset_voxels)
     summary["memory_budget_gb"] = memory_budget_gb
     return Plan(
-        name=name, channels=fp.channels, labels=labels, target_spacing=spacing,  # type: ignore[arg-type]
+        name=name,
+        channels=fp.channels,
+        labels=labels,
+        target_spacing=spacing,  # type: ignore[arg-type]
         normalization=tuple(plan_normalization(c, s) for c, s in zip(fp.channels, fp.intensities)),
-        config_3d=config_3d, config_2d=config_2d, slice_axis=slice_axis, fingerprint=summary,
+        config_3d=config_3d,
+        config_2d=config_2d,
+        slice_axis=slice_axis,
+        fingerprint=summary,
     )
 
 
@@ -227,7 +237,7 @@ def estimate_memory(topo: Topology, in_channels: int, batch_size: int) -> float:
 
 
 # ---------------------------------------------------------------------------- recipes
-def apply_overrides(plan: Plan, overrides: "PlanOverrides", spatial_dims: int = 3) -> Plan:
+def apply_overrides(plan: Plan, overrides: PlanOverrides, spatial_dims: int = 3) -> Plan:
     """``plan`` with a recipe's ``[plan]`` overrides applied to the ``spatial_dims`` network.
 
     A patch size override recomputes that network's strides/kernels for it (it must be
@@ -259,7 +269,7 @@ def apply_overrides(plan: Plan, overrides: "PlanOverrides", spatial_dims: int = 
     return plan.with_config(spatial_dims, config)
 
 
-def plan_for_recipe(recipe: "Recipe", spec: "DatasetSpec", workers: int = 2) -> Plan:
+def plan_for_recipe(recipe: Recipe, spec: DatasetSpec, workers: int = 2) -> Plan:
     """The plan a recipe trains with: ``[plan] file`` (if set) or a fresh plan, then its overrides.
 
     A target spacing override is planned with (topology and patch follow the new spacing).

@@ -29,8 +29,13 @@ class BarState:
     seconds_left: float | None
 
 
-def bar_state(iteration: int, total_iterations: int, elapsed_seconds: float, budget_seconds: float | None,
-              seconds_per_iteration: float | None) -> BarState:
+def bar_state(
+    iteration: int,
+    total_iterations: int,
+    elapsed_seconds: float,
+    budget_seconds: float | None,
+    seconds_per_iteration: float | None,
+) -> BarState:
     """The bar for a run at ``iteration`` of ``total_iterations`` after ``elapsed_seconds`` of training.
 
     Needs ``budget_seconds`` (None without a time budget) and the measured ``seconds_per_iteration``
@@ -73,16 +78,29 @@ class TrainingBar:
     iteration and seconds spent); the speed is measured over this session only.
     """
 
-    def __init__(self, name: str, total_iterations: int, budget_seconds: float | None, iteration: int,
-                 elapsed_seconds: float, enabled: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        total_iterations: int,
+        budget_seconds: float | None,
+        iteration: int,
+        elapsed_seconds: float,
+        enabled: bool,
+    ) -> None:
         from tqdm.auto import tqdm
 
         self.total_iterations, self.budget_seconds = total_iterations, budget_seconds
         self.start = (iteration, elapsed_seconds)
         self.loss: SupportsFloat | None = None
         self._drawn = 0.0
-        self.bar = _bar_class(tqdm)(total=1.0, desc=name, bar_format="{desc}: {percentage:3.0f}%|{bar}| {status}",
-                                    dynamic_ncols=True, disable=None if enabled else True, leave=False)
+        self.bar = _bar_class(tqdm)(
+            total=1.0,
+            desc=name,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {status}",
+            dynamic_ncols=True,
+            disable=None if enabled else True,
+            leave=False,
+        )
 
     def state(self, iteration: int, elapsed_seconds: float) -> BarState:
         """The bar's state now (see :func:`bar_state`)."""
@@ -90,8 +108,9 @@ class TrainingBar:
         speed = (elapsed_seconds - self.start[1]) / done if done > 0 else None
         return bar_state(iteration, self.total_iterations, elapsed_seconds, self.budget_seconds, speed)
 
-    def show(self, iteration: int, elapsed_seconds: float, loss: SupportsFloat | None = None,
-             force: bool = False) -> None:
+    def show(
+        self, iteration: int, elapsed_seconds: float, loss: SupportsFloat | None = None, force: bool = False
+    ) -> None:
         """Redraw (at most every :data:`REFRESH_SECONDS` unless ``force``) for the run's position now.
 
         ``loss`` (a float or a 0-d tensor) is read only when the bar is drawn (no GPU sync otherwise).

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from medseg.errors import ConfigError, InputError, did_you_mean
 
@@ -51,9 +52,7 @@ class PlanOverrides:
     @property
     def any(self) -> bool:
         """True when some planned value is overridden."""
-        return any(
-            v is not None for v in (self.target_spacing, self.patch_size, self.batch_size, self.base_features)
-        )
+        return any(v is not None for v in (self.target_spacing, self.patch_size, self.batch_size, self.base_features))
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,7 @@ class Recipe:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> "Recipe":
+    def from_dict(cls, data: Mapping[str, Any], base_dir: Path | None = None) -> Recipe:
         """Validate a parsed recipe (as from TOML); relative paths resolve against ``base_dir``."""
         return parse_recipe(data, base_dir or Path.cwd())
 
@@ -227,9 +226,9 @@ def parse_recipe(data: Mapping[str, Any], base_dir: Path) -> Recipe:
             raise ConfigError(_unknown("section", key, allowed))
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise ConfigError("the recipe needs a top-level name = \"...\"")
+        raise ConfigError('the recipe needs a top-level name = "..."')
     if "dataset" not in data:
-        raise ConfigError("the recipe needs a [dataset] section with path = \"...\"")
+        raise ConfigError('the recipe needs a [dataset] section with path = "..."')
     sections = {}
     for section, cls in SECTIONS.items():
         values = data.get(section, {})

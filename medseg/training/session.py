@@ -9,9 +9,10 @@ periodic and final validation, checkpoints).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,8 +28,7 @@ from medseg.training.dataset import DatasetSpec
 from medseg.training.loop import TrainStep
 from medseg.training.optim import LRSchedule
 from medseg.training.splits import Split, select_split, splits_for_run
-from medseg.training.validation import (ValidationResult, validate_preprocessed, validate_source,
-                                        validation_predictor)
+from medseg.training.validation import ValidationResult, validate_preprocessed, validate_source, validation_predictor
 
 if TYPE_CHECKING:
     from medseg.model.plan import Plan
@@ -120,15 +120,19 @@ class Session:
         The schedule then follows this session's budget (the recipe with this command's options):
         a new ``--minutes``/``--epochs`` extends or shortens the lr curve from the progress made.
         """
-        progress = ckpt.load_checkpoint(path, self.network, self.step.optimizer, self.schedule, self.step.scaler,
-                                        self.device)
+        progress = ckpt.load_checkpoint(
+            path, self.network, self.step.optimizer, self.schedule, self.step.scaler, self.device
+        )
         log.info("resumed from %s at epoch %d, iteration %d", path, progress.epoch, progress.iteration)
         before = _describe_budget(self.schedule.total_iterations, self.schedule.budget_seconds)
         if self.schedule.set_budget(*schedule_budget(self.recipe)):
             fraction = self.schedule.progress(progress.iteration, progress.elapsed_seconds)
-            log.info("the budget changed from %s to %s: the lr schedule follows the new budget from %.0f%% done",
-                     before, _describe_budget(self.schedule.total_iterations, self.schedule.budget_seconds),
-                     100 * fraction)
+            log.info(
+                "the budget changed from %s to %s: the lr schedule follows the new budget from %.0f%% done",
+                before,
+                _describe_budget(self.schedule.total_iterations, self.schedule.budget_seconds),
+                100 * fraction,
+            )
         return progress
 
 
@@ -151,10 +155,10 @@ def prepare_data(recipe, run_dir: Path, resume: bool):
 
     Returns ``(plan, cache, dataset, split)``.
     """
+    from medseg.model.plan import Plan
     from medseg.training.cache import build_cache
     from medseg.training.dataset import load_dataset
     from medseg.training.fingerprint import cached_label_volumes
-    from medseg.model.plan import Plan
     from medseg.training.planner import plan_for_recipe
 
     spec = load_dataset(recipe.dataset.path)
@@ -178,8 +182,14 @@ def build_network(recipe, plan, runtime: Runtime) -> nn.Module:
     from medseg.networks import build_model
 
     dims = recipe.model.spatial_dims
-    network = build_model(recipe.model.family, dims, len(plan.channels), plan.num_classes, plan.config(dims),
-                          deep_supervision=recipe.model.deep_supervision)
+    network = build_model(
+        recipe.model.family,
+        dims,
+        len(plan.channels),
+        plan.num_classes,
+        plan.config(dims),
+        deep_supervision=recipe.model.deep_supervision,
+    )
     # torch's stubs omit Module.to's documented memory_format keyword
     return network.to(device=runtime.device, memory_format=runtime.memory_format(dims))  # type: ignore[call-overload]
 
@@ -188,11 +198,22 @@ def network_spec(recipe, plan) -> ModelSpec:
     """The ModelSpec of the network a recipe trains (no post-processing, metrics or versions yet):
     what the validation predictor needs, completed into ``model.json`` when training ends."""
     config = plan.config(recipe.model.spatial_dims)
-    network = {"patch_size": list(config.patch_size), "batch_size": config.batch_size,
-               "features": list(config.features), "kernel_sizes": [list(k) for k in config.kernel_sizes],
-               "strides": [list(s) for s in config.strides]}
-    return ModelSpec(recipe.model.family, recipe.model.spatial_dims, len(plan.channels), plan.num_classes,
-                     dict(plan.labels), network, recipe=recipe.to_dict())
+    network = {
+        "patch_size": list(config.patch_size),
+        "batch_size": config.batch_size,
+        "features": list(config.features),
+        "kernel_sizes": [list(k) for k in config.kernel_sizes],
+        "strides": [list(s) for s in config.strides],
+    }
+    return ModelSpec(
+        recipe.model.family,
+        recipe.model.spatial_dims,
+        len(plan.channels),
+        plan.num_classes,
+        dict(plan.labels),
+        network,
+        recipe=recipe.to_dict(),
+    )
 
 
 def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
@@ -216,9 +237,24 @@ def build_session(recipe, run_dir: Path, resume: bool = False) -> Session:
     schedule = LRSchedule(optimizer, recipe.optimizer.schedule, *schedule_budget(recipe))
     autocast = runtime.autocast
     loss = build_loss(recipe.loss.name, plan.num_classes, recipe.loss.class_weights).to(device)
-    step = TrainStep(distributed.wrap(network, dist, device), loss, optimizer, device, autocast, runtime.grad_scaler(),
-                     recipe.optimizer.grad_clip, runtime.memory_format(recipe.model.spatial_dims))
+    step = TrainStep(
+        distributed.wrap(network, dist, device),
+        loss,
+        optimizer,
+        device,
+        autocast,
+        runtime.grad_scaler(),
+        recipe.optimizer.grad_clip,
+        runtime.memory_format(recipe.model.spatial_dims),
+    )
     predictor = validation_predictor(network, plan, network_spec(recipe, plan), runtime)
-    log.info("training %s %dD on %s (%s), %d training / %d validation cases", recipe.model.family,
-             recipe.model.spatial_dims, device, runtime.precision, len(split.train), len(split.val))
+    log.info(
+        "training %s %dD on %s (%s), %d training / %d validation cases",
+        recipe.model.family,
+        recipe.model.spatial_dims,
+        device,
+        runtime.precision,
+        len(split.train),
+        len(split.val),
+    )
     return Session(recipe, run_dir, plan, cache, dataset, split, runtime, network, step, schedule, predictor, dist)

@@ -8,9 +8,9 @@ and reuses that file on resume, so the split never changes under a run.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -62,8 +62,7 @@ def select_split(splits: Sequence[Split], fold: int) -> Split:
 
 def save_splits(path: Path, splits: Sequence[Split], method: str, seed: int) -> None:
     """Write ``splits.json``: ``{"method", "seed", "folds": [{"train": [...], "val": [...]}, ...]}``."""
-    payload = {"method": method, "seed": seed,
-               "folds": [{"train": list(s.train), "val": list(s.val)} for s in splits]}
+    payload = {"method": method, "seed": seed, "folds": [{"train": list(s.train), "val": list(s.val)} for s in splits]}
     atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
@@ -82,7 +81,9 @@ def splits_for_run(path: Path, case_ids: Sequence[str], method: str, folds: int,
         splits = load_splits(path)
         known = set(splits[0].train) | set(splits[0].val)
         if known != set(case_ids):
-            raise InputError(f"{path} was made for other cases than the dataset now has; delete it or use a new run folder")
+            raise InputError(
+                f"{path} was made for other cases than the dataset now has; delete it or use a new run folder"
+            )
         return splits
     splits = make_splits(case_ids, method, folds, seed)
     save_splits(path, splits, method, seed)

@@ -21,23 +21,24 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
 from medseg.errors import ConfigError
 from medseg.io.atomic import atomic_write_text, ensure_writable_dir
+from medseg.model.folder import ModelSpec, save_model_folder
+from medseg.model.runtime import package_versions
 from medseg.training import checkpoint as ckpt
 from medseg.training import distributed
 from medseg.training.checkpoint import Progress
+from medseg.training.instance_session import InstanceSession
 from medseg.training.logs import TensorBoard, plot_curves, write_log_csv
 from medseg.training.loop import run_epoch
 from medseg.training.progress import TrainingBar
-from medseg.model.folder import ModelSpec, save_model_folder
-from medseg.model.runtime import package_versions
-from medseg.training.instance_session import InstanceSession
 from medseg.training.session import Session, build_session, network_spec, schedule_budget
 from medseg.training.validation import ValidationResult, decide_postprocessing, validation_settings
 
@@ -100,8 +101,11 @@ def budget_flags(run_dir: Path, options: TrainOptions) -> dict[str, Any]:
     path = run_dir / BUDGET_FLAGS
     if options.resume and path.is_file():
         try:
-            saved = {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items()
-                     if k in ("minutes", "epochs") and v is not None}
+            saved = {
+                k: v
+                for k, v in json.loads(path.read_text(encoding="utf-8")).items()
+                if k in ("minutes", "epochs") and v is not None
+            }
         except (OSError, ValueError, AttributeError):
             log.warning("%s is unreadable; using the recipe's budget and this command's options", path)
     return {**saved, **_given(options)}
@@ -144,8 +148,11 @@ def train(recipe, options: TrainOptions) -> Path:
     try:
         progress = session.restore(run_dir / ckpt.LAST) if options.resume else Progress()
         if options.resume and _finished(session, progress):
-            log.warning("the budget is already spent (%s); nothing more to train, pass a larger --minutes or "
-                        "--epochs to continue", _spent(session, progress))
+            log.warning(
+                "the budget is already spent (%s); nothing more to train, pass a larger --minutes or "
+                "--epochs to continue",
+                _spent(session, progress),
+            )
         progress = run_epochs(session, progress, board, options)
         return finish(session, progress, board) if session.dist.is_main else run_dir / "model"
     finally:
@@ -203,8 +210,9 @@ def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
     return function(), time.perf_counter() - start
 
 
-def train_one_epoch(session: Session, progress: Progress, batches: Iterator, bar: TrainingBar,
-                    budget: float | None) -> dict:
+def train_one_epoch(
+    session: Session, progress: Progress, batches: Iterator, bar: TrainingBar, budget: float | None
+) -> dict:
     """One epoch (cut short when the time budget ends); updates ``progress``; returns its log row."""
     start, spent_before = time.perf_counter(), progress.elapsed_seconds
     local = lambda: spent_before + time.perf_counter() - start  # noqa: E731
@@ -220,15 +228,27 @@ def train_one_epoch(session: Session, progress: Progress, batches: Iterator, bar
         bar.show(progress.iteration + done, local(), loss)
 
     stop = (lambda: elapsed() >= budget) if budget else None
-    result = run_epoch(session.step, batches, session.recipe.budget.iterations_per_epoch, set_lr,
-                       progress.iteration, on_iteration, should_stop=stop)
+    result = run_epoch(
+        session.step,
+        batches,
+        session.recipe.budget.iterations_per_epoch,
+        set_lr,
+        progress.iteration,
+        on_iteration,
+        should_stop=stop,
+    )
     progress.epoch += 1
     progress.iteration += result.iterations
     progress.elapsed_seconds = elapsed()
     loss = distributed.all_reduce(result.loss, session.dist)  # mean over ranks
-    return {"epoch": progress.epoch, "iteration": progress.iteration, "train_loss": loss,
-            "lr": session.step.optimizer.param_groups[0]["lr"], "epoch_seconds": result.seconds,
-            "iterations_per_second": result.iterations / max(result.seconds, 1e-9)}
+    return {
+        "epoch": progress.epoch,
+        "iteration": progress.iteration,
+        "train_loss": loss,
+        "lr": session.step.optimizer.param_groups[0]["lr"],
+        "epoch_seconds": result.seconds,
+        "iterations_per_second": result.iterations / max(result.seconds, 1e-9),
+    }
 
 
 def validation_columns(session: Session, progress: Progress, result: ValidationResult, seconds: float) -> dict:
@@ -241,8 +261,9 @@ def validation_columns(session: Session, progress: Progress, result: ValidationR
     return row
 
 
-def _write_epoch_outputs(session: Session, progress: Progress, board: TensorBoard | None, row: dict,
-                         what: str = "epoch") -> None:
+def _write_epoch_outputs(
+    session: Session, progress: Progress, board: TensorBoard | None, row: dict, what: str = "epoch"
+) -> None:
     if not session.dist.is_main:
         return
     write_log_csv(session.run_dir / "training_log.csv", progress.history)
@@ -269,10 +290,19 @@ def finish(session: Session, progress: Progress, board: TensorBoard | None) -> P
         postprocessing = decide_postprocessing(result, session.plan.labels)
         final = result.with_postprocessing(postprocessing["keep_largest_component"])
         spec = model_spec(session, progress, final, postprocessing)
-    folder = save_model_folder(session.run_dir / "model", session.network, spec, session.plan,
-                               log_csv=session.run_dir / "training_log.csv", curves=curves)
-    log.info("model folder: %s (validation %s)", folder,
-             spec.metrics.get("dice") or {k: spec.metrics.get(k) for k in ("dsb_score", "ap50")})
+    folder = save_model_folder(
+        session.run_dir / "model",
+        session.network,
+        spec,
+        session.plan,
+        log_csv=session.run_dir / "training_log.csv",
+        curves=curves,
+    )
+    log.info(
+        "model folder: %s (validation %s)",
+        folder,
+        spec.metrics.get("dice") or {k: spec.metrics.get(k) for k in ("dsb_score", "ap50")},
+    )
     return folder
 
 
@@ -283,20 +313,34 @@ def model_spec(session: Session, progress: Progress, result: ValidationResult, p
     speed = [r["iterations_per_second"] for r in rows if "iterations_per_second" in r]
     metrics: dict[str, Any] = {
         "dice": {session.class_name(c): round(float(d), 6) for c, d in zip(result.classes, result.mean_per_class)},
-        "mean_dice": round(result.mean, 6), "validation_cases": len(result.case_ids),
+        "mean_dice": round(result.mean, 6),
+        "validation_cases": len(result.case_ids),
         "validation": validation_settings(session.predictor),
-        "epochs": progress.epoch, "iterations": progress.iteration,
+        "epochs": progress.epoch,
+        "iterations": progress.iteration,
         "training_seconds": round(progress.elapsed_seconds, 1),
         "iterations_per_second": round(sum(speed) / len(speed), 3) if speed else None,
-        "best_epoch": progress.best_epoch, "best_mean_dice": round(progress.best_score, 6),
-        "device": str(session.device), "precision": session.precision,
+        "best_epoch": progress.best_epoch,
+        "best_mean_dice": round(progress.best_score, 6),
+        "device": str(session.device),
+        "precision": session.precision,
     }
-    return replace(network_spec(session.recipe, session.plan), postprocessing=postprocessing,
-                   versions=package_versions(), metrics=metrics)
+    return replace(
+        network_spec(session.recipe, session.plan),
+        postprocessing=postprocessing,
+        versions=package_versions(),
+        metrics=metrics,
+    )
 
 
 def _progress_bar(session: Session, progress: Progress, enabled: bool) -> TrainingBar:
     """The progress bar against whichever budget ends the run first (see :mod:`medseg.training.progress`)."""
     budget = session.recipe.budget
-    return TrainingBar(session.recipe.name, budget.epochs * budget.iterations_per_epoch, budget_seconds(session.recipe),
-                       progress.iteration, progress.elapsed_seconds, enabled)
+    return TrainingBar(
+        session.recipe.name,
+        budget.epochs * budget.iterations_per_epoch,
+        budget_seconds(session.recipe),
+        progress.iteration,
+        progress.elapsed_seconds,
+        enabled,
+    )

@@ -24,16 +24,21 @@ defaults otherwise: TTA off, overlap 0.5, Gaussian blending, default tiles per c
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medseg.errors import InputError
 from medseg.evaluation import class_dice, evaluate_volumes
 from medseg.inference.options import PredictOptions
-from medseg.inference.postprocess import (MODEL_LARGEST_COMPONENT_KEY, PostprocessOptions,
-                                          largest_component_classes, postprocess)
+from medseg.inference.postprocess import (
+    MODEL_LARGEST_COMPONENT_KEY,
+    PostprocessOptions,
+    largest_component_classes,
+    postprocess,
+)
 from medseg.inference.predictor import Predictor
 
 if TYPE_CHECKING:
@@ -70,7 +75,7 @@ class ValidationResult:
         """Mean over classes of the per-class mean Dice: the run's validation score."""
         return float(self.mean_per_class.mean())
 
-    def with_postprocessing(self, keep_largest: Sequence[int]) -> "ValidationResult":
+    def with_postprocessing(self, keep_largest: Sequence[int]) -> ValidationResult:
         """The scores with the largest component kept for the classes ``keep_largest`` only.
 
         Needs ``dice_lcc`` (ValueError without it). Promises, per class, the ``dice_lcc`` column
@@ -82,7 +87,7 @@ class ValidationResult:
         return ValidationResult(self.case_ids, self.classes, np.where(chosen, self.dice_lcc, self.dice))
 
 
-def validation_predictor(network: "nn.Module", plan: "Plan", spec: "ModelSpec", runtime: "Runtime") -> Predictor:
+def validation_predictor(network: nn.Module, plan: Plan, spec: ModelSpec, runtime: Runtime) -> Predictor:
     """The predictor validation runs: ``network`` as it trains (no copy), on ``runtime``, with
     :data:`VALIDATION_OPTIONS`."""
     return Predictor.from_network(network, plan, spec, VALIDATION_OPTIONS, runtime=runtime)
@@ -90,14 +95,20 @@ def validation_predictor(network: "nn.Module", plan: "Plan", spec: "ModelSpec", 
 
 def validation_settings(predictor: Predictor) -> dict[str, Any]:
     """How the final validation predicted and post-processed, for ``model.json``'s metrics."""
-    return {"predictor": "medseg.inference.Predictor", "grid": "source",
-            "backend": predictor.models[0].backend.name, "precision": predictor.runtime.precision,
-            "tta": predictor.options.tta, "overlap": predictor.options.overlap,
-            "largest_component": PostprocessOptions().largest_component}
+    return {
+        "predictor": "medseg.inference.Predictor",
+        "grid": "source",
+        "backend": predictor.models[0].backend.name,
+        "precision": predictor.runtime.precision,
+        "tta": predictor.options.tta,
+        "overlap": predictor.options.overlap,
+        "largest_component": PostprocessOptions().largest_component,
+    }
 
 
-def validate_preprocessed(predictor: Predictor, cases: Iterable[tuple[str, np.ndarray, np.ndarray]],
-                          classes: Sequence[int]) -> ValidationResult:
+def validate_preprocessed(
+    predictor: Predictor, cases: Iterable[tuple[str, np.ndarray, np.ndarray]], classes: Sequence[int]
+) -> ValidationResult:
     """Dice of ``classes`` for every ``(case_id, image (C,X,Y,Z), label (X,Y,Z))`` already
     preprocessed with the predictor's plan (the periodic validation; no post-processing)."""
     ids, rows = [], []
@@ -110,15 +121,16 @@ def validate_preprocessed(predictor: Predictor, cases: Iterable[tuple[str, np.nd
     return ValidationResult(tuple(ids), tuple(classes), np.array(rows, dtype=np.float64))
 
 
-def largest_component_labels(labels: "Volume", names: dict[int, str]) -> "Volume":
+def largest_component_labels(labels: Volume, names: dict[int, str]) -> Volume:
     """``labels`` post-processed as ``medseg predict --largest-component on`` does."""
     options = PostprocessOptions(largest_component="on")
     classes = largest_component_classes(options.largest_component, {}, names)
     return labels.with_array(postprocess(np.asarray(labels.array), labels.spacing, options, classes))
 
 
-def score_case(case_id: str, prediction: "Volume", reference: "Volume", classes: Sequence[int],
-               names: dict[int, str]) -> tuple[list[float], list[float]]:
+def score_case(
+    case_id: str, prediction: Volume, reference: Volume, classes: Sequence[int], names: dict[int, str]
+) -> tuple[list[float], list[float]]:
     """Dice of ``classes`` as predicted and after keeping every class's largest component, both
     from :func:`medseg.evaluation.evaluate_volumes` (prediction and reference on one grid)."""
     plain = evaluate_volumes(case_id, prediction, reference, classes)
@@ -126,7 +138,7 @@ def score_case(case_id: str, prediction: "Volume", reference: "Volume", classes:
     return [m.dice for m in plain.metrics], [m.dice for m in kept.metrics]
 
 
-def validate_source(predictor: Predictor, dataset: "DatasetSpec", case_ids: Sequence[str]) -> ValidationResult:
+def validate_source(predictor: Predictor, dataset: DatasetSpec, case_ids: Sequence[str]) -> ValidationResult:
     """The final validation: each case's source images and label read as Volumes
     (``training.dataset.read_case``), labels predicted on the source grid, scored with and
     without keep-largest-component for every foreground class of the predictor.
@@ -147,8 +159,9 @@ def validate_source(predictor: Predictor, dataset: "DatasetSpec", case_ids: Sequ
         rows_lcc.append(kept)
     if not rows:
         raise ValueError("validation needs at least one case")
-    return ValidationResult(tuple(case_ids), tuple(classes), np.array(rows, dtype=np.float64),
-                            np.array(rows_lcc, dtype=np.float64))
+    return ValidationResult(
+        tuple(case_ids), tuple(classes), np.array(rows, dtype=np.float64), np.array(rows_lcc, dtype=np.float64)
+    )
 
 
 def decide_postprocessing(result: ValidationResult, labels: dict[int, str]) -> dict[str, Any]:
@@ -162,6 +175,8 @@ def decide_postprocessing(result: ValidationResult, labels: dict[int, str]) -> d
     without, with_ = result.dice.mean(0), result.dice_lcc.mean(0)
     chosen = [c for c, a, b in zip(result.classes, without, with_) if b > a]
     names = [labels.get(c, str(c)) for c in result.classes]
-    return {MODEL_LARGEST_COMPONENT_KEY: chosen,
-            "dice_without": {n: round(float(d), 6) for n, d in zip(names, without)},
-            "dice_with": {n: round(float(d), 6) for n, d in zip(names, with_)}}
+    return {
+        MODEL_LARGEST_COMPONENT_KEY: chosen,
+        "dice_without": {n: round(float(d), 6) for n, d in zip(names, without)},
+        "dice_with": {n: round(float(d), 6) for n, d in zip(names, with_)},
+    }

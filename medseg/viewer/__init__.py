@@ -12,5 +12,11 @@ NiiVue (``@niivue/niivue``, BSD-2) draws everything; static/viewer.js only adds 
 from medseg.viewer.assets import ASSET_DIR, ViewerUnavailable, bundle_available, install_assets
 from medseg.viewer.page import case_viewer_html, write_case_viewer
 
-__all__ = ["ASSET_DIR", "ViewerUnavailable", "bundle_available", "case_viewer_html", "install_assets",
-           "write_case_viewer"]
+__all__ = [
+    "ASSET_DIR",
+    "ViewerUnavailable",
+    "bundle_available",
+    "case_viewer_html",
+    "install_assets",
+    "write_case_viewer",
+]

@@ -51,8 +51,14 @@ def viewer_payload(case_id: str, image: Volume, labels: Volume, names: Mapping[i
     present = {int(v) for v in np.unique(np.asarray(labels.array)) if v > 0}
     table_names = {**{v: f"label {v}" for v in present}, **{int(k): str(n) for k, n in names.items() if int(k) > 0}}
     table = [{"value": v, "name": n, "colour": list(c)} for v, n, c in named_colours(table_names)]
-    return {"caseId": case_id, "image": nifti_base64(image), "labels": nifti_base64(labels),
-            "labelTable": table, "opacity": DEFAULT_OPACITY, "centreMm": labels_centre_mm(labels)}
+    return {
+        "caseId": case_id,
+        "image": nifti_base64(image),
+        "labels": nifti_base64(labels),
+        "labelTable": table,
+        "opacity": DEFAULT_OPACITY,
+        "centreMm": labels_centre_mm(labels),
+    }
 
 
 def labels_centre_mm(labels: Volume) -> list[float] | None:
@@ -82,8 +88,9 @@ def case_viewer_html(payload: Mapping[str, Any], assets: str = ASSET_DIR) -> str
 """
 
 
-def write_case_viewer(case_id: str, image: Volume, labels: Volume, names: Mapping[int, str], path: Path,
-                      assets_root: Path | None = None) -> Path:
+def write_case_viewer(
+    case_id: str, image: Volume, labels: Volume, names: Mapping[int, str], path: Path, assets_root: Path | None = None
+) -> Path:
     """Write ``path`` (a ``<case>_viewer.html``) atomically, and the assets into ``assets_root/viewer_assets``.
 
     ``assets_root`` defaults to the page's folder; a batch passes its output folder so that all

@@ -61,7 +61,9 @@ def make_server(folder: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
     try:
         return http.server.ThreadingHTTPServer((HOST, port), handler)
     except OSError as exc:
-        raise OutputError(f"cannot listen on {HOST}:{port} ({exc.strerror}); pass another --port (0 picks a free one)") from None
+        raise OutputError(
+            f"cannot listen on {HOST}:{port} ({exc.strerror}); pass another --port (0 picks a free one)"
+        ) from None
 
 
 def address(server: http.server.ThreadingHTTPServer, path: str = "") -> str:

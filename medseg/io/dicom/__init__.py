@@ -20,8 +20,8 @@ from medseg.io.dicom.select import select_series
 from medseg.io.dicom.series import DicomSeries, SeriesInfo
 
 __all__ = [
-    "DicomSeries",
     "MIN_SLICES",
+    "DicomSeries",
     "SeriesInfo",
     "discover_series",
     "format_series_table",

@@ -14,8 +14,8 @@ InstanceNumber. The checks report, each in one line naming the fix:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -200,9 +200,7 @@ def regularity_problems(stack: Stack, gantry_tilt: float | None = None) -> list[
     tilt = tilt_degrees(stack)
     if tilt is not None:
         tag = f", GantryDetectorTilt {gantry_tilt:g}°" if gantry_tilt else ""
-        problems.append(
-            f"gantry tilt of {tilt:.1f}° (slice positions step away from the slice normal{tag})"
-        )
+        problems.append(f"gantry tilt of {tilt:.1f}° (slice positions step away from the slice normal{tag})")
     gaps = np.diff(stack.distances)
     if gaps.size and not spacing_is_uniform(stack.distances):
         problems.append(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,8 +33,24 @@ log = logging.getLogger(__name__)
 
 #: modalities of DICOM objects that are not images (listed, never loaded as volumes)
 NON_IMAGE_MODALITIES = frozenset(
-    {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "KO", "PR", "REG", "RWV", "DOC",
-     "PLAN", "FID", "AU", "ECG", "HD"}
+    {
+        "SEG",
+        "RTSTRUCT",
+        "RTPLAN",
+        "RTDOSE",
+        "RTRECORD",
+        "SR",
+        "KO",
+        "PR",
+        "REG",
+        "RWV",
+        "DOC",
+        "PLAN",
+        "FID",
+        "AU",
+        "ECG",
+        "HD",
+    }
 )
 #: SOP class prefixes of non-image objects: segmentations, radiotherapy, structured reports
 NON_IMAGE_SOP_PREFIXES = (
@@ -87,8 +104,9 @@ def series_of_datasets(datasets: Sequence[Dataset]) -> list[SeriesInfo]:
     found: list[Found] = []
     with quiet_pydicom():
         for number, ds in enumerate(datasets):
-            header = FileHeader(path=Path(f"{printable(ds.get('SOPInstanceUID', '')) or f'instance-{number}'}.dcm"),
-                                dataset=ds)
+            header = FileHeader(
+                path=Path(f"{printable(ds.get('SOPInstanceUID', '')) or f'instance-{number}'}.dcm"), dataset=ds
+            )
             try:
                 if "Rows" in ds and "Columns" in ds:
                     header = replace(header, pixels=pixel_format(ds))
@@ -182,10 +200,27 @@ def _unreadable_info(uid: str, problems: Sequence[FileProblem]) -> SeriesInfo:
     """
     headers = [p.header for p in problems if p.header is not None]
     frames = _frames_of_complete(headers)
-    info = _info(uid, uid, headers, frames, is_image=True, notes=()) if headers else SeriesInfo(
-        index=0, uid=uid, study_uid="", patient_id="", modality="", description="", series_number=None,
-        sop_class_uid="", n_slices=0, matrix=(0, 0), spacing=(0.0, 0.0, 0.0), orientation="", files=(),
-        is_image=True, multiframe=False, series_instance_uid=uid,
+    info = (
+        _info(uid, uid, headers, frames, is_image=True, notes=())
+        if headers
+        else SeriesInfo(
+            index=0,
+            uid=uid,
+            study_uid="",
+            patient_id="",
+            modality="",
+            description="",
+            series_number=None,
+            sop_class_uid="",
+            n_slices=0,
+            matrix=(0, 0),
+            spacing=(0.0, 0.0, 0.0),
+            orientation="",
+            files=(),
+            is_image=True,
+            multiframe=False,
+            series_instance_uid=uid,
+        )
     )
     paths = tuple(sorted(p.path for p in problems))
     return replace(info, files=paths, frames=(), n_slices=info.n_slices if frames else len(problems))
@@ -205,7 +240,11 @@ def _with_problems(info: SeriesInfo, problems: Sequence[FileProblem]) -> SeriesI
     may (an image series in the same folder as a file whose UID is unknown)."""
     folders = {path.parent for path in info.files} if info.is_image else set()
     own = [p for p in problems if p.series_uid is not None and p.series_uid == info.series_instance_uid]
-    nearby = [replace(p, reason=f"{p.reason}; {NEARBY}") for p in problems if p.series_uid is None and p.path.parent in folders]
+    nearby = [
+        replace(p, reason=f"{p.reason}; {NEARBY}")
+        for p in problems
+        if p.series_uid is None and p.path.parent in folders
+    ]
     unreadable = tuple(own + nearby)
     if not unreadable:
         return info
@@ -265,13 +304,18 @@ def _unique_headers(frames: Sequence[Frame]) -> list[FileHeader]:
 
 
 def _info(
-    uid: str, series_uid: str, headers: Sequence[FileHeader], frames: Sequence[Frame], is_image: bool,
+    uid: str,
+    series_uid: str,
+    headers: Sequence[FileHeader],
+    frames: Sequence[Frame],
+    is_image: bool,
     notes: tuple[str, ...],
 ) -> SeriesInfo:
     """The SeriesInfo of some files; every text field cleaned for terminals (:func:`printable`)."""
     ds = headers[0].dataset
-    n_slices, n_frames, spacing, orientation, extra = _geometry_summary(frames) if is_image and frames else (
-        len(headers), 1, (0.0, 0.0, 0.0), "", ())
+    n_slices, n_frames, spacing, orientation, extra = (
+        _geometry_summary(frames) if is_image and frames else (len(headers), 1, (0.0, 0.0, 0.0), "", ())
+    )
     mosaic = mosaic_kind(ds) if is_image else None
     if mosaic:
         extra = (*extra, mosaic.split(" ", 1)[1])  # "Siemens mosaic (36 slices tiled in each image)"
@@ -368,9 +412,15 @@ def _row(info: SeriesInfo, details: bool) -> list[str]:
         slices, spacing = str(info.n_slices), "-"
         note = [f"not an image ({info.modality or _sop_name(info.sop_class_uid)})"]
     row = [
-        str(info.index), info.uid, info.modality or "-", info.description or "-", slices,
-        f"{info.matrix[0]}x{info.matrix[1]}" if info.matrix[0] else "-", spacing,
-        info.orientation or "-", "; ".join(note + list(info.notes)) or "-",
+        str(info.index),
+        info.uid,
+        info.modality or "-",
+        info.description or "-",
+        slices,
+        f"{info.matrix[0]}x{info.matrix[1]}" if info.matrix[0] else "-",
+        spacing,
+        info.orientation or "-",
+        "; ".join(note + list(info.notes)) or "-",
     ]
     if details:
         folder = printable(info.files[0].parent) if info.files else "-"

@@ -32,9 +32,40 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dic")
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _VALID_VRS = {
-    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB",
-    b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
-    b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+    b"AE",
+    b"AS",
+    b"AT",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"FL",
+    b"FD",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"PN",
+    b"SH",
+    b"SL",
+    b"SQ",
+    b"SS",
+    b"ST",
+    b"SV",
+    b"TM",
+    b"UC",
+    b"UI",
+    b"UL",
+    b"UN",
+    b"UR",
+    b"US",
+    b"UT",
+    b"UV",
 }
 
 
@@ -111,7 +142,9 @@ def _parse(fp: BinaryIO, path: Path) -> tuple[Any, bool, int, bytes, int, bytes]
     return dataset, kind, position, next_tag, size, fp.read(8)
 
 
-def _checked(path: Path, dataset: Any, preamble: bool, position: int, next_tag: bytes, size: int, tail: bytes) -> FileHeader | None:
+def _checked(
+    path: Path, dataset: Any, preamble: bool, position: int, next_tag: bytes, size: int, tail: bytes
+) -> FileHeader | None:
     """The header of a parsed file, or None for a DICOMDIR / non-data object; UnusableFile otherwise."""
     if _is_directory(dataset):
         return None

@@ -144,6 +144,10 @@ def _meta(header: FileHeader, frame: Frame, path: Path, photometric: str, spacin
         description=str(ds.get("SeriesDescription", "") or "") or None,
         rescale=None if frame.rescale == (1.0, 0.0) else (float(frame.rescale[0]), float(frame.rescale[1])),
         source=str(path),
-        extra={"format": "dicom", "photometric": photometric, "spacing_source": spacing_source,
-               "sop_class_uid": str(ds.get("SOPClassUID", "") or "")},
+        extra={
+            "format": "dicom",
+            "photometric": photometric,
+            "spacing_source": spacing_source,
+            "sop_class_uid": str(ds.get("SOPClassUID", "") or ""),
+        },
     )

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -47,7 +47,9 @@ MIN_SLICES = 3
 #: what the volume's values are: the rescaled (modality) values, or the real-world values
 VALUES = DICOM_VALUES  # "rescaled" | "real-world" (medseg.choices: the CLI's choices, import-light)
 #: the fix named when files of a series cannot be read
-MISSING_HINT = "re-export the series, or pass --allow-missing-slices (allow_missing_slices=True) to load the readable files"
+MISSING_HINT = (
+    "re-export the series, or pass --allow-missing-slices (allow_missing_slices=True) to load the readable files"
+)
 #: how many unreadable files a message names before "and N more"
 NAMED_FILES = 3
 
@@ -155,16 +157,24 @@ def _refuse_unreadable(info: SeriesInfo, allow_missing: bool) -> None:
     label = f"series #{info.index}"
     total = len(info.readable_files) + len(info.unreadable)
     if not info.readable_files:
-        raise DicomError(f"{label}: none of its {total} file(s) can be read: {_named(info.unreadable)}; re-export the series")
+        raise DicomError(
+            f"{label}: none of its {total} file(s) can be read: {_named(info.unreadable)}; re-export the series"
+        )
     if not allow_missing:
         raise unreadable_error(label, info.unreadable, total)
-    log.warning("%s: loading without %d unreadable file(s): %s; the volume may lack slices",
-                label, len(info.unreadable), _named(info.unreadable))
+    log.warning(
+        "%s: loading without %d unreadable file(s): %s; the volume may lack slices",
+        label,
+        len(info.unreadable),
+        _named(info.unreadable),
+    )
 
 
 def unreadable_error(label: str, problems: Sequence[FileProblem], total: int) -> DicomError:
     """``series ...: 1 of its 23 files cannot be read: FILE (truncated at ...); re-export ...``."""
-    return DicomError(f"{label}: {len(problems)} of its {total} files cannot be read: {_named(problems)}; {MISSING_HINT}")
+    return DicomError(
+        f"{label}: {len(problems)} of its {total} files cannot be read: {_named(problems)}; {MISSING_HINT}"
+    )
 
 
 def _named(problems: Sequence[FileProblem]) -> str:
@@ -211,7 +221,9 @@ def _check(stack: Stack, options: LoadOptions, label: str) -> list[str]:
     return problems
 
 
-def _decode_stack(stack: Stack, label: str, allow_missing: bool) -> tuple[Stack, list[int], np.ndarray, tuple[Path, ...]]:
+def _decode_stack(
+    stack: Stack, label: str, allow_missing: bool
+) -> tuple[Stack, list[int], np.ndarray, tuple[Path, ...]]:
     """Decode every file once: (stack, order, stored values in order, files dropped as unreadable).
 
     A file whose pixels cannot be read refuses the series, unless ``allow_missing``: then its
@@ -225,7 +237,12 @@ def _decode_stack(stack: Stack, label: str, allow_missing: bool) -> tuple[Stack,
     n_files = len({id(f.header) for f in stack.frames})
     if not allow_missing or stored is None:
         raise unreadable_error(label, failures, n_files)
-    log.warning("%s: loading without %d unreadable file(s): %s; the volume may lack slices", label, len(failures), _named(failures))
+    log.warning(
+        "%s: loading without %d unreadable file(s): %s; the volume may lack slices",
+        label,
+        len(failures),
+        _named(failures),
+    )
     bad = {problem.path for problem in failures}
     keep = [n for n, i in enumerate(order) if stack.frames[i].header.path not in bad]
     kept = build_stack([stack.frames[order[n]] for n in keep], label)
@@ -256,7 +273,9 @@ def _decode_in_order(frames: Sequence[Frame], order: Sequence[int]) -> tuple[np.
     return out, failures
 
 
-def _place(out: np.ndarray | None, array: np.ndarray, pairs: list[tuple[int, int]], header: FileHeader, n: int) -> np.ndarray:
+def _place(
+    out: np.ndarray | None, array: np.ndarray, pairs: list[tuple[int, int]], header: FileHeader, n: int
+) -> np.ndarray:
     """Copy frames ``pairs`` (destination row, frame index) of one file's ``array`` into ``out``."""
     dests, indices = (np.array(v) for v in zip(*pairs))
     if out is None:
@@ -275,7 +294,9 @@ def _value_mappings(frames: Sequence[Frame], values: str, label: str) -> list[tu
         return [frame.rescale for frame in frames]
     real = [frame.real_world for frame in frames]
     if all(mapping is None for mapping in real):
-        log.info("%s: the headers give no real-world value mapping; its real-world values are the rescaled values", label)
+        log.info(
+            "%s: the headers give no real-world value mapping; its real-world values are the rescaled values", label
+        )
         return [frame.rescale for frame in frames]
     if any(mapping is None for mapping in real):
         raise DicomError(
@@ -371,7 +392,7 @@ def _sources(stack: Stack, order: list[int], n_volumes: int) -> tuple[tuple, tup
     by_id = {id(f.header): f.header.dataset for f in frames}
     datasets = tuple(by_id[key] for key in headers)
     pairs = [(headers[id(f.header)], f.index + 1) for f in frames]
-    return datasets, tuple(tuple(pairs[k * n_volumes:(k + 1) * n_volumes]) for k in range(stack.n_slices))
+    return datasets, tuple(tuple(pairs[k * n_volumes : (k + 1) * n_volumes]) for k in range(stack.n_slices))
 
 
 def _meta(

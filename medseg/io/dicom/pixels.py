@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,7 +32,9 @@ def check_greyscale(header: FileHeader) -> None:
     photometric = text(header.dataset, "PhotometricInterpretation") or "MONOCHROME2"
     samples = header.pixels.samples if header.pixels is not None else 1
     if photometric not in _GREYSCALE or samples != 1:
-        raise DicomError(f"{printable(header.path)} holds colour pixels ({photometric}); medseg reads greyscale volumes only")
+        raise DicomError(
+            f"{printable(header.path)} holds colour pixels ({photometric}); medseg reads greyscale volumes only"
+        )
 
 
 def decode_file(header: FileHeader) -> np.ndarray:
@@ -96,7 +98,8 @@ def _read_native(header: FileHeader, pixels: PixelFormat) -> np.ndarray | None:
     if len(data) < expected:
         end = pixel_data_end(header)
         reason = (
-            f"truncated at {size} of {end} bytes" if end is not None and size < end
+            f"truncated at {size} of {end} bytes"
+            if end is not None and size < end
             else f"its pixel data holds {len(data)} of the {expected} bytes its header announces"
         )
         raise UnusableFile(FileProblem(header.path, reason))

@@ -118,8 +118,14 @@ def resample_stack(values: np.ndarray, stack: Stack, grid: RegularGrid) -> np.nd
             grid.col_shift - float(shifts[k] @ stack.row_dir) / col_spacing,
         )
         ndimage.affine_transform(
-            values[k].astype(np.float32, copy=False), np.ones(2), offset=offset,
-            output_shape=(out_rows, out_cols), output=moved[k], order=1, mode="constant", cval=fill,
+            values[k].astype(np.float32, copy=False),
+            np.ones(2),
+            offset=offset,
+            output_shape=(out_rows, out_cols),
+            output=moved[k],
+            order=1,
+            mode="constant",
+            cval=fill,
         )
     return _blend(moved, stack.distances, grid.distances)
 

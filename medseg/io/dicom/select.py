@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from medseg.errors import DicomError
 from medseg.io.dicom.series import SeriesInfo

@@ -34,9 +34,9 @@ class FileHeader:
     """
 
     path: Path
-    dataset: "Dataset"
+    dataset: Dataset
     pixel_offset: int | None = None
-    pixels: "PixelFormat | None" = None
+    pixels: PixelFormat | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class DicomSeries:
 
     info: SeriesInfo
     volume: Volume
-    datasets: tuple["Dataset", ...]
+    datasets: tuple[Dataset, ...]
     frame_positions: np.ndarray
     source_frames: tuple[tuple[tuple[int, int], ...], ...] = ()
     resampled: bool = False

@@ -14,9 +14,10 @@ import logging
 import math
 import struct
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from medseg.errors import DicomError, printable
 
@@ -52,7 +53,7 @@ def quiet_pydicom() -> Iterator[None]:
         pydicom_log.setLevel(level)
 
 
-def raw_text(item: "Dataset | None", keyword: str) -> str:
+def raw_text(item: Dataset | None, keyword: str) -> str:
     """The value of ``keyword`` as written in the file, cleaned for messages (``''`` if unknown)."""
     if item is None:
         return ""
@@ -77,12 +78,12 @@ def joined(value: object) -> str:
     return str(value)
 
 
-def malformed(item: "Dataset | None", keyword: str, what: str = "a number") -> MalformedValue:
+def malformed(item: Dataset | None, keyword: str, what: str = "a number") -> MalformedValue:
     """The error for a present but unusable value: ``NumberOfFrames '1A' is not a number``."""
     return MalformedValue(f"{keyword} '{raw_text(item, keyword)}' is not {what}")
 
 
-def _values(item: "Dataset | None", keyword: str) -> list | None:
+def _values(item: Dataset | None, keyword: str) -> list | None:
     """The value(s) of ``keyword`` as a list; None when absent or empty. Raises MalformedValue."""
     if item is None or keyword not in item:
         return None
@@ -97,7 +98,7 @@ def _values(item: "Dataset | None", keyword: str) -> list | None:
     return list(value)
 
 
-def float_values(item: "Dataset | None", keyword: str, count: int | None) -> tuple[float, ...] | None:
+def float_values(item: Dataset | None, keyword: str, count: int | None) -> tuple[float, ...] | None:
     """A multi-valued number (e.g. ImagePositionPatient) as floats; None when absent or empty.
 
     Raises :class:`MalformedValue` when a value is not a finite number or fewer than ``count``
@@ -117,13 +118,13 @@ def float_values(item: "Dataset | None", keyword: str, count: int | None) -> tup
     return tuple(numbers[:count] if count else numbers)
 
 
-def float_value(item: "Dataset | None", keyword: str) -> float | None:
+def float_value(item: Dataset | None, keyword: str) -> float | None:
     """A single number as float; None when absent or empty; MalformedValue when malformed."""
     values = float_values(item, keyword, 1)
     return None if values is None else values[0]
 
 
-def int_value(item: "Dataset | None", keyword: str, minimum: int | None = None) -> int | None:
+def int_value(item: Dataset | None, keyword: str, minimum: int | None = None) -> int | None:
     """A single integer (IS/US/UL...); None when absent or empty.
 
     Raises :class:`MalformedValue` when it is not an integer or is below ``minimum``.
@@ -142,7 +143,7 @@ def int_value(item: "Dataset | None", keyword: str, minimum: int | None = None) 
     return int(number)
 
 
-def float_or_none(item: "Dataset | None", keyword: str) -> float | None:
+def float_or_none(item: Dataset | None, keyword: str) -> float | None:
     """A number medseg can do without: None when absent, empty or malformed."""
     try:
         return float_value(item, keyword)
@@ -150,7 +151,7 @@ def float_or_none(item: "Dataset | None", keyword: str) -> float | None:
         return None
 
 
-def int_or_none(item: "Dataset | None", keyword: str) -> int | None:
+def int_or_none(item: Dataset | None, keyword: str) -> int | None:
     """An integer medseg can do without: None when absent, empty or malformed."""
     try:
         return int_value(item, keyword)
@@ -158,7 +159,7 @@ def int_or_none(item: "Dataset | None", keyword: str) -> int | None:
         return None
 
 
-def text(item: "Dataset | None", keyword: str) -> str:
+def text(item: Dataset | None, keyword: str) -> str:
     """A text value cleaned for terminals and messages (:func:`medseg.errors.printable`); '' if absent."""
     if item is None:
         return ""
@@ -169,7 +170,7 @@ def text(item: "Dataset | None", keyword: str) -> str:
     return printable(joined(value))
 
 
-def words(item: "Dataset | None", keyword: str) -> tuple[str, ...]:
+def words(item: Dataset | None, keyword: str) -> tuple[str, ...]:
     """A multi-valued code string (e.g. ImageType) as upper-case words; () when absent or unreadable."""
     try:
         values = _values(item, keyword)
@@ -178,7 +179,7 @@ def words(item: "Dataset | None", keyword: str) -> tuple[str, ...]:
     return tuple(str(v).strip().upper() for v in values or ())
 
 
-def private_value(item: "Dataset | None", group: int, offset: int, creators: Sequence[str]) -> object:
+def private_value(item: Dataset | None, group: int, offset: int, creators: Sequence[str]) -> object:
     """A private element's value found through its creator (e.g. Philips ``(2005,xx0E)``), or None.
 
     FL values of files read as implicit VR arrive as 4 raw bytes and are unpacked.
@@ -219,7 +220,7 @@ class PixelFormat:
         return self.rows * self.cols * self.frames * self.samples * self.bits_allocated // 8
 
 
-def pixel_format(ds: "Dataset") -> PixelFormat:
+def pixel_format(ds: Dataset) -> PixelFormat:
     """The checked Image Pixel module of an image header (needs Rows and Columns present).
 
     Raises :class:`MalformedValue` for a malformed or impossible value (e.g. NumberOfFrames
@@ -239,6 +240,11 @@ def pixel_format(ds: "Dataset") -> PixelFormat:
     if representation not in (0, 1):
         raise malformed(ds, "PixelRepresentation", "0 or 1")
     return PixelFormat(
-        rows=rows, cols=cols, frames=frames, samples=samples, bits_allocated=bits_allocated,
-        bits_stored=bits_stored, signed=representation == 1,
+        rows=rows,
+        cols=cols,
+        frames=frames,
+        samples=samples,
+        bits_allocated=bits_allocated,
+        bits_stored=bits_stored,
+        signed=representation == 1,
     )
