@@ -111,7 +111,15 @@ class ModelSpec:
             raise ConfigError(f"model.json: unknown key {unknown[0]!r}; {did_you_mean(unknown[0], names)}{_FIX}")
         values = {key: _field(key, data) for key in names if key in data or key in _REQUIRED}
         spec = cls(**values)
-        spec.network_config()  # a malformed network is refused here, not when the network is built
+        if spec.family == "maskrcnn":  # its network is a DetectionConfig (medseg.networks.maskrcnn)
+            from medseg.networks.maskrcnn import DetectionConfig
+
+            try:
+                DetectionConfig.from_dict(spec.network)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"model.json: network is malformed ({exc}); {_FIX}") from None
+        else:
+            spec.network_config()  # a malformed network is refused here, not when the network is built
         return spec
 
     def network_config(self) -> NetworkConfig:
