@@ -181,6 +181,9 @@ def report(rows: dict[str, dict], minutes: float, n_train: int, n_val: int, load
             f"| {name} | {r['dsb_score']:.4f} | {r['ap50']:.4f} | {r['box_map']:.4f} | {r['box_ap50']:.4f} | "
             f"{r['predicted']} / {r['true']} | {r['images_per_second']:.2f} | {trained} | {weights} |"
         )
+    missing = [name for name, _ in FAMILIES.values() if name not in rows]
+    if missing:
+        lines += ["", "Not measured in this run: " + "; ".join(missing) + " (`--families` left it out)."]
     lines += ["", "Published figures (other test sets):", "", PUBLISHED]
     return "\n".join(lines)
 
