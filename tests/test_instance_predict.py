@@ -265,7 +265,6 @@ def test_3d_instance_path_end_to_end(tmp_path: Path) -> None:
     assert len(names) == int(ids.max()) and sorted(names.values()) == [f"blob {i}" for i in sorted(names)]
 
 
-@pytest.mark.slow
 def test_3d_unet_instances_separate_touching_balls(tmp_path: Path) -> None:
     """Issue 15's 3D target: a small 3D U-Net instance model, trained here on synthetic volumes of
     touching balls with known ids, reaches AP@0.5 >= 0.9 on volumes it never saw."""
