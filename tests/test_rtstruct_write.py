@@ -94,12 +94,12 @@ def test_contours_through_edge_voxel_centres_fill_exactly_those_voxels() -> None
 def test_predict_writes_rtstruct_for_dicom_input(sample_data: Path, tmp_path: Path) -> None:
     from medseg.inference.options import OutputOptions
     from medseg.inference.outputs import case_paths
-    from medseg.inference.writer import _dicom_outputs
+    from medseg.inference.writer import write_dicom_outputs
 
     series = load_series(select_series(discover_series(sample_data / "dicom"), "T1post"))
     labels = series.volume.with_array(structures_on(series), kind="label")
     stats: dict = {}
-    outputs = _dicom_outputs(
+    outputs = write_dicom_outputs(
         "case",
         labels,
         NAMES,
@@ -111,7 +111,7 @@ def test_predict_writes_rtstruct_for_dicom_input(sample_data: Path, tmp_path: Pa
     assert outputs == {"rtstruct": tmp_path / "case_rtstruct.dcm"} and not stats
     stats = {}
     assert (
-        _dicom_outputs("case", labels, NAMES, None, case_paths(tmp_path, "nifti"), OutputOptions(rtstruct=True), stats)
+        write_dicom_outputs("case", labels, NAMES, None, case_paths(tmp_path, "nifti"), OutputOptions(rtstruct=True), stats)
         == {}
     )
     assert stats["rtstruct_skipped"] == "the input is not a DICOM series"
