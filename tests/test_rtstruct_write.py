@@ -111,7 +111,9 @@ def test_predict_writes_rtstruct_for_dicom_input(sample_data: Path, tmp_path: Pa
     assert outputs == {"rtstruct": tmp_path / "case_rtstruct.dcm"} and not stats
     stats = {}
     assert (
-        write_dicom_outputs("case", labels, NAMES, None, case_paths(tmp_path, "nifti"), OutputOptions(rtstruct=True), stats)
+        write_dicom_outputs(
+            "case", labels, NAMES, None, case_paths(tmp_path, "nifti"), OutputOptions(rtstruct=True), stats
+        )
         == {}
     )
     assert stats["rtstruct_skipped"] == "the input is not a DICOM series"
