@@ -219,3 +219,12 @@ def test_bright_objects_turns_dark_nuclei_on_a_bright_background_bright() -> Non
         assert pre.array[0][inside].mean() > pre.array[0][~inside].mean()  # objects bright in both
     assert np.allclose(kept.array, turned.array, atol=1e-4)  # the same picture, whatever its polarity
     assert not preprocess_case([brightfield], replace(plan, bright_objects=False)).record.intensity[0][1] < 0
+
+
+def test_each_object_takes_the_class_most_of_its_voxels_have() -> None:
+    from medseg.inference.instance_predict import object_classes
+
+    ids = np.array([[0, 1, 1, 1, 2], [3, 3, 0, 2, 2]])
+    classes = np.array([[0, 2, 2, 1, 1], [0, 0, 0, 1, 1]])
+    assert object_classes(ids, classes) == {1: 2, 2: 1, 3: 1}  # object 3 lies outside every class: 1
+    assert object_classes(np.zeros((2, 2), int), np.zeros((2, 2), int)) == {}

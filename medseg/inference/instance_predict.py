@@ -183,6 +183,20 @@ def write_instance_case(
     return outputs, stats, {"write": time.perf_counter() - start}
 
 
+def object_classes(ids: np.ndarray, classes: np.ndarray) -> dict[int, int]:
+    """Instance id -> the class most of its voxels have in ``classes`` (1 when none has one), for
+    every id present; one pass over the arrays, whatever the number of objects."""
+    inside = ids > 0
+    if not inside.any():
+        return {}
+    kinds = int(classes.max(initial=0)) + 1
+    pairs = ids[inside].astype(np.int64) * kinds + classes[inside].astype(np.int64)
+    counts = np.bincount(pairs, minlength=(int(ids.max()) + 1) * kinds).reshape(-1, kinds)
+    counts[:, 0] = 0
+    present = np.flatnonzero(np.bincount(ids[inside].astype(np.int64)))
+    return {int(i): int(counts[i].argmax()) if counts[i].any() else 1 for i in present}
+
+
 def _dicom_object_outputs(
     case_id: str,
     instances: Volume,
@@ -203,9 +217,7 @@ def _dicom_object_outputs(
     codes_by_class = predictor.label_metadata if predictor is not None else {}
     names: dict[int, str] = {}
     codes: dict[int, Any] = {}
-    for object_id in (int(i) for i in np.unique(ids) if i):
-        values = classes[ids == object_id]
-        label = int(np.bincount(values[values > 0]).argmax()) if values.any() else 1
+    for object_id, label in object_classes(ids, classes).items():
         names[object_id] = f"{class_names.get(label, 'object')} {object_id}"
         if label in codes_by_class:
             codes[object_id] = codes_by_class[label]
