@@ -13,6 +13,8 @@ from medseg.errors import InputError, OutputError
 from medseg.io import read_volume, write_volume
 from medseg.io.files import is_volume_file
 from medseg.io.image2d import image_pixels, read_image2d, volume_from_pixels
+from medseg.volume import Volume
+from tests.dicom_factory import write_dx_image
 
 RNG = np.random.default_rng(7)
 
@@ -152,45 +154,22 @@ def test_real_dsb_image_and_label_round_trip(shared_data: Path, tmp_path: Path) 
 
 
 # ------------------------------------------------------------------------------------ DICOM
-def _dx(path: Path, pixels: np.ndarray, **attributes: object) -> Path:
-    from pydicom import Dataset
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit, ds.PixelRepresentation = 15, 0
-    for key, value in attributes.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_dicom_dx_with_imager_pixel_spacing_and_rescale(tmp_path: Path) -> None:
     pixels = _grey(4, 6, np.uint16) // 4
-    path = _dx(tmp_path / "dx.dcm", pixels, ImagerPixelSpacing=[0.2, 0.1], RescaleSlope=2, RescaleIntercept=-10)
+    path = write_dx_image(
+        tmp_path / "dx.dcm", pixels, ImagerPixelSpacing=[0.2, 0.1], RescaleSlope=2, RescaleIntercept=-10
+    )
     volume = read_volume(path)
     assert volume.shape == (6, 4, 1)
     assert np.allclose(volume.spacing, (0.1, 0.2, 1.0)) and volume.meta.spacing_known
     assert volume.meta.extra["spacing_source"] == "ImagerPixelSpacing" and volume.meta.modality == "DX"
     assert np.allclose(image_pixels(volume), pixels * 2.0 - 10)
-    assert read_volume(_dx(tmp_path / "bare.dcm", pixels)).meta.spacing_known is False
+    assert read_volume(write_dx_image(tmp_path / "bare.dcm", pixels)).meta.spacing_known is False
 
 
 def test_dicom_2d_with_patient_geometry(tmp_path: Path) -> None:
     pixels = _grey(3, 5, np.uint16)
-    path = _dx(
+    path = write_dx_image(
         tmp_path / "geo.dcm",
         pixels,
         PixelSpacing=[0.5, 0.25],
@@ -225,3 +204,80 @@ def test_semantic_evaluation_of_png_says_pixels_not_mm(tmp_path: Path, caplog: p
         (result,) = evaluate(tmp_path / "pred.png", tmp_path / "ref.png")
     assert "in pixels, not mm" in caplog.text
     assert result.metrics[0].hd95 == pytest.approx(2.0)  # two pixels
+
+
+# ------------------------------------------------------------------------- DICOM SEG of a 2D image
+def _objects(volume: Volume) -> np.ndarray:
+    ids = np.zeros(volume.spatial_shape, np.uint16)
+    ids[1:4, 2:6, 0], ids[8:12, 1:3, 0] = 1, 3  # object 2 absent: an empty segment keeps the numbering
+    return ids
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        {},  # a radiograph without patient position: no frame of reference, no plane positions
+        {
+            "PixelSpacing": [0.5, 0.25],
+            "ImagePositionPatient": [10, 20, 30],
+            "ImageOrientationPatient": [0, 1, 0, 0, 0, -1],
+            "FrameOfReferenceUID": "1.2.826.0.1.3680043.8.498.1",
+        },
+    ],
+)
+def test_2d_dicom_labels_written_as_a_seg_referencing_the_image(tmp_path: Path, geometry: dict) -> None:
+    import highdicom as hd
+    import pydicom
+
+    from medseg.io.seg import write_seg_image2d
+
+    source = write_dx_image(tmp_path / "dx.dcm", _grey(9, 14, np.uint16), PatientName="Doe^Jane", **geometry)
+    volume = read_volume(source)
+    ids = _objects(volume)
+    out = write_seg_image2d(volume.with_array(ids, kind="label"), source, tmp_path / "dx_seg.dcm", {1: "a 1", 3: "a 3"})
+    seg = hd.seg.segread(out)
+    uid = pydicom.dcmread(source).SOPInstanceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["a 1", "label 2", "a 3"]
+    assert seg.get_source_image_uids()[0][2] == uid and str(seg.StudyInstanceUID) == str(
+        pydicom.dcmread(source).StudyInstanceUID
+    )
+    frames = seg.get_pixels_by_source_instance([uid], combine_segments=True, relabel=False)
+    assert np.array_equal(frames[0], ids[:, :, 0].T)  # (rows, columns) = the image's pixels
+    positioned = "PlanePositionSequence" in seg.PerFrameFunctionalGroupsSequence[0]
+    assert positioned == bool(geometry)
+
+
+def test_2d_dicom_seg_refuses_labels_of_another_grid(tmp_path: Path) -> None:
+    from medseg.errors import GeometryError
+    from medseg.io.seg import write_seg_image2d
+
+    source = write_dx_image(tmp_path / "dx.dcm", _grey(9, 14, np.uint16))
+    other = read_volume(write_dx_image(tmp_path / "other.dcm", _grey(14, 9, np.uint16)))
+    with pytest.raises(GeometryError, match="not on the pixel grid of dx.dcm"):
+        write_seg_image2d(other.with_array(_objects(other), kind="label"), source, tmp_path / "seg.dcm")
+    assert not (tmp_path / "seg.dcm").exists()
+
+
+def test_class_labels_of_a_2d_dicom_image_get_a_seg_and_others_none(tmp_path: Path) -> None:
+    """The writer every model's outputs go through: a 2D DICOM source gives a SEG of the class
+    labels (no DicomSeries needed); a PNG source gives none; an empty map is skipped with its reason."""
+    import highdicom as hd
+
+    from medseg.inference.options import OutputOptions
+    from medseg.inference.outputs import case_paths
+    from medseg.inference.writer import write_dicom_outputs
+
+    image = read_volume(write_dx_image(tmp_path / "dx.dcm", _grey(9, 14, np.uint16)))
+    labels = image.with_array(_objects(image), kind="label")
+    stats: dict = {}
+    paths = case_paths(tmp_path / "out", "case")
+    (tmp_path / "out").mkdir()
+    names = {1: "lung", 2: "heart", 3: "spine"}
+    outputs = write_dicom_outputs("case", labels, names, None, paths, OutputOptions(), stats, "m", None, image)
+    assert [s.SegmentLabel for s in hd.seg.segread(outputs["seg"]).SegmentSequence] == ["lung", "heart", "spine"]
+    empty = image.with_array(np.zeros(image.spatial_shape, np.uint8), kind="label")
+    assert write_dicom_outputs("e", empty, names, None, paths, OutputOptions(), stats, "m", None, image) == {}
+    assert stats["seg_skipped"] == "the segmentation is empty"
+    Image.fromarray(_grey(9, 14)).save(tmp_path / "x.png")
+    png = read_volume(tmp_path / "x.png")
+    assert write_dicom_outputs("p", labels, names, None, paths, OutputOptions(), {}, "m", None, png) == {}

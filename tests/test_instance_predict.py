@@ -335,3 +335,31 @@ def test_python_api_segments_a_colour_png_into_objects(trained) -> None:
     result = medseg.segment(image, model=str(folder), backend="torch")
     assert result.instances is not None and result.instances.spatial_shape == image.spatial_shape
     assert np.array_equal(np.asarray(result.labels.array) > 0, np.asarray(result.instances.array) > 0)
+
+
+def test_2d_dicom_input_gets_a_seg_with_one_segment_per_object(tmp_path: Path, capsys) -> None:
+    """A real nuclei image stored as a single-frame 2D DICOM (no patient geometry, a patient name in
+    its header): the shipped model writes the PNG instance map and a DICOM SEG whose segment n is
+    object n, pixel for pixel, referencing the source image; no patient name in any file name."""
+    import highdicom as hd
+    import pydicom
+
+    from tests.dicom_factory import write_dx_image
+
+    sample = sorted((Path(__file__).parents[1] / "sample_data" / "nuclei" / "images").glob("*.png"))[0]
+    grey = np.asarray(Image.open(sample).convert("L")).astype(np.uint16)
+    (tmp_path / "in").mkdir()
+    source = write_dx_image(tmp_path / "in" / "slide.dcm", grey, PatientName="Doe^Jane", PatientID="P1")
+    out = tmp_path / "out"
+    argv = ["--quiet", "predict", "-m", "nuclei", "-i", str(source), "-o", str(out), "--backend", "torch", "--rtstruct"]
+    assert main(argv) == 0
+    assert "no RTSTRUCT written: a 2D DICOM image has no slices to contour" in capsys.readouterr().err
+    (seg_path,) = out.glob("*_seg.dcm")  # the case id is the series' (PatientID_study_series), never the name
+    ids = np.asarray(Image.open(seg_path.with_name(seg_path.name.replace("_seg.dcm", ".png"))))
+    assert ids.shape == grey.shape and ids.max() >= 5
+    seg = hd.seg.segread(seg_path)
+    uid = pydicom.dcmread(source).SOPInstanceUID
+    assert seg.number_of_segments == ids.max() and seg.get_source_image_uids()[0][2] == uid
+    assert np.array_equal(seg.get_pixels_by_source_instance([uid], combine_segments=True, relabel=False)[0], ids)
+    assert [s.SegmentLabel for s in seg.SegmentSequence][:2] == ["object 1", "object 2"]  # <class> <id>
+    assert not any("Doe" in p.name or "Jane" in p.name for p in out.rglob("*"))

@@ -253,11 +253,13 @@ def _series_cases(
     infos: Sequence[SeriesInfo], root: Path, namer: Namer, reasons: Sequence[str | None], channels: int
 ) -> tuple[list[InputCase], list[Skipped]]:
     """Each series as a case, or as skipped with its reason."""
+    from medseg.io.dicom.image2d import image2d_file
+
     cases: list[InputCase] = []
     skipped: list[Skipped] = []
     for info, reason in zip(infos, reasons):
         case = series_case(info, root, namer)
-        if reason is None and channels != 1:
+        if reason is None and channels != 1 and image2d_file(info) is None:  # a 2D image holds its colours
             reason = (
                 f"the model takes {channels} channels and a DICOM series is one; convert the series to "
                 "case_0000.nii.gz, case_0001.nii.gz, ... with 'medseg convert' or list them in a manifest"

@@ -52,8 +52,10 @@ def case_series(case: InputCase) -> SeriesInfo | None:
 def read_case(
     case: InputCase, resample: bool = False, *, allow_missing_slices: bool = False, values: str = "rescaled"
 ) -> tuple[list[Volume], DicomSeries | None]:
-    """The 3D channel volumes of ``case`` and, for DICOM input, the loaded ``DicomSeries`` (else None).
-    A colour 2D image (PNG, TIFF) gives one volume per colour channel.
+    """The 3D channel volumes of ``case`` and, for a DICOM series, the loaded ``DicomSeries`` (else None).
+    A colour 2D image (PNG, TIFF, a single-frame 2D DICOM image) gives one volume per colour channel;
+    a single-frame 2D DICOM image (radiograph, slide: :func:`medseg.io.dicom.image2d.image2d_file`) is
+    read as a 2D image, without a ``DicomSeries``.
 
     The DICOM reader options are :func:`medseg.io.dicom.load_series`'s: a series with gantry
     tilt or uneven slices is refused (GeometryError) unless ``resample`` is set, which resamples
@@ -64,6 +66,11 @@ def read_case(
     series = case_series(case)
     if series is not None:
         from medseg.io.dicom import load_series
+        from medseg.io.dicom.image2d import image2d_file, read_dicom_image2d
+
+        image2d = image2d_file(series)
+        if image2d is not None:  # a radiograph or slide: one 2D image (its colours as channels), no series
+            return image_channels(read_dicom_image2d(image2d)), None
 
         dicom = load_series(series, resample=resample, allow_missing_slices=allow_missing_slices, values=values)
         return [dicom.volume.require_3d()], dicom

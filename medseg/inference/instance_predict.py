@@ -163,6 +163,7 @@ def write_instance_case(
     Returns (outputs by kind, statistics with the object count, seconds spent writing).
     """
     from medseg.inference.objects import write_detection_outputs
+    from medseg.inference.writer import dicom_image2d_source
 
     if prediction.instances is None:
         raise ValueError("write_instance_case needs a prediction of an instance model")
@@ -178,8 +179,10 @@ def write_instance_case(
         "shape": list(instances.spatial_shape),
         "spacing_mm": [round(s, 6) for s in instances.spacing] if instances.meta.spacing_known else None,
     }
-    if dicom is not None and count:
-        outputs.update(_dicom_object_outputs(case_id, instances, prediction, dicom, out_dir, options, predictor, stats))
+    if count and (dicom is not None or dicom_image2d_source(images[0]) is not None):
+        outputs.update(
+            _dicom_object_outputs(case_id, instances, prediction, dicom, out_dir, options, predictor, stats, images[0])
+        )
     return outputs, stats, {"write": time.perf_counter() - start}
 
 
@@ -201,11 +204,12 @@ def _dicom_object_outputs(
     case_id: str,
     instances: Volume,
     prediction: Prediction,
-    dicom: DicomSeries,
+    dicom: DicomSeries | None,
     out_dir: Path,
     options: OutputOptions,
     predictor: Predictor | None,
     stats: dict[str, Any],
+    image: Volume | None = None,
 ) -> dict[str, Path]:
     """DICOM SEG / RTSTRUCT of the objects: one segment (ROI) per instance id, named by its class."""
     from medseg.inference.outputs import case_paths
@@ -224,5 +228,5 @@ def _dicom_object_outputs(
     labels = instances.with_array(ids, kind="label", label_names=names)
     model_name = predictor.model_name if predictor is not None else None
     return write_dicom_outputs(
-        case_id, labels, names, dicom, case_paths(out_dir, case_id), options, stats, model_name, codes
+        case_id, labels, names, dicom, case_paths(out_dir, case_id), options, stats, model_name, codes, image
     )

@@ -53,6 +53,43 @@ def seg_skip_reason(labels: Volume, dicom: DicomSeries) -> str | None:
     return None
 
 
+def _image2d_outputs(
+    case_id: str,
+    labels: Volume,
+    names: Mapping[int, str],
+    source: Path | None,
+    paths: Mapping[str, Path],
+    options: OutputOptions,
+    stats: dict[str, Any],
+    model_name: str | None,
+    codes: Mapping[int, Any] | None,
+) -> dict[str, Path]:
+    """The DICOM outputs of an input that is not a DICOM series: a SEG of a single-frame 2D DICOM
+    image (``source``, its file), nothing for other inputs; RTSTRUCT is skipped with the reason."""
+    if options.rtstruct:
+        why = "the input is not a DICOM series" if source is None else "a 2D DICOM image has no slices to contour"
+        stats["rtstruct_skipped"] = why
+        _warn_once("rtstruct-input", f"no RTSTRUCT written: {why} (an RTSTRUCT references DICOM slices)")
+    if source is None or not options.dicom_seg:
+        return {}
+    if not np.asarray(labels.array).any():
+        log.warning("%s: no DICOM SEG written: the segmentation is empty", case_id)
+        stats["seg_skipped"] = "the segmentation is empty"
+        return {}
+    from medseg.io.seg import write_seg_image2d
+
+    return {"seg": write_seg_image2d(labels, source, paths["seg"], names, model_name, codes)}
+
+
+def dicom_image2d_source(image: Volume) -> Path | None:
+    """The file a single-frame 2D DICOM image was read from (:mod:`medseg.io.dicom.image2d`), or
+    None for any other input (a series, PNG/TIFF, NIfTI, arrays)."""
+    if image.meta.extra.get("format") != "dicom" or image.spatial_shape[2] != 1 or not image.meta.source:
+        return None
+    path = Path(image.meta.source)
+    return path if path.is_file() else None
+
+
 def reading_notes(image: Volume) -> dict[str, Any]:
     """What the reader reported about an input image, for its statistics: how many files of its DICOM
     series could not be read (loaded with ``allow_missing_slices``; the log names them)."""
@@ -130,7 +167,7 @@ def write_case_outputs(
         outputs["probabilities"] = write_probabilities(prediction.probabilities, labels, paths["probabilities"])
     codes = remapped_metadata(predictor.label_metadata, post.remap)
     outputs.update(
-        write_dicom_outputs(case_id, labels, names, dicom, paths, options, stats, predictor.model_name, codes)
+        write_dicom_outputs(case_id, labels, names, dicom, paths, options, stats, predictor.model_name, codes, image)
     )
     if post.instances:
         outputs.update(_instance_outputs(array, labels, image, post.instances, names, paths, stats))
@@ -170,15 +207,15 @@ def write_dicom_outputs(
     stats: dict[str, Any],
     model_name: str | None = None,
     codes: Mapping[int, Any] | None = None,
+    image: Volume | None = None,
 ) -> dict[str, Path]:
     """DICOM SEG (segments named ``names``, coded ``codes``, made by ``model_name``) and RTSTRUCT for
-    DICOM input; a skipped one is logged and noted in ``stats``."""
+    DICOM input: a series (``dicom``), or a single-frame 2D DICOM image (``image`` read from one,
+    see :func:`dicom_image2d_source`; SEG only). A skipped one is logged and noted in ``stats``."""
     outputs: dict[str, Path] = {}
-    if options.rtstruct and dicom is None:
-        stats["rtstruct_skipped"] = "the input is not a DICOM series"
-        _warn_once("rtstruct-input", "no RTSTRUCT written for non-DICOM input (it must reference DICOM slices)")
     if dicom is None:
-        return outputs
+        source = dicom_image2d_source(image) if image is not None else None
+        return _image2d_outputs(case_id, labels, names, source, paths, options, stats, model_name, codes)
     if options.dicom_seg:
         reason = seg_skip_reason(labels, dicom)
         if reason:

@@ -537,26 +537,96 @@ def write_seg(
     (anonymised exports) are written empty, a lost FrameOfReferenceUID is derived from the series
     UID; text is written in UTF-8. The source datasets are not changed. Written atomically.
     """
-    from medseg.version import __version__
-
     path = Path(path)
     labels = _checked_labels(labels, source)
-    names = dict(label_names or labels.meta.label_names or {})
-    top = int(labels.array.max())
-    algorithm = algorithm_name(model_name)
-    descriptions = [
-        _segment_description(n, names.get(n, f"label {n}"), (codes or {}).get(n), algorithm, __version__)
-        for n in range(1, top + 1)
-    ]
-    absent = sorted(set(range(1, top + 1)) - set(np.unique(labels.array).tolist()))
-    if absent:
-        log.info("label value(s) %s are absent; written as empty segments to keep numbering", absent)
+    descriptions = _segment_descriptions(labels, label_names, model_name, codes)
     images, frames = _source_images_and_frames(labels, source)
     datasets = _writable_sources(images, float(labels.spacing[2]))
     seg = _segmentation(datasets, frames, descriptions, model_name, source.info.uid)
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
     return path
+
+
+def write_seg_image2d(
+    labels: Volume,
+    source: str | Path,
+    path: str | Path,
+    label_names: Mapping[int, str] | None = None,
+    model_name: str | None = None,
+    codes: Mapping[int, SegmentCoding] | None = None,
+) -> Path:
+    """Write the labels of a single-frame 2D DICOM image (DX, CR, XA, SM...) as a one-frame BINARY
+    DICOM SEG that references it: the 2D counterpart of :func:`write_seg`.
+
+    Needs ``labels`` on the image's pixel grid as :func:`medseg.io.dicom.image2d.read_dicom_image2d`
+    reads it (shape ``(Columns, Rows, 1)``), some foreground, values up to 65535, and ``source``
+    the image file (its header gives the study, patient and referenced instance). Promises the
+    segments of :func:`write_seg` (numbered by label value, named, coded). An image without
+    patient position (most radiographs, slide images) gets a SEG without plane positions, tied to
+    its source by the referenced instance alone, as DICOM allows for images outside a frame of
+    reference; one with ImagePositionPatient keeps the patient coordinates. Written atomically;
+    the source file is not changed.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(source, stop_before_pixels=True)
+    except (OSError, InvalidDicomError) as exc:
+        raise DicomError(f"cannot read the DICOM header of {source} ({type(exc).__name__}); check the file") from None
+    labels = labels.as_label() if labels.kind != "label" else labels
+    grid = (int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0), 1)
+    if labels.spatial_shape != grid:
+        raise GeometryError(
+            f"the labels (shape {labels.spatial_shape}) are not on the pixel grid of {Path(source).name} "
+            f"(columns x rows {grid[:2]}); predict on the image itself"
+        )
+    array = np.asarray(labels.array)
+    if array.min() < 0 or array.max() > 65535:
+        raise InputError("label values must lie between 0 and 65535 to be written as DICOM SEG")
+    if not array.any():
+        raise InputError("the label image is empty (all zeros); there is nothing to write as DICOM SEG")
+    descriptions = _segment_descriptions(labels, label_names, model_name, codes)
+    frames = np.ascontiguousarray(array[:, :, 0].T[None]).astype(np.uint8 if array.max() < 256 else np.uint16)
+    positioned = "ImagePositionPatient" in dataset
+    datasets = (
+        _writable_sources([dataset], float(labels.spacing[2]))
+        if positioned
+        else [_patched_copy(dataset, _header_fixes(dataset))]
+    )
+    if not _text(datasets[0], "StudyInstanceUID"):
+        raise DicomError(
+            f"{Path(source).name} has no StudyInstanceUID, so a DICOM SEG cannot join its study; "
+            "write the labels without a SEG (--no-seg) or restore the UID in the export"
+        )
+    seg = _segmentation(datasets, frames, descriptions, model_name, _text(dataset, "SeriesInstanceUID"))
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)
+    return path
+
+
+def _segment_descriptions(
+    labels: Volume,
+    label_names: Mapping[int, str] | None,
+    model_name: str | None,
+    codes: Mapping[int, SegmentCoding] | None,
+) -> list[hd.seg.SegmentDescription]:
+    """One segment description per label value 1..max (absent values become empty segments, so
+    every segment number equals its label value), named and coded as :func:`write_seg` says."""
+    from medseg.version import __version__
+
+    names = dict(label_names or labels.meta.label_names or {})
+    top = int(np.asarray(labels.array).max())
+    algorithm = algorithm_name(model_name)
+    absent = sorted(set(range(1, top + 1)) - set(np.unique(labels.array).tolist()))
+    if absent:
+        log.info("label value(s) %s are absent; written as empty segments to keep numbering", absent)
+    return [
+        _segment_description(n, names.get(n, f"label {n}"), (codes or {}).get(n), algorithm, __version__)
+        for n in range(1, top + 1)
+    ]
 
 
 def algorithm_name(model_name: str | None) -> str:

@@ -121,6 +121,10 @@ def limit_stages(config: NetworkConfig, stages: int = MAX_STAGES) -> NetworkConf
     )
 
 
+#: predicted objects smaller than this percentile of the training objects' sizes are taken for specks
+MIN_SIZE_PERCENTILE = 1.0
+
+
 def object_plan(fp: ObjectFingerprint, tile: tuple[int, ...]) -> InstancePlan:
     """Object sizes, the smallest kept object, anchors, aspect ratios, tile overlap, detections per tile."""
     diameters = fp.pooled("diameters")
@@ -137,7 +141,7 @@ def object_plan(fp: ObjectFingerprint, tile: tuple[int, ...]) -> InstancePlan:
     density = max(im.count / float(np.prod(im.shape[:2])) for im in fp.images)
     return InstancePlan(
         diameter=(round(p5, 3), round(p50, 3), round(p95, 3)),
-        min_size=max(3, round(float(np.percentile(sizes, 5)) / 3.0)),
+        min_size=max(3, round(float(np.percentile(sizes, MIN_SIZE_PERCENTILE)))),
         anchor_sizes=tuple(int(first * 2**i) for i in range(ANCHOR_LEVELS)),
         aspect_ratios=aspect,
         tile_overlap=min(overlap, min(tile) // 2),

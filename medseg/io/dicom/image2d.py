@@ -31,7 +31,7 @@ from medseg.io.image2d import volume_from_pixels
 from medseg.volume import LPS_TO_RAS, Kind, Volume, VolumeMeta
 
 if TYPE_CHECKING:
-    from medseg.io.dicom.series import FileHeader, Frame
+    from medseg.io.dicom.series import FileHeader, Frame, SeriesInfo
 
 #: modalities whose images are projections or photographs: 2D by nature
 PROJECTION_MODALITIES = frozenset({"DX", "CR", "XA", "RF", "MG", "IO", "PX", "SM", "XC", "GM", "ES", "OP"})
@@ -55,6 +55,16 @@ def is_dicom_image2d(path: str | Path) -> bool:
         return False
     modality = str(header.dataset.get("Modality", "") or "").upper()
     return modality in PROJECTION_MODALITIES or frames[0].position is None or frames[0].orientation is None
+
+
+def image2d_file(info: SeriesInfo) -> Path | None:
+    """The one file of a discovered "series" that is a single 2D DICOM image (:func:`is_dicom_image2d`:
+    a radiograph, a slide or a photograph), read with :func:`read_dicom_image2d`; None for a slice
+    stack, which the series loader reads."""
+    files = info.readable_files
+    if info.n_slices != 1 or len(files) != 1 or info.unreadable:
+        return None
+    return files[0] if is_dicom_image2d(files[0]) else None
 
 
 def read_dicom_image2d(path: str | Path, kind: Kind = "image") -> Volume:
