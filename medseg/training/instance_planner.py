@@ -14,9 +14,9 @@ What differs from :mod:`medseg.training.planner` (semantic datasets):
   more context, and a CPU trains small patches faster), made divisible by the network's stride;
   the sliding window then moves by half a patch (the predictor's overlap 0.5); at most
   :data:`MAX_STAGES` stages (4 poolings: a receptive field of well over 100 voxels, several object
-  diameters, and a network small enough to ship);
+  diameters, and a network small enough to ship; a recipe's patch override keeps this limit);
 * **objects** (:class:`~medseg.model.plan.InstancePlan`): diameter percentiles; the smallest object
-  kept (a third of the 5th-percentile size); Mask R-CNN anchors, one per FPN level (strides 4..64),
+  kept (the 1st percentile of the object sizes); Mask R-CNN anchors, one per FPN level (strides 4..64),
   the first the power of two nearest the 5th-percentile box extent, then doubling; aspect ratios
   from the 5th / 95th percentiles of the boxes' side ratios; the detection-tile overlap (the
   99th-percentile box extent, rounded up to 8); detections kept per tile (twice the densest

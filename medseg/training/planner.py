@@ -283,9 +283,11 @@ def plan_for_recipe(recipe: Recipe, spec: DatasetSpec, workers: int = 2) -> Plan
                 f"but the dataset has {spec.labels} and {spec.channels}; re-plan with 'medseg plan'"
             )
     elif spec.instances:
-        from medseg.training.instance_planner import plan_instances
+        from medseg.training.instance_planner import limit_stages, plan_instances
 
-        plan = plan_instances(spec, workers=workers)
+        plan = apply_overrides(plan_instances(spec, workers=workers), overrides, recipe.model.spatial_dims)
+        dims = recipe.model.spatial_dims  # a patch override keeps the instance plan's stage limit
+        return plan.with_config(dims, limit_stages(plan.config(dims)))
     else:
         fp = compute_fingerprint(spec, workers=workers)
         spacing = tuple(overrides.target_spacing) if overrides.target_spacing else None
