@@ -363,3 +363,17 @@ def test_2d_dicom_input_gets_a_seg_with_one_segment_per_object(tmp_path: Path, c
     assert np.array_equal(seg.get_pixels_by_source_instance([uid], combine_segments=True, relabel=False)[0], ids)
     assert [s.SegmentLabel for s in seg.SegmentSequence][:2] == ["object 1", "object 2"]  # <class> <id>
     assert not any("Doe" in p.name or "Jane" in p.name for p in out.rglob("*"))
+
+
+def test_a_patch_override_keeps_the_instance_plans_stage_limit(tmp_path: Path) -> None:
+    """[plan] patch_size = [128, 128] would give a 6-stage 2D network (down to 4 x 4); instance plans
+    stop at 5 stages (docs/instances.md), so the recipe's override must not lift that limit."""
+    from medseg.training.dataset import load_dataset
+    from medseg.training.instance_planner import MAX_STAGES
+    from medseg.training.planner import plan_for_recipe
+
+    data = write_png_dataset(tmp_path / "pngs", 2)
+    chosen = recipe(data, plan={"patch_size": [128, 128], "base_features": 16})
+    config = plan_for_recipe(chosen, load_dataset(data), workers=1).config_2d
+    assert config.patch_size == (128, 128) and len(config.features) == MAX_STAGES
+    assert config.features == (16, 32, 64, 128, 256)
