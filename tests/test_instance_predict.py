@@ -377,3 +377,25 @@ def test_a_patch_override_keeps_the_instance_plans_stage_limit(tmp_path: Path) -
     config = plan_for_recipe(chosen, load_dataset(data), workers=1).config_2d
     assert config.patch_size == (128, 128) and len(config.features) == MAX_STAGES
     assert config.features == (16, 32, 64, 128, 256)
+
+
+def test_a_folder_of_2d_dicom_images_runs_in_batch_and_a_3d_model_refuses_them(tmp_path: Path, capsys) -> None:
+    """Folder discovery selects single-frame 2D DICOM images (the min_slices rule is for localizers
+    of volumes); a 3D model refuses a 2D image with a one-line error instead of segmenting it."""
+    from tests.dicom_factory import write_dx_image
+
+    samples = sorted((Path(__file__).parents[1] / "sample_data" / "nuclei" / "images").glob("*.png"))[:2]
+    for n, sample in enumerate(samples):
+        (tmp_path / "in" / f"s{n}").mkdir(parents=True)
+        grey = np.asarray(Image.open(sample).convert("L")).astype(np.uint16)
+        write_dx_image(tmp_path / "in" / f"s{n}" / "img.dcm", grey, PatientName="Doe^Jane", PatientID=f"P{n}")
+    out = tmp_path / "batch"
+    assert main(["--quiet", "batch", str(tmp_path / "in"), "-m", "nuclei", "-o", str(out), "--backend", "torch"]) == 0
+    with open(out / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["status"] for r in rows] == ["done", "done"] and all(int(r["objects"]) >= 5 for r in rows)
+    assert len(list(out.rglob("*_seg.dcm"))) == 2
+    capsys.readouterr()
+    argv = ["--quiet", "predict", "-m", "hippocampus", "-i", str(samples[0]), "-o", str(tmp_path / "h")]
+    assert main(argv) == 2
+    assert "is a 2D image (png); model hippocampus segments 3D volumes" in capsys.readouterr().err

@@ -72,13 +72,20 @@ class SelectionRules:
         for pattern in self.exclude:
             if re.search(pattern, description, re.I):
                 return f"description {description!r} matches exclude pattern {pattern!r}"
-        if info.n_slices < self.min_slices:
+        if info.n_slices < self.min_slices and not _image2d(info):  # localizers, not radiographs or slides
             return f"{info.n_slices} slice(s), fewer than min_slices={self.min_slices}"
         if self.orientation and not _orientation_matches(info.orientation, self.orientation):
             return (
                 f"orientation {info.orientation} ({slice_plane(info.orientation)}) not in {', '.join(self.orientation)}"
             )
         return None
+
+
+def _image2d(info: SeriesInfo) -> bool:
+    """True when the series is one 2D DICOM image (a radiograph, slide, photograph), read as a 2D image."""
+    from medseg.io.dicom.image2d import image2d_file
+
+    return image2d_file(info) is not None
 
 
 def slice_plane(orientation: str) -> str:

@@ -36,6 +36,7 @@ from medseg.inference.loading import LoadedModel, check_compatible, load_model
 from medseg.inference.options import OutputOptions, PredictOptions
 from medseg.inference.sliding import predict_volume
 from medseg.inference.suitability import Finding, check_input, check_labels, refuse
+from medseg.io.image2d import is_image_file_2d
 from medseg.model.folder import ModelSpec
 from medseg.model.plan import Plan
 from medseg.model.preprocess import (
@@ -256,8 +257,15 @@ class Predictor:
         Needs one 3D Volume per model input channel, all on one grid. Promises a label Volume
         with the source shape and affine, label names in its meta, uint8 (uint16 beyond 255), and
         the suitability findings of input and prediction (their seconds count as preprocessing);
-        with ``options.strict`` a finding raises UnsuitableInputError instead.
+        with ``options.strict`` a finding raises UnsuitableInputError instead. A 3D model refuses a
+        2D image file (PNG, TIFF, a single-frame 2D DICOM image) with an InputError.
         """
+        if images and self.models[0].spec.spatial_dims == 3 and is_image_file_2d(images[0]):
+            raise InputError(
+                f"{Path(images[0].meta.source or 'the input').name} is a 2D image "
+                f"({images[0].meta.extra.get('format')}); model {self.model_name} segments 3D volumes: "
+                "use a 2D model for it"
+            )
         if self.instance_method is not None:  # objects, not classes
             from medseg.inference.instance_predict import predict_instances
 

@@ -98,6 +98,15 @@ def is_2d(volume: Volume) -> bool:
     return volume.spatial_shape[2] == 1
 
 
+#: ``meta.extra["format"]`` of the 2D image readers (:func:`read_image2d`, :mod:`medseg.io.dicom.image2d`)
+IMAGE2D_FORMATS = frozenset({"png", "tif", "tiff", "dicom"})
+
+
+def is_image_file_2d(volume: Volume) -> bool:
+    """True for a volume read from a 2D image file: PNG, TIFF or a single-frame 2D DICOM image."""
+    return is_2d(volume) and volume.meta.extra.get("format") in IMAGE2D_FORMATS
+
+
 def image_pixels(volume: Volume) -> np.ndarray:
     """The ``(H, W)`` or ``(H, W, C)`` pixels of a one-slice volume, as a file stores them (a view).
 

@@ -61,10 +61,10 @@ def image2d_file(info: SeriesInfo) -> Path | None:
     """The one file of a discovered "series" that is a single 2D DICOM image (:func:`is_dicom_image2d`:
     a radiograph, a slide or a photograph), read with :func:`read_dicom_image2d`; None for a slice
     stack, which the series loader reads."""
-    files = info.readable_files
-    if info.n_slices != 1 or len(files) != 1 or info.unreadable:
+    if info.n_slices != 1 or info.unreadable:
         return None
-    return files[0] if is_dicom_image2d(files[0]) else None
+    files = info.readable_files
+    return files[0] if len(files) == 1 and is_dicom_image2d(files[0]) else None
 
 
 def read_dicom_image2d(path: str | Path, kind: Kind = "image") -> Volume:
