@@ -588,19 +588,18 @@ def write_seg_image2d(
         raise InputError("label values must lie between 0 and 65535 to be written as DICOM SEG")
     if not array.any():
         raise InputError("the label image is empty (all zeros); there is nothing to write as DICOM SEG")
-    descriptions = _segment_descriptions(labels, label_names, model_name, codes)
-    frames = np.ascontiguousarray(array[:, :, 0].T[None]).astype(np.uint8 if array.max() < 256 else np.uint16)
-    positioned = "ImagePositionPatient" in dataset
-    datasets = (
-        _writable_sources([dataset], float(labels.spacing[2]))
-        if positioned
-        else [_patched_copy(dataset, _header_fixes(dataset))]
-    )
-    if not _text(datasets[0], "StudyInstanceUID"):
+    if not _text(dataset, "StudyInstanceUID"):
         raise DicomError(
             f"{Path(source).name} has no StudyInstanceUID, so a DICOM SEG cannot join its study; "
             "write the labels without a SEG (--no-seg) or restore the UID in the export"
         )
+    descriptions = _segment_descriptions(labels, label_names, model_name, codes)
+    frames = np.ascontiguousarray(array[:, :, 0].T[None]).astype(np.uint8 if array.max() < 256 else np.uint16)
+    datasets = (  # without a position the image lies in no frame of reference: only the header fixes
+        _writable_sources([dataset], float(labels.spacing[2]))
+        if "ImagePositionPatient" in dataset
+        else [_patched_copy(dataset, _header_fixes(dataset))]
+    )
     seg = _segmentation(datasets, frames, descriptions, model_name, _text(dataset, "SeriesInstanceUID"))
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
